@@ -1,0 +1,80 @@
+"""
+### Qdrant model migration
+
+Moves the collection behind a Qdrant **alias** to a new embedding model with zero downtime:
+
+1. `assess_compatibility` reads the source behind the alias and checks the request;
+2. `create_collection` creates a versioned target configured like the source;
+3. `backfill_batch` (one mapped task per partition) embeds the texts and writes the target,
+   checkpointing after every sub-batch so retries resume;
+4. `recall_check` waits until the target is complete and indexed and measures its recall;
+5. `approve_swap` shows that evidence to a human;
+6. `swap_alias` moves the alias atomically; the old collection stays for rollback.
+
+Trigger from the UI form or `airflow dags trigger qdrant_model_migration --conf '{"alias": ...}'`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import Param, PokeReturnValue, dag, get_current_context, task
+
+from include.qdrant_migration import tasks
+from include.qdrant_migration.spec import PARAM_SCHEMA
+
+
+@dag(
+    dag_id="qdrant_model_migration",
+    schedule=None,
+    catchup=False,
+    doc_md=__doc__,
+    tags=["qdrant", "embeddings", "migration"],
+    params={name: Param(**schema) for name, schema in PARAM_SCHEMA.items()},
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
+    max_active_runs=1,
+)
+def qdrant_model_migration() -> None:
+    @task
+    def assess_compatibility() -> dict[str, Any]:
+        return tasks.assess_compatibility(dict(get_current_context()["params"]))
+
+    @task
+    def create_collection(plan: dict[str, Any]) -> dict[str, Any]:
+        return tasks.create_collection(plan)
+
+    @task
+    def plan_partitions(plan: dict[str, Any], _created: dict[str, Any]) -> list[dict[str, Any]]:
+        return tasks.partitions(plan)
+
+    @task(map_index_template="{{ partition_label }}", max_active_tis_per_dagrun=4)
+    def backfill_batch(plan: dict[str, Any], partition: dict[str, Any]) -> dict[str, Any]:
+        get_current_context()["partition_label"] = partition["label"]  # type: ignore[typeddict-unknown-key]
+        return tasks.backfill_batch(plan, partition)
+
+    @task.sensor(poke_interval=30, timeout=6 * 3600, mode="reschedule")
+    def recall_check(plan: dict[str, Any], results: list[dict[str, Any]]) -> PokeReturnValue:
+        report = tasks.recall_check(plan, list(results))
+        return PokeReturnValue(is_done=report is not None, xcom_value=report)
+
+    approve_swap = ApprovalOperator(
+        task_id="approve_swap",
+        subject="Swap alias '{{ params.alias }}' to the new collection?",
+        body="{{ ti.xcom_pull(task_ids='recall_check')['markdown'] }}",
+    )
+
+    @task
+    def swap_alias(plan: dict[str, Any]) -> dict[str, Any]:
+        return tasks.swap_alias(plan)
+
+    plan = assess_compatibility()
+    created = create_collection(plan)
+    parts = plan_partitions(plan, created)
+    results = backfill_batch.partial(plan=plan).expand(partition=parts)
+    report = recall_check(plan, results)
+    report >> approve_swap >> swap_alias(plan)
+
+
+qdrant_model_migration()

@@ -1,0 +1,152 @@
+"""create_collection: the versioned target, configured like the source but for the new model.
+
+The target copies what matters from the source (distance, HNSW, quantization, on-disk
+settings, sharding and replication, payload indexes) and takes the new model's vector
+size. While it is loaded it serves no queries, so HNSW indexing is deferred
+(``indexing_threshold=0``) and restored by :func:`finish_bulk_load` before the recall check.
+Lineage (which model made the vectors) goes into collection metadata where the server
+supports it, and always into the state store.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from qdrant_client import QdrantClient
+from qdrant_client import models as qm
+
+from include.qdrant_migration.compatibility import Plan
+from include.qdrant_migration.qdrant import supports
+from include.qdrant_migration.state import StateStore, now_iso
+
+log = logging.getLogger(__name__)
+
+METADATA_KEY = "qdrant_migration"
+DEFAULT_INDEXING_THRESHOLD = 10000
+
+
+class CollectionConflictError(RuntimeError):
+    """A collection with the target's name exists and was not made by this migration."""
+
+
+def lineage_record(plan: Plan) -> dict[str, Any]:
+    return {
+        "migration_id": plan.migration_id,
+        "source_collection": plan.source.collection,
+        "source_lineage": plan.source.lineage,
+        "alias": plan.alias,
+        "text_field": plan.spec["text_field"],
+        **plan.target_lineage,
+    }
+
+
+def _vector_params(plan: Plan, source: qm.CollectionInfo) -> Any:
+    src = source.config.params.vectors
+    src_params = src if isinstance(src, qm.VectorParams) else next(iter((src or {}).values()))
+    params = qm.VectorParams(
+        size=plan.target_dimension,
+        distance=qm.Distance(plan.source.distance),
+        hnsw_config=src_params.hnsw_config,
+        quantization_config=src_params.quantization_config,
+        on_disk=src_params.on_disk,
+        datatype=src_params.datatype,
+    )
+    if plan.source.vector_name is None:
+        return params
+    return {plan.source.vector_name: params}
+
+
+def _hnsw_diff(config: qm.HnswConfig) -> qm.HnswConfigDiff:
+    return qm.HnswConfigDiff(**config.model_dump(exclude_none=True))
+
+
+def create_target(client: QdrantClient, plan: Plan, state: StateStore) -> dict[str, Any]:
+    """Create the target (or reuse the one this migration made); returns what was done."""
+    name = plan.target_collection
+    if client.collection_exists(name):
+        _check_reusable(client, plan)
+        log.info("Reusing %s, created earlier by migration %s", name, plan.migration_id)
+        _record(state, plan, original_threshold=None)
+        return {"collection": name, "created": False}
+
+    source = client.get_collection(plan.source.collection)
+    original_threshold = (
+        source.config.optimizer_config.indexing_threshold or DEFAULT_INDEXING_THRESHOLD
+    )
+    lineage = lineage_record(plan) | {"created_at": now_iso()}
+    kwargs: dict[str, Any] = {
+        "vectors_config": _vector_params(plan, source),
+        "shard_number": source.config.params.shard_number,
+        "replication_factor": source.config.params.replication_factor,
+        "write_consistency_factor": source.config.params.write_consistency_factor,
+        "on_disk_payload": source.config.params.on_disk_payload,
+        "hnsw_config": _hnsw_diff(source.config.hnsw_config),
+        "quantization_config": source.config.quantization_config,
+        # Defer HNSW building while bulk-loading a collection that serves no queries.
+        "optimizers_config": qm.OptimizersConfigDiff(indexing_threshold=0),
+    }
+    if supports(client, (1, 16, 0)):
+        kwargs["metadata"] = {METADATA_KEY: lineage}
+    client.create_collection(name, **kwargs)
+    for field_name, schema in (source.payload_schema or {}).items():
+        if schema.data_type is not None:
+            client.create_payload_index(name, field_name, field_schema=schema.data_type, wait=True)
+    log.info("Created %s (%d-d, %s)", name, plan.target_dimension, plan.source.distance)
+    _record(state, plan, original_threshold=original_threshold)
+    return {"collection": name, "created": True}
+
+
+def _record(state: StateStore, plan: Plan, *, original_threshold: int | None) -> None:
+    doc = state.get("migration", plan.migration_id) or {"created_at": now_iso()}
+    doc.update(
+        {
+            "migration_id": plan.migration_id,
+            "alias": plan.alias,
+            "source_collection": plan.source.collection,
+            "target_collection": plan.target_collection,
+            "lineage": lineage_record(plan),
+            "spec": plan.spec,
+            "status": doc.get("status", "loading"),
+        }
+    )
+    if original_threshold is not None:
+        doc["indexing_threshold"] = original_threshold
+    state.put("migration", plan.migration_id, doc)
+
+
+def _check_reusable(client: QdrantClient, plan: Plan) -> None:
+    info = client.get_collection(plan.target_collection)
+    vectors = info.config.params.vectors
+    params = (
+        vectors
+        if isinstance(vectors, qm.VectorParams)
+        else (vectors or {}).get(plan.source.vector_name or "")
+    )
+    meta = (info.config.metadata or {}).get(METADATA_KEY, {})
+    problems = []
+    if params is None:
+        problems.append("it has a different vector layout")
+    elif params.size != plan.target_dimension or params.distance.value != plan.source.distance:
+        problems.append(f"its vectors are {params.size}-d {params.distance.value}")
+    if meta and meta.get("migration_id") != plan.migration_id:
+        problems.append(f"it belongs to migration {meta.get('migration_id')}")
+    if problems:
+        raise CollectionConflictError(
+            f"Collection {plan.target_collection!r} already exists but {'; '.join(problems)}, "
+            f"while this migration needs {plan.target_dimension}-d {plan.source.distance} "
+            "vectors. Delete or rename that collection, or choose another model/dimensions."
+        )
+
+
+def finish_bulk_load(client: QdrantClient, plan: Plan, state: StateStore) -> None:
+    """Restore the source's indexing threshold so Qdrant builds the HNSW index."""
+    doc = state.get("migration", plan.migration_id) or {}
+    threshold = int(doc.get("indexing_threshold") or DEFAULT_INDEXING_THRESHOLD)
+    current = client.get_collection(plan.target_collection).config.optimizer_config
+    if current.indexing_threshold != threshold:
+        client.update_collection(
+            plan.target_collection,
+            optimizers_config=qm.OptimizersConfigDiff(indexing_threshold=threshold),
+        )
+        log.info("Indexing enabled on %s (threshold %d)", plan.target_collection, threshold)

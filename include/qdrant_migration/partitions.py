@@ -1,0 +1,155 @@
+"""plan_partitions: split the source's id space into ranges for the mapped backfill tasks.
+
+Planning reads ids only (no payloads, no vectors) and keeps only the boundaries, so a
+10M-point collection costs a few hundred small records, not 10M ids in memory. The plan is
+stored with a fingerprint; a resumed run reuses its own plan, and checkpoints are keyed by
+that fingerprint so offsets from a different plan can never be mixed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from qdrant_client import QdrantClient
+
+from include.qdrant_migration.state import StateStore, now_iso
+
+log = logging.getLogger(__name__)
+
+PointId = int | str
+ID_PAGE = 1000
+#: Airflow refuses to map more than ``[core] max_map_length`` (default 1024) task instances.
+MAX_PARTITIONS = 1000
+
+
+def id_key(point_id: PointId) -> tuple[int, int]:
+    """Qdrant's id order: integers first (numerically), then UUIDs (by value)."""
+    if isinstance(point_id, int):
+        return (0, point_id)
+    return (1, uuid.UUID(str(point_id)).int)
+
+
+@dataclass(frozen=True)
+class Partition:
+    """Points with ``start <= id < end`` (None: open end)."""
+
+    index: int
+    start: PointId | None
+    end: PointId | None
+    points: int
+    fingerprint: str
+    migration_id: str
+
+    @property
+    def label(self) -> str:
+        return f"#{self.index} [{_short(self.start)} .. {_short(self.end)}) ~{self.points} pts"
+
+    def contains(self, point_id: PointId) -> bool:
+        return self.end is None or id_key(point_id) < id_key(self.end)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"label": self.label}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Partition:
+        return cls(**{k: v for k, v in data.items() if k != "label"})
+
+
+def _short(point_id: PointId | None) -> str:
+    if point_id is None:
+        return "…"
+    text = str(point_id)
+    return text if len(text) <= 10 else text[:8] + "…"
+
+
+def _ids(client: QdrantClient, collection: str) -> Iterator[PointId]:
+    offset: Any = None
+    while True:
+        points, offset = client.scroll(
+            collection, limit=ID_PAGE, offset=offset, with_payload=False, with_vectors=False
+        )
+        for point in points:
+            yield point.id
+        if offset is None:
+            return
+
+
+def compute_boundaries(
+    client: QdrantClient, collection: str, points_per_partition: int
+) -> tuple[list[PointId], list[int]]:
+    """Start ids of each partition after the first, and the point count of each."""
+    boundaries: list[PointId] = []
+    counts: list[int] = [0]
+    for point_id in _ids(client, collection):
+        if counts[-1] == points_per_partition:
+            boundaries.append(point_id)
+            counts.append(0)
+        counts[-1] += 1
+    return boundaries, counts
+
+
+def plan_partitions(
+    client: QdrantClient,
+    state: StateStore,
+    *,
+    migration_id: str,
+    source_collection: str,
+    points_per_partition: int,
+    expected_points: int,
+) -> list[Partition]:
+    """The migration's partition plan: the stored one if it exists, else a new one.
+
+    ``points_per_partition`` grows when needed to stay under :data:`MAX_PARTITIONS`.
+    """
+    stored = state.get("plan", migration_id)
+    if stored:
+        log.info("Reusing partition plan %s of %s", stored["fingerprint"], migration_id)
+        return [Partition.from_dict(p) for p in stored["partitions"]]
+
+    minimum = -(-expected_points // MAX_PARTITIONS)
+    if points_per_partition < minimum:
+        log.warning(
+            "points_per_partition=%d would map more than %d tasks; using %d",
+            points_per_partition,
+            MAX_PARTITIONS,
+            minimum,
+        )
+        points_per_partition = minimum
+    boundaries, counts = compute_boundaries(client, source_collection, points_per_partition)
+    fingerprint = hashlib.sha256(
+        json.dumps(
+            [source_collection, points_per_partition, boundaries, counts], default=str
+        ).encode()
+    ).hexdigest()[:16]
+    starts: list[PointId | None] = [None, *boundaries]
+    ends: list[PointId | None] = [*boundaries, None]
+    partitions = [
+        Partition(i, start, end, count, fingerprint, migration_id)
+        for i, (start, end, count) in enumerate(zip(starts, ends, counts, strict=True))
+    ]
+    state.put(
+        "plan",
+        migration_id,
+        {
+            "migration_id": migration_id,
+            "fingerprint": fingerprint,
+            "source_collection": source_collection,
+            "points_per_partition": points_per_partition,
+            "total_points": sum(counts),
+            "created_at": now_iso(),
+            "partitions": [p.to_dict() for p in partitions],
+        },
+    )
+    log.info(
+        "Planned %d partitions of ~%d points (%s)",
+        len(partitions),
+        points_per_partition,
+        fingerprint,
+    )
+    return partitions

@@ -1,0 +1,53 @@
+"""Embedding providers, chosen by name from one registry.
+
+Adding a backend means one module with an :class:`EmbeddingProvider` subclass and one
+entry in :data:`PROVIDERS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from include.qdrant_migration.providers.base import (
+    Credentials,
+    EmbeddingError,
+    EmbeddingProvider,
+    ModelInfo,
+    ProviderConfigError,
+    ProviderLimits,
+)
+from include.qdrant_migration.providers.local import LocalProvider
+
+PROVIDERS: dict[str, type[EmbeddingProvider]] = {cls.name: cls for cls in (LocalProvider,)}
+
+
+def get_provider(
+    name: str,
+    model: str,
+    *,
+    dimensions: int | None = None,
+    options: Mapping[str, Any] | None = None,
+    credentials: Credentials | None = None,
+) -> EmbeddingProvider:
+    """Build the provider registered as ``name``."""
+    try:
+        cls = PROVIDERS[name]
+    except KeyError:
+        known = ", ".join(sorted(PROVIDERS))
+        raise ProviderConfigError(
+            f"Unknown embedding provider {name!r}; choose one of: {known}."
+        ) from None
+    return cls(model, dimensions=dimensions, options=options, credentials=credentials)
+
+
+__all__ = [
+    "PROVIDERS",
+    "Credentials",
+    "EmbeddingError",
+    "EmbeddingProvider",
+    "ModelInfo",
+    "ProviderConfigError",
+    "ProviderLimits",
+    "get_provider",
+]

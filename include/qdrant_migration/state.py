@@ -1,0 +1,132 @@
+"""The one home for migration state: plans, checkpoints, skips and reports.
+
+State lives in a small collection (``qdrant_migration_state``) in the same Qdrant as the
+data. That choice is deliberate: it works for every Airflow executor (no shared disk
+needed), survives a reset of Airflow's metadata DB, moves with the data when Qdrant is
+backed up, and a checkpoint is written with the same client that acknowledged the points
+it describes. The collection has no vectors; each record is one point whose id is derived
+from ``(kind, key)`` and whose payload is the JSON document.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from qdrant_client import QdrantClient
+from qdrant_client import models as qm
+
+STATE_COLLECTION = "qdrant_migration_state"
+_NAMESPACE = uuid.UUID("5b0f6a5e-8d0c-4d57-9b1c-2a5b8d3c7e11")
+
+
+class StateStore(Protocol):
+    """What the rest of the package needs from a state store."""
+
+    def get(self, kind: str, key: str) -> dict[str, Any] | None: ...
+
+    def put(self, kind: str, key: str, doc: dict[str, Any]) -> None: ...
+
+    def delete(self, kind: str, key: str) -> None: ...
+
+    def scan(self, kind: str, **match: str) -> Iterator[dict[str, Any]]: ...
+
+
+def record_id(kind: str, key: str) -> str:
+    return str(uuid.uuid5(_NAMESPACE, f"{kind}\x00{key}"))
+
+
+def now_iso() -> str:
+    return datetime.now(tz=UTC).isoformat(timespec="seconds")
+
+
+class QdrantStateStore:
+    """State records as vector-less points in a dedicated collection."""
+
+    def __init__(self, client: QdrantClient, collection: str = STATE_COLLECTION) -> None:
+        self.client = client
+        self.collection = collection
+        self._ready = False
+
+    def _exists(self) -> bool:
+        if not self._ready:
+            self._ready = self.client.collection_exists(self.collection)
+        return self._ready
+
+    def _ensure(self) -> None:
+        if not self._exists():
+            self.client.create_collection(self.collection, vectors_config={})
+            self._ready = True
+
+    def get(self, kind: str, key: str) -> dict[str, Any] | None:
+        if not self._exists():
+            return None
+        found = self.client.retrieve(self.collection, [record_id(kind, key)], with_payload=True)
+        if not found or found[0].payload is None:
+            return None
+        doc = found[0].payload.get("doc")
+        return dict(doc) if isinstance(doc, dict) else None
+
+    def put(self, kind: str, key: str, doc: dict[str, Any]) -> None:
+        self._ensure()
+        payload = {"kind": kind, "key": key, "updated_at": now_iso(), "doc": doc}
+        self.client.upsert(
+            self.collection,
+            [qm.PointStruct(id=record_id(kind, key), vector={}, payload=payload)],
+            wait=True,
+        )
+
+    def delete(self, kind: str, key: str) -> None:
+        if self._exists():
+            self.client.delete(
+                self.collection, qm.PointIdsList(points=[record_id(kind, key)]), wait=True
+            )
+
+    def scan(self, kind: str, **match: str) -> Iterator[dict[str, Any]]:
+        """Every record of ``kind`` whose document matches ``match`` (streamed)."""
+        if not self._exists():
+            return
+        conditions = [qm.FieldCondition(key="kind", match=qm.MatchValue(value=kind))]
+        conditions += [
+            qm.FieldCondition(key=f"doc.{field}", match=qm.MatchValue(value=value))
+            for field, value in match.items()
+        ]
+        offset: Any = None
+        while True:
+            points, offset = self.client.scroll(
+                self.collection,
+                scroll_filter=qm.Filter(must=conditions),
+                limit=256,
+                offset=offset,
+                with_payload=True,
+            )
+            for point in points:
+                doc = (point.payload or {}).get("doc")
+                if isinstance(doc, dict):
+                    yield dict(doc)
+            if offset is None:
+                return
+
+
+class MemoryStateStore:
+    """A dict-backed store for unit tests of code that only needs the interface."""
+
+    def __init__(self) -> None:
+        self.records: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def get(self, kind: str, key: str) -> dict[str, Any] | None:
+        doc = self.records.get((kind, key))
+        return dict(doc) if doc is not None else None
+
+    def put(self, kind: str, key: str, doc: dict[str, Any]) -> None:
+        self.records[(kind, key)] = dict(doc)
+
+    def delete(self, kind: str, key: str) -> None:
+        self.records.pop((kind, key), None)
+
+    def scan(self, kind: str, **match: str) -> Iterator[dict[str, Any]]:
+        for (k, _), doc in list(self.records.items()):
+            if k == kind and all(doc.get(f) == v for f, v in match.items()):
+                yield dict(doc)

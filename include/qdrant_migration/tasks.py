@@ -1,0 +1,164 @@
+"""The thin layer that knows Airflow: connections in, plain functions called, XComs out.
+
+Each function here is the body of one DAG task. They resolve Airflow connections into
+plain settings, open Qdrant for the duration of the task (serialized for the embedded
+store), and call the Airflow-free logic modules.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from airflow.providers.qdrant.hooks.qdrant import QdrantHook
+from airflow.sdk import BaseHook
+from qdrant_client import QdrantClient
+
+from include.qdrant_migration import aliases, backfill, collections, compatibility, recall
+from include.qdrant_migration.partitions import Partition, plan_partitions
+from include.qdrant_migration.providers import Credentials, EmbeddingProvider, get_provider
+from include.qdrant_migration.qdrant import QdrantSettings, open_client
+from include.qdrant_migration.report import build_report, render_markdown
+from include.qdrant_migration.spec import MigrationSpec
+from include.qdrant_migration.state import QdrantStateStore
+
+log = logging.getLogger(__name__)
+
+
+class MigrationQdrantHook(QdrantHook):
+    """The Qdrant provider's hook, plus an embedded local-mode store (extra ``path``).
+
+    A connection with ``{"path": "/data/qdrant"}`` in its extra opens qdrant-client's local
+    mode on disk; otherwise the server settings of :class:`QdrantHook` apply (host/port or
+    url, API key as password, ``https``, ``grpc_port``, ``prefer_gprc``, ``prefix``).
+    """
+
+    hook_name = "Qdrant (server or embedded)"
+
+    def settings(self) -> QdrantSettings:
+        conn = self.get_connection(self.conn_id)
+        extra = conn.extra_dejson
+        if extra.get("path"):
+            return QdrantSettings(path=str(extra["path"]))
+        return QdrantSettings(
+            url=extra.get("url"),
+            host=conn.host or None,
+            port=conn.port or 6333,
+            grpc_port=int(extra.get("grpc_port", 6334)),
+            prefer_grpc=bool(extra.get("prefer_gprc", extra.get("prefer_grpc", False))),
+            https=extra.get("https"),
+            prefix=extra.get("prefix"),
+            api_key=conn.password or None,
+            timeout=int(extra.get("timeout", 60)),
+        )
+
+    def get_conn(self) -> QdrantClient:
+        return QdrantClient(**self.settings().client_kwargs())
+
+    @contextmanager
+    def client(self) -> Iterator[QdrantClient]:
+        """A client for one task, closed after it (and the embedded store's lock released)."""
+        with open_client(self.settings()) as client:
+            yield client
+
+
+def provider_credentials(conn_id: str) -> Credentials:
+    conn = BaseHook.get_connection(conn_id)
+    extra = dict(conn.extra_dejson)
+    base_url = extra.pop("base_url", None) or conn.host or None
+    return Credentials(
+        conn_id=conn_id, api_key=conn.password or None, base_url=base_url, extra=extra
+    )
+
+
+def build_provider(spec: dict[str, Any]) -> EmbeddingProvider:
+    conn_id = spec.get("provider_conn_id")
+    return get_provider(
+        spec["provider"],
+        spec["model"],
+        dimensions=spec.get("dimensions"),
+        options=spec.get("provider_options") or {},
+        credentials=provider_credentials(conn_id) if conn_id else None,
+    )
+
+
+def _hook(spec: dict[str, Any]) -> MigrationQdrantHook:
+    return MigrationQdrantHook(conn_id=spec["qdrant_conn_id"])
+
+
+def assess_compatibility(params: dict[str, Any]) -> dict[str, Any]:
+    spec = MigrationSpec.from_params(params)
+    provider = build_provider(spec.to_dict())
+    with _hook(spec.to_dict()).client() as client:
+        plan = compatibility.assess(client, spec, provider, QdrantStateStore(client))
+    for reason in plan.reasons:
+        log.info(reason)
+    return plan.to_dict()
+
+
+def create_collection(plan_dict: dict[str, Any]) -> dict[str, Any]:
+    plan = compatibility.Plan.from_dict(plan_dict)
+    with _hook(plan.spec).client() as client:
+        return collections.create_target(client, plan, QdrantStateStore(client))
+
+
+def partitions(plan_dict: dict[str, Any]) -> list[dict[str, Any]]:
+    plan = compatibility.Plan.from_dict(plan_dict)
+    with _hook(plan.spec).client() as client:
+        parts = plan_partitions(
+            client,
+            QdrantStateStore(client),
+            migration_id=plan.migration_id,
+            source_collection=plan.source.collection,
+            points_per_partition=int(plan.spec["points_per_partition"]),
+            expected_points=plan.source.points,
+        )
+    return [p.to_dict() for p in parts]
+
+
+def backfill_batch(plan_dict: dict[str, Any], partition: dict[str, Any]) -> dict[str, Any]:
+    plan = compatibility.Plan.from_dict(plan_dict)
+    part = Partition.from_dict(partition)
+    settings = backfill.BackfillSettings(
+        batch_size=int(plan.spec["batch_size"]),
+        embed_concurrency=int(plan.spec["embed_concurrency"]),
+        bad_text_policy=str(plan.spec["bad_text_policy"]),
+    )
+    provider = build_provider(plan.spec)
+    with _hook(plan.spec).client() as client:
+        job = backfill.PartitionBackfill(
+            client, plan, part, provider, QdrantStateStore(client), settings
+        )
+        return job.run()
+
+
+def recall_check(plan_dict: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """One sensor poke: None means "not yet"; raises when the check can never pass."""
+    plan = compatibility.Plan.from_dict(plan_dict)
+    summary = backfill.summarize(results)
+    provider = build_provider(plan.spec)
+    with _hook(plan.spec).client() as client:
+        state = QdrantStateStore(client)
+        collections.finish_bulk_load(client, plan, state)
+        evidence = recall.check_target(client, plan, summary, provider, state)
+        if evidence is None:
+            return None
+        report = build_report(plan_dict, evidence)
+        report["markdown"] = render_markdown(report)
+        state.put("report", plan.migration_id, report)
+    return report
+
+
+def swap_alias(plan_dict: dict[str, Any]) -> dict[str, Any]:
+    plan = compatibility.Plan.from_dict(plan_dict)
+    with _hook(plan.spec).client() as client:
+        return aliases.swap_alias(
+            client,
+            QdrantStateStore(client),
+            migration_id=plan.migration_id,
+            alias=plan.alias,
+            source=plan.source.collection,
+            target=plan.target_collection,
+        )
