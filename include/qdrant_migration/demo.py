@@ -38,7 +38,7 @@ def seed_collection(
     batch_size: int = 128,
     distance: qm.Distance = qm.Distance.COSINE,
 ) -> int:
-    """Create ``collection`` with ``provider``'s vectors of ``records`` and point ``alias`` at it."""
+    """Create ``collection`` from ``records`` embedded by ``provider``; point ``alias`` at it."""
     client.create_collection(
         collection, vectors_config=qm.VectorParams(size=provider.dimension, distance=distance)
     )
@@ -49,7 +49,9 @@ def seed_collection(
         client.upsert(
             collection,
             [
-                qm.PointStruct(id=r["id"], vector=v, payload={k: x for k, x in r.items() if k != "id"})
+                qm.PointStruct(
+                    id=r["id"], vector=v, payload={k: x for k, x in r.items() if k != "id"}
+                )
                 for r, v in zip(batch, vectors, strict=True)
             ],
             wait=True,
@@ -63,3 +65,7 @@ def seed_collection(
         ]
     )
     return total
+
+
+def _payload(record: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in record.items() if key != "id"}

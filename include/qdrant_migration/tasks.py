@@ -7,24 +7,58 @@ store), and call the Airflow-free logic modules.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from airflow.providers.qdrant.hooks.qdrant import QdrantHook
 from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowFailException
 from qdrant_client import QdrantClient
 
 from include.qdrant_migration import aliases, backfill, collections, compatibility, recall
 from include.qdrant_migration.partitions import Partition, plan_partitions
-from include.qdrant_migration.providers import Credentials, EmbeddingProvider, get_provider
+from include.qdrant_migration.providers import (
+    Credentials,
+    EmbeddingProvider,
+    ProviderConfigError,
+    get_provider,
+)
 from include.qdrant_migration.qdrant import QdrantSettings, open_client
 from include.qdrant_migration.report import build_report, render_markdown
-from include.qdrant_migration.spec import MigrationSpec
+from include.qdrant_migration.spec import MigrationSpec, SpecError
 from include.qdrant_migration.state import QdrantStateStore
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: Errors that say the request or the data is wrong: retrying cannot fix them, so the task
+#: fails at once with the message instead of retrying.
+USER_ERRORS: tuple[type[Exception], ...] = (
+    SpecError,
+    ProviderConfigError,
+    compatibility.CompatibilityError,
+    collections.CollectionConflictError,
+    backfill.BadTextError,
+    recall.CheckFailedError,
+    aliases.AliasMovedError,
+)
+
+
+def fail_fast(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn :data:`USER_ERRORS` into AirflowFailException (no retries, message kept)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except USER_ERRORS as error:
+            raise AirflowFailException(f"{type(error).__name__}: {error}") from error
+
+    return wrapper
 
 
 class MigrationQdrantHook(QdrantHook):
@@ -88,6 +122,7 @@ def _hook(spec: dict[str, Any]) -> MigrationQdrantHook:
     return MigrationQdrantHook(conn_id=spec["qdrant_conn_id"])
 
 
+@fail_fast
 def assess_compatibility(params: dict[str, Any]) -> dict[str, Any]:
     spec = MigrationSpec.from_params(params)
     provider = build_provider(spec.to_dict())
@@ -98,12 +133,14 @@ def assess_compatibility(params: dict[str, Any]) -> dict[str, Any]:
     return plan.to_dict()
 
 
+@fail_fast
 def create_collection(plan_dict: dict[str, Any]) -> dict[str, Any]:
     plan = compatibility.Plan.from_dict(plan_dict)
     with _hook(plan.spec).client() as client:
         return collections.create_target(client, plan, QdrantStateStore(client))
 
 
+@fail_fast
 def partitions(plan_dict: dict[str, Any]) -> list[dict[str, Any]]:
     plan = compatibility.Plan.from_dict(plan_dict)
     with _hook(plan.spec).client() as client:
@@ -118,6 +155,7 @@ def partitions(plan_dict: dict[str, Any]) -> list[dict[str, Any]]:
     return [p.to_dict() for p in parts]
 
 
+@fail_fast
 def backfill_batch(plan_dict: dict[str, Any], partition: dict[str, Any]) -> dict[str, Any]:
     plan = compatibility.Plan.from_dict(plan_dict)
     part = Partition.from_dict(partition)
@@ -134,6 +172,7 @@ def backfill_batch(plan_dict: dict[str, Any], partition: dict[str, Any]) -> dict
         return job.run()
 
 
+@fail_fast
 def recall_check(plan_dict: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any] | None:
     """One sensor poke: None means "not yet"; raises when the check can never pass."""
     plan = compatibility.Plan.from_dict(plan_dict)
@@ -151,6 +190,7 @@ def recall_check(plan_dict: dict[str, Any], results: list[dict[str, Any]]) -> di
     return report
 
 
+@fail_fast
 def swap_alias(plan_dict: dict[str, Any]) -> dict[str, Any]:
     plan = compatibility.Plan.from_dict(plan_dict)
     with _hook(plan.spec).client() as client:

@@ -1,0 +1,32 @@
+# The README names these targets. Everything runs from the project's own virtualenv.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint e2e bench approvals clean
+
+$(STAMP): requirements.txt requirements-torch.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first, from its CPU build: otherwise sentence-transformers pulls a multi-GB CUDA build.
+	$(PY) -m pip install --quiet -r requirements-torch.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+## demo: set up, seed an embedded Qdrant with real texts, migrate it through Airflow, approve, report
+demo: $(STAMP)
+	$(PY) scripts/demo.py
+
+## test: the whole test suite (what CI runs)
+test: $(STAMP)
+	$(PY) -m pytest
+
+## lint: ruff and mypy
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf .demo .mypy_cache .ruff_cache .pytest_cache

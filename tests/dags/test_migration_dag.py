@@ -1,0 +1,97 @@
+"""The whole DAG with ``dag.test()``: real Airflow, embedded Qdrant, real local models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from include.qdrant_migration.aliases import current_target
+from include.qdrant_migration.providers import get_provider
+from include.qdrant_migration.qdrant import QdrantSettings, open_client
+from tests.conftest import SEED_POINTS, TARGET_MODEL
+from tests.dags.conftest import task_states
+
+pytestmark = pytest.mark.integration
+
+CONF = {"alias": "articles", "points_per_partition": 100, "batch_size": 32}
+
+
+def _snapshot(path: Path, collection: str) -> dict[Any, Any]:
+    with open_client(QdrantSettings(path=str(path))) as client:
+        points, _ = client.scroll(collection, limit=10_000, with_payload=True, with_vectors=True)
+    return {p.id: (p.payload, np.round(np.asarray(p.vector), 6).tolist()) for p in points}
+
+
+def test_approved_migration_moves_alias_to_new_model(
+    dag: Any, qdrant_conn: Path, reviewer: Any
+) -> None:
+    before = _snapshot(qdrant_conn, "articles_v1")
+    seen = reviewer("Approve")
+
+    run = dag.test(run_conf=CONF)
+
+    assert "error" not in seen, seen.get("error")
+    assert run.state == "success", task_states(run)
+    assert "recall@10" in seen["detail"]["body"]  # the approver saw the evidence
+    # Three partitions of <=100 points for 240 points.
+    assert sum(1 for k in task_states(run) if k.startswith("backfill_batch[")) == 3
+    with open_client(QdrantSettings(path=str(qdrant_conn))) as client:
+        target = current_target(client, "articles")
+        assert target == "articles_v1__multilingual-e5-small__v1"
+        assert client.count(target, exact=True).count == SEED_POINTS
+        info = client.get_collection(target)
+        lineage = info.config.metadata["qdrant_migration"]
+        assert lineage["model"] == TARGET_MODEL and lineage["source_collection"] == "articles_v1"
+        points, _ = client.scroll(target, limit=20, with_payload=True, with_vectors=True)
+    expected = get_provider("local", TARGET_MODEL).embed_documents(
+        [p.payload["text"] for p in points]
+    )
+    assert np.allclose([p.vector for p in points], expected, atol=1e-4)
+    # The source was never written to, and stays for rollback.
+    assert _snapshot(qdrant_conn, "articles_v1") == before
+
+
+def test_rejected_migration_leaves_alias(dag: Any, qdrant_conn: Path, reviewer: Any) -> None:
+    seen = reviewer("Reject")
+
+    run = dag.test(run_conf=CONF)
+
+    assert "error" not in seen, seen.get("error")
+    states = task_states(run)
+    assert states["swap_alias"] == "skipped"
+    with open_client(QdrantSettings(path=str(qdrant_conn))) as client:
+        assert current_target(client, "articles") == "articles_v1"
+
+
+@pytest.mark.parametrize(
+    ("conf", "message"),
+    [
+        ({"alias": "articles", "batch_size": "300"}, "batch_size"),
+        ({"alias": "articles", "provider": "acme"}, "provider"),
+        ({"alias": "articles", "recall_threshold": 2}, "recall_threshold"),
+    ],
+)
+def test_bad_conf_is_refused_before_any_task(
+    dag: Any, qdrant_conn: Path, conf: dict[str, Any], message: str
+) -> None:
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    with pytest.raises(ParamValidationError, match=message):
+        dag.test(run_conf=conf)
+    with open_client(QdrantSettings(path=str(qdrant_conn))) as client:
+        names = {c.name for c in client.get_collections().collections}
+    assert names == {"articles_v1"}
+
+
+def test_unknown_alias_fails_in_assess_without_writing(dag: Any, qdrant_conn: Path) -> None:
+    run = dag.test(run_conf={"alias": "nope"})
+
+    states = task_states(run)
+    assert run.state == "failed"
+    assert states["assess_compatibility"] == "failed"
+    assert states["create_collection"] in {"upstream_failed", None}
+    with open_client(QdrantSettings(path=str(qdrant_conn))) as client:
+        assert {c.name for c in client.get_collections().collections} == {"articles_v1"}
