@@ -19,11 +19,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param, PokeReturnValue, dag, get_current_context, task
 
 from include.qdrant_migration import tasks
-from include.qdrant_migration.spec import PARAM_SCHEMA
+from include.qdrant_migration.operators import SwapApprovalOperator
+from include.qdrant_migration.spec import BACKFILL_POOL, MAX_PARALLEL_PARTITIONS, PARAM_SCHEMA
 
 
 @dag(
@@ -49,7 +49,11 @@ def qdrant_model_migration() -> None:
     def plan_partitions(plan: dict[str, Any], _created: dict[str, Any]) -> list[dict[str, Any]]:
         return tasks.partitions(plan)
 
-    @task(map_index_template="{{ partition_label }}", max_active_tis_per_dagrun=4)
+    @task(
+        map_index_template="{{ partition_label }}",
+        max_active_tis_per_dagrun=MAX_PARALLEL_PARTITIONS,
+        pool=BACKFILL_POOL,
+    )
     def backfill_batch(plan: dict[str, Any], partition: dict[str, Any]) -> dict[str, Any]:
         get_current_context()["partition_label"] = partition["label"]  # type: ignore[typeddict-unknown-key]
         return tasks.backfill_batch(plan, partition)
@@ -59,7 +63,7 @@ def qdrant_model_migration() -> None:
         report = tasks.recall_check(plan, list(results))
         return PokeReturnValue(is_done=report is not None, xcom_value=report)
 
-    approve_swap = ApprovalOperator(
+    approve_swap = SwapApprovalOperator(
         task_id="approve_swap",
         subject="Swap alias '{{ params.alias }}' to the new collection?",
         body="{{ ti.xcom_pull(task_ids='recall_check')['markdown'] }}",

@@ -127,7 +127,16 @@ def main() -> int:
     outcome: dict[str, Any] = {}
     reviewer = threading.Thread(target=approve_when_asked, args=(args.decision, outcome))
     reviewer.start()
-    run = dag.test(run_conf={"alias": ALIAS, "model": "multilingual-e5-small", "batch_size": 64})
+    conf = {
+        "alias": ALIAS,
+        "model": "multilingual-e5-small",
+        "batch_size": 64,
+        # The old model, to compare old and new search quality on a labeled query set.
+        "source_provider": "local",
+        "source_model": "all-MiniLM-L6-v2",
+        "eval_set": str(ROOT / "demo" / "eval_queries.jsonl"),
+    }
+    run = dag.test(run_conf=conf)
     reviewer.join(timeout=60)
     result = verify()
     print("\nDAG run:", run.state)

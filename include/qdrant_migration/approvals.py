@@ -8,7 +8,7 @@ the report they show, and answer one.
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import quote
 
 DAG_ID = "qdrant_model_migration"
@@ -31,6 +31,37 @@ class ApprovalClient:
     def __init__(self, http: HttpClient, headers: dict[str, str] | None = None) -> None:
         self.http = http
         self.headers = headers or {}
+
+    @classmethod
+    def from_server(
+        cls, url: str, user: str, password: str, *, timeout_s: float = 30.0
+    ) -> ApprovalClient:
+        """A client for a running api-server, logged in as ``user`` (SimpleAuthManager).
+
+        ``POST /auth/token`` with a JSON ``{"username", "password"}`` body answers 201 with
+        ``{"access_token": ...}``, a JWT sent as ``Authorization: Bearer`` afterwards.
+        """
+        import httpx
+
+        http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s)
+        try:
+            response = http.post("/auth/token", json={"username": user, "password": password})
+        except httpx.HTTPError as error:
+            http.close()
+            raise ApprovalError(f"Could not reach the Airflow API at {url}: {error}") from error
+        if response.status_code >= 400:
+            http.close()
+        _raise_for(response, f"log in to {url} as {user!r}")
+        token = str(response.json()["access_token"])
+        # httpx.Client has get/patch with precise keyword signatures, which a Protocol
+        # taking **kwargs cannot spell; it is an HttpClient at run time.
+        return cls(cast(HttpClient, http), headers={"Authorization": f"Bearer {token}"})
+
+    def close(self) -> None:
+        """Close the underlying HTTP client, if it can be closed."""
+        close = getattr(self.http, "close", None)
+        if callable(close):
+            close()
 
     def pending(self, dag_id: str = DAG_ID) -> list[dict[str, Any]]:
         response = self.http.get(

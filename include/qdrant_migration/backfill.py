@@ -50,6 +50,8 @@ class _Batch:
     skipped: list[tuple[PointId, str]]
     next_offset: PointId | None
     vectors: Future[list[list[float]]] | None
+    tokens: int = 0
+    truncated: int = 0
 
 
 @dataclass
@@ -57,6 +59,8 @@ class Progress:
     total: int
     done: int = 0
     embedded: int = 0
+    tokens: int = 0
+    truncated: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.monotonic)
     last_log: float = field(default_factory=time.monotonic)
@@ -149,6 +153,8 @@ class PartitionBackfill:
         offset = checkpoint.get("next_offset", self.partition.start)
         progress = Progress(total=self.partition.points, done=int(checkpoint.get("done_points", 0)))
         progress.embedded = int(checkpoint.get("embedded", 0))
+        progress.tokens = int(checkpoint.get("tokens", 0))
+        progress.truncated = int(checkpoint.get("truncated", 0))
         progress.skipped.update(checkpoint.get("skipped_by_reason", {}))
         if checkpoint:
             log.info(
@@ -184,24 +190,34 @@ class PartitionBackfill:
     def _prepare(
         self, records: list[Any], next_offset: PointId | None, pool: ThreadPoolExecutor
     ) -> _Batch:
-        keep: list[Any] = []
+        """Apply the bad-data policies, then start embedding what is left."""
+        candidates: list[Any] = []
         texts: list[str] = []
         skipped: list[tuple[PointId, str]] = []
         for record in records:
             text, reason = extract_text(record.payload, self.plan.spec["text_field"])
             if text is None:
-                if self.settings.bad_text_policy == "fail":
-                    raise BadTextError(
-                        f"Point {record.id!r} of {self.plan.source.collection!r} has no usable "
-                        f"text in {self.plan.spec['text_field']!r} ({reason}). Fix the point, "
-                        "or trigger with bad_text_policy='skip' to record and skip such points."
-                    )
                 skipped.append((record.id, reason or "unknown"))
-                continue
-            keep.append(record)
-            texts.append(text)
-        future = pool.submit(self.provider.embed_documents, texts) if texts else None
-        return _Batch(keep, skipped, next_offset, future)
+            else:
+                candidates.append(record)
+                texts.append(text)
+        prepared = self.provider.prepare(texts) if texts else None
+        if prepared is not None:
+            skipped += [(candidates[s.index].id, s.reason) for s in prepared.skipped]
+        if skipped and self.settings.bad_text_policy == "fail":
+            point_id, reason = skipped[0]
+            raise BadTextError(
+                f"Point {point_id!r} of {self.plan.source.collection!r} has no usable text in "
+                f"{self.plan.spec['text_field']!r} ({reason}). Fix the point, or trigger with "
+                "bad_text_policy='skip' to record and skip such points."
+            )
+        if prepared is None or not prepared.indexes:
+            return _Batch([], skipped, next_offset, None)
+        future = pool.submit(self.provider.embed_documents, list(prepared.texts))
+        keep = [candidates[i] for i in prepared.indexes]
+        return _Batch(
+            keep, skipped, next_offset, future, prepared.total_tokens, len(prepared.truncated)
+        )
 
     def _commit(self, batch: _Batch, progress: Progress) -> None:
         vectors = batch.vectors.result() if batch.vectors is not None else []
@@ -223,6 +239,8 @@ class PartitionBackfill:
             )
             progress.skipped[reason] += 1
         progress.embedded += len(points)
+        progress.tokens += batch.tokens
+        progress.truncated += batch.truncated
         progress.done += len(points) + len(batch.skipped)
         self._checkpoint(batch.next_offset, progress, done=False)
         now = time.monotonic()
@@ -241,6 +259,8 @@ class PartitionBackfill:
             "done": done or next_offset is None,
             "done_points": progress.done,
             "embedded": progress.embedded,
+            "tokens": progress.tokens,
+            "truncated": progress.truncated,
             "skipped_by_reason": dict(progress.skipped),
             "updated_at": now_iso(),
         }
@@ -255,6 +275,8 @@ class PartitionBackfill:
             "partition": self.partition.index,
             "label": self.partition.label,
             "embedded": int(checkpoint.get("embedded", 0)),
+            "tokens": int(checkpoint.get("tokens", 0)),
+            "truncated": int(checkpoint.get("truncated", 0)),
             "skipped": sum(skipped.values()),
             "skipped_by_reason": skipped,
             "embed_requests": calls,
@@ -271,6 +293,8 @@ def summarize(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {
         "partitions": len(results),
         "embedded": sum(int(r.get("embedded", 0)) for r in results),
+        "tokens": sum(int(r.get("tokens", 0)) for r in results),
+        "truncated": sum(int(r.get("truncated", 0)) for r in results),
         "skipped": sum(reasons.values()),
         "skipped_by_reason": dict(reasons),
         "embed_requests": sum(int(r.get("embed_requests", 0)) for r in results),

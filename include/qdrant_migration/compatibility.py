@@ -135,9 +135,15 @@ def read_source(client: QdrantClient, collection: str, text_field: str) -> Sourc
     )
 
 
-def probe_dimension(provider: EmbeddingProvider, spec: MigrationSpec, sample_text: str) -> int:
-    """Embed one real text to learn the model's true output size."""
-    vector = provider.embed_documents([sample_text])[0]
+PROBE_TEXT = "Qdrant model migration: connection and dimension check."
+
+
+def probe_dimension(provider: EmbeddingProvider, spec: MigrationSpec) -> int:
+    """Embed one fixed query to check access and learn the model's true output size.
+
+    A fixed text, embedded as a query, so that no stored document is embedded twice.
+    """
+    vector = provider.embed_queries([PROBE_TEXT])[0]
     actual = len(vector)
     if spec.dimensions is not None and actual != spec.dimensions:
         raise CompatibilityError(
@@ -170,9 +176,7 @@ def assess(
     source_collection = resolve_alias(client, spec.alias)
     source = read_source(client, source_collection, spec.text_field)
     migration_id = spec.migration_id(source_collection)
-    sample_text = _first_sample_text(client, source, spec.text_field)
-    provider.check_access()
-    dimension = probe_dimension(provider, spec, sample_text)
+    dimension = probe_dimension(provider, spec)
 
     previous = state.get("migration", migration_id)
     if previous and previous.get("target_collection"):
@@ -203,13 +207,3 @@ def assess(
         target_lineage=lineage,
         spec=spec.to_dict(),
     )
-
-
-def _first_sample_text(client: QdrantClient, source: SourceInfo, text_field: str) -> str:
-    records = (
-        client.retrieve(source.collection, source.sample_ids[:1], with_payload=True)
-        if source.sample_ids
-        else []
-    )
-    text = extract_text(records[0].payload, text_field)[0] if records else None
-    return text or "dimension probe"

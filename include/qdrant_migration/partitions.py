@@ -45,6 +45,8 @@ class Partition:
     points: int
     fingerprint: str
     migration_id: str
+    #: How many partitions the plan has (to share a provider budget among parallel tasks).
+    of: int = 1
 
     @property
     def label(self) -> str:
@@ -130,7 +132,7 @@ def plan_partitions(
     starts: list[PointId | None] = [None, *boundaries]
     ends: list[PointId | None] = [*boundaries, None]
     partitions = [
-        Partition(i, start, end, count, fingerprint, migration_id)
+        Partition(i, start, end, count, fingerprint, migration_id, len(counts))
         for i, (start, end, count) in enumerate(zip(starts, ends, counts, strict=True))
     ]
     state.put(

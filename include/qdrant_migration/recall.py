@@ -21,6 +21,7 @@ from include.qdrant_migration.compatibility import Plan
 from include.qdrant_migration.partitions import PointId, id_key
 from include.qdrant_migration.providers import EmbeddingProvider
 from include.qdrant_migration.qdrant import server_version
+from include.qdrant_migration.quality import query_like
 from include.qdrant_migration.state import StateStore
 from include.qdrant_migration.texts import extract_text
 
@@ -220,6 +221,10 @@ def check_target(
         "sample_queries": len(samples),
         "self_retrieval": self_retrieval(client, plan, provider, samples, k),
         "backfill": backfill,
+        # Query-sized texts for the label-free quality comparison (not kept in the report).
+        "_sample_texts": [
+            query_like(t) for p in samples if (t := extract_text(p.payload, spec["text_field"])[0])
+        ][:50],
     }
     if recall < threshold:
         raise CheckFailedError(

@@ -54,6 +54,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"(MRR {_fmt(sr.get('mrr'))}, {sr.get('queries')} queries) |",
         f"| embedded / embedding requests | {bf.get('embedded')} / {bf.get('embed_requests')} |",
         "",
+        *quality_lines(ev.get("quality") or {}),
         "**Plan:** " + " ".join(report.get("reasons", [])),
         "",
         f"Queries must then be embedded with `{lineage.get('model')}` as "
@@ -61,3 +62,35 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"`{report['source_collection']}` stays for rollback. Reject to leave everything as is.",
     ]
     return "\n".join(lines)
+
+
+def quality_lines(quality: dict[str, Any]) -> list[str]:
+    """The old-vs-new quality section of the report."""
+    if not quality:
+        return []
+    if "skipped" in quality:
+        return [f"**Quality:** not compared ({quality['skipped']}).", ""]
+    if quality.get("labeled"):
+        old, new = quality["old"], quality["new"]
+        lines = [
+            f"**Quality on {quality['queries']} labeled queries** (old model on the old "
+            "collection vs new model on the new one):",
+            "",
+            "| metric | old | new |",
+            "| --- | --- | --- |",
+            *(f"| {m} | {_fmt(old[m])} | {_fmt(new[m])} |" for m in ("recall", "mrr", "ndcg10")),
+            "",
+        ]
+        worst = quality.get("worst_regressions") or []
+        if worst:
+            lines += ["Queries that regressed most (nDCG@10 old → new):", ""]
+            lines += [f"- {w['query']!r}: {w['old_ndcg10']} → {w['new_ndcg10']}" for w in worst]
+            lines.append("")
+        return lines
+    old1, new1 = quality.get("old_top1_scores", {}), quality.get("new_top1_scores", {})
+    return [
+        f"**Old vs new top-{quality['k']} overlap** on {quality['queries']} sample queries: "
+        f"{_fmt(quality.get('mean_overlap_at_k'))}. Top-1 score median moved from "
+        f"{_fmt(old1.get('p50'))} to {_fmt(new1.get('p50'))}: re-tune score thresholds.",
+        "",
+    ]

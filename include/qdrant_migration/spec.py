@@ -9,9 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+#: Deployment settings, read from the environment when the DAG is parsed (they shape the
+#: task graph, so they cannot be run params). At most this many backfill tasks of a run run
+#: at once; with ``max_active_runs=1`` it is also the DAG's total, so a provider budget
+#: split this many ways is a global budget.
+MAX_PARALLEL_PARTITIONS = int(os.environ.get("QMM_MAX_PARALLEL_PARTITIONS", "4"))
+#: Airflow pool of the backfill tasks (create it to cap them across DAGs and runs).
+BACKFILL_POOL = os.environ.get("QMM_BACKFILL_POOL", "default_pool")
+BUDGET_KEYS = ("requests_per_minute", "tokens_per_minute")
 
 PARAM_SCHEMA: dict[str, dict[str, Any]] = {
     "alias": {
@@ -135,6 +145,52 @@ PARAM_SCHEMA: dict[str, dict[str, Any]] = {
         "title": "Recall sample size",
         "description": "How many sample queries the recall check runs.",
     },
+    "source_provider": {
+        "default": None,
+        "type": ["null", "string"],
+        "enum": [None, "local", "openai", "cohere", "openai_compatible"],
+        "title": "Old model's provider",
+        "description": "Provider of the model that made the source's vectors, to compare old "
+        "and new search quality. Empty: read from the source's lineage metadata, if any.",
+    },
+    "source_model": {
+        "default": None,
+        "type": ["null", "string"],
+        "title": "Old model",
+        "description": "The model that made the source's vectors (e.g. 'all-MiniLM-L6-v2'). "
+        "Empty: read from the source's lineage; without it the quality comparison is skipped.",
+    },
+    "source_provider_conn_id": {
+        "default": None,
+        "type": ["null", "string"],
+        "title": "Old model's connection id",
+        "description": "Airflow connection for the old model's provider, when it needs one.",
+    },
+    "eval_set": {
+        "default": None,
+        "type": ["null", "string", "array"],
+        "title": "Evaluation set",
+        "description": "Queries with the point ids they should find, to compare recall@k, MRR "
+        "and nDCG@10 of old and new: a JSONL file path, inline JSONL, or a JSON list of "
+        '{"query": ..., "relevant_ids": [...]}.',
+    },
+    "quality_tolerance": {
+        "default": 0.02,
+        "type": "number",
+        "minimum": 0,
+        "maximum": 1,
+        "title": "Quality tolerance",
+        "description": "recall_check fails when the new model's nDCG@10 on the evaluation set "
+        "is lower than the old model's by more than this.",
+    },
+    "approval_timeout_hours": {
+        "default": 72,
+        "type": "number",
+        "exclusiveMinimum": 0,
+        "title": "Approval timeout (hours)",
+        "description": "If nobody answers the swap approval within this time, it is rejected "
+        "and the alias stays where it is.",
+    },
 }
 
 
@@ -161,6 +217,12 @@ class MigrationSpec:
     recall_k: int = 10
     recall_threshold: float = 0.95
     recall_sample_size: int = 100
+    source_provider: str | None = None
+    source_model: str | None = None
+    source_provider_conn_id: str | None = None
+    eval_set: str | list[dict[str, Any]] | None = None
+    quality_tolerance: float = 0.02
+    approval_timeout_hours: float = 72
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> MigrationSpec:
@@ -196,3 +258,13 @@ class MigrationSpec:
         }
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
         return f"mig-{digest[:12]}"
+
+
+def share_budget(options: dict[str, Any], partitions: int) -> dict[str, Any]:
+    """Each of the parallel backfill tasks gets an equal share of the global budgets."""
+    ways = max(1, min(MAX_PARALLEL_PARTITIONS, partitions))
+    shared = dict(options)
+    for key in BUDGET_KEYS:
+        if shared.get(key):
+            shared[key] = float(shared[key]) / ways
+    return shared

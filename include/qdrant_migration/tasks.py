@@ -18,9 +18,17 @@ from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowFailException
 from qdrant_client import QdrantClient
 
-from include.qdrant_migration import aliases, backfill, collections, compatibility, recall
+from include.qdrant_migration import (
+    aliases,
+    backfill,
+    collections,
+    compatibility,
+    quality,
+    recall,
+)
 from include.qdrant_migration.partitions import Partition, plan_partitions
 from include.qdrant_migration.providers import (
+    AuthError,
     Credentials,
     EmbeddingProvider,
     ProviderConfigError,
@@ -28,7 +36,7 @@ from include.qdrant_migration.providers import (
 )
 from include.qdrant_migration.qdrant import QdrantSettings, open_client
 from include.qdrant_migration.report import build_report, render_markdown
-from include.qdrant_migration.spec import MigrationSpec, SpecError
+from include.qdrant_migration.spec import MigrationSpec, SpecError, share_budget
 from include.qdrant_migration.state import QdrantStateStore
 
 log = logging.getLogger(__name__)
@@ -40,10 +48,12 @@ R = TypeVar("R")
 USER_ERRORS: tuple[type[Exception], ...] = (
     SpecError,
     ProviderConfigError,
+    AuthError,
     compatibility.CompatibilityError,
     collections.CollectionConflictError,
     backfill.BadTextError,
     recall.CheckFailedError,
+    quality.QualityRegressionError,
     aliases.AliasMovedError,
 )
 
@@ -118,6 +128,43 @@ def build_provider(spec: dict[str, Any]) -> EmbeddingProvider:
     )
 
 
+def build_source_provider(plan: compatibility.Plan) -> EmbeddingProvider | None:
+    """The old model, from the params or the source's lineage; None when unknown."""
+    spec, lineage = plan.spec, plan.source.lineage
+    name = spec.get("source_provider") or lineage.get("provider")
+    model = spec.get("source_model") or lineage.get("model")
+    if not name or not model:
+        return None
+    conn_id = spec.get("source_provider_conn_id")
+    return get_provider(
+        name,
+        model,
+        dimensions=plan.source.size if lineage.get("dimensions") else None,
+        credentials=provider_credentials(conn_id) if conn_id else None,
+    )
+
+
+def compare_quality(
+    client: QdrantClient,
+    plan: compatibility.Plan,
+    provider: EmbeddingProvider,
+    evidence: dict[str, Any],
+) -> dict[str, Any]:
+    old_provider = build_source_provider(plan)
+    if old_provider is None:
+        return {"skipped": "the old model is unknown: set source_provider and source_model"}
+    name = plan.source.vector_name
+    old = quality.Side(plan.source.collection, old_provider, name)
+    new = quality.Side(plan.target_collection, provider, name)
+    k = int(plan.spec["recall_k"])
+    labeled = quality.load_eval_set(plan.spec.get("eval_set"))
+    if labeled:
+        return quality.compare_labeled(
+            client, old, new, labeled, k, float(plan.spec["quality_tolerance"])
+        )
+    return quality.compare_unlabeled(client, old, new, evidence.pop("_sample_texts", []), k)
+
+
 def _hook(spec: dict[str, Any]) -> MigrationQdrantHook:
     return MigrationQdrantHook(conn_id=spec["qdrant_conn_id"])
 
@@ -164,7 +211,10 @@ def backfill_batch(plan_dict: dict[str, Any], partition: dict[str, Any]) -> dict
         embed_concurrency=int(plan.spec["embed_concurrency"]),
         bad_text_policy=str(plan.spec["bad_text_policy"]),
     )
-    provider = build_provider(plan.spec)
+    # Parallel tasks of the run share the provider budget given in the params.
+    provider = build_provider(
+        plan.spec | {"provider_options": share_budget(plan.spec["provider_options"], part.of)}
+    )
     with _hook(plan.spec).client() as client:
         job = backfill.PartitionBackfill(
             client, plan, part, provider, QdrantStateStore(client), settings
@@ -184,6 +234,7 @@ def recall_check(plan_dict: dict[str, Any], results: list[dict[str, Any]]) -> di
         evidence = recall.check_target(client, plan, summary, provider, state)
         if evidence is None:
             return None
+        evidence["quality"] = compare_quality(client, plan, provider, evidence)
         report = build_report(plan_dict, evidence)
         report["markdown"] = render_markdown(report)
         state.put("report", plan.migration_id, report)

@@ -61,3 +61,6 @@ def task_states(run: Any) -> dict[str, str | None]:
         ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]": ti.state
         for ti in run.get_task_instances()
     }
+
+
+from tests.standin import standin, standin_server  # noqa: E402, F401

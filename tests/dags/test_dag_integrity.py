@@ -59,7 +59,11 @@ def test_task_graph(bag: Any) -> None:
     assert isinstance(backfill, MappedOperator)
     sensor = dag.get_task("recall_check")
     assert sensor.mode == "reschedule"
-    assert type(dag.get_task("approve_swap")).__name__ == "ApprovalOperator"
+    from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+    approval = dag.get_task("approve_swap")
+    assert isinstance(approval, ApprovalOperator)
+    assert approval.defaults == ["Reject"]  # unanswered means the alias stays
     assert dag.get_task("swap_alias").upstream_task_ids >= {"approve_swap"}
     assert "approve_swap" in dag.get_task("recall_check").downstream_task_ids
 

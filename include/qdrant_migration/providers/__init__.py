@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from include.qdrant_migration.providers.base import (
+    AuthError,
     Credentials,
     EmbeddingError,
     EmbeddingProvider,
@@ -17,9 +18,17 @@ from include.qdrant_migration.providers.base import (
     ProviderConfigError,
     ProviderLimits,
 )
+from include.qdrant_migration.providers.cohere_provider import CohereProvider
 from include.qdrant_migration.providers.local import LocalProvider
+from include.qdrant_migration.providers.openai_provider import (
+    OpenAICompatibleProvider,
+    OpenAIProvider,
+)
 
-PROVIDERS: dict[str, type[EmbeddingProvider]] = {cls.name: cls for cls in (LocalProvider,)}
+PROVIDERS: dict[str, type[EmbeddingProvider]] = {
+    cls.name: cls
+    for cls in (LocalProvider, OpenAIProvider, OpenAICompatibleProvider, CohereProvider)
+}
 
 
 def get_provider(
@@ -43,6 +52,7 @@ def get_provider(
 
 __all__ = [
     "PROVIDERS",
+    "AuthError",
     "Credentials",
     "EmbeddingError",
     "EmbeddingProvider",

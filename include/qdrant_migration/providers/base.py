@@ -22,7 +22,7 @@ class EmbeddingError(RuntimeError):
 
 
 class AuthError(EmbeddingError):
-    """The provider refused the credentials (HTTP 401/403): fix the Airflow connection, not the data."""
+    """The provider refused the key (HTTP 401/403): fix the Airflow connection, not the data."""
 
 
 #: What ``prepare``/``embed_documents`` do with a text longer than the model's per-input limit:
@@ -141,11 +141,12 @@ class EmbeddingProvider(ABC):
         """Apply the too-long policy before embedding, so skipped texts can be recorded.
 
         Returns which texts will be embedded (``indexes`` into ``texts``), the texts as
-        they will be sent, and the ones left out (``skipped``, with a reason) or cut
-        (``truncated``). ``embed_documents`` never drops a text silently: under the
-        ``skip`` policy it raises :class:`TextTooLongError` if given a text that
-        ``prepare`` would skip, so callers pass it ``[texts[i] for i in prepared.indexes]``.
-        The default leaves truncation to the model (``truncate_locally=False``).
+        they will be sent, and the ones left out (``skipped``: index, tokens, reason) or
+        cut (``truncated``). ``embed_documents`` never drops a text silently: given a text
+        that ``prepare`` would skip, remote providers raise ``packing.SkippedTextsError``
+        (an :class:`EmbeddingError`), so callers embed ``[texts[i] for i in
+        prepared.indexes]`` and record ``prepared.skipped`` themselves. This default
+        leaves truncation to the model (a local model's tokenizer cuts long texts).
         """
         from include.qdrant_migration.providers.packing import prepare_texts
 
