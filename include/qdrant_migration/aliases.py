@@ -30,8 +30,8 @@ def current_target(client: QdrantClient, alias: str) -> str | None:
     return None
 
 
-def move_alias(client: QdrantClient, alias: str, *, expected: str, new: str) -> None:
-    """Point ``alias`` from ``expected`` to ``new`` atomically, or refuse if it moved."""
+def ensure_alias_at(client: QdrantClient, alias: str, expected: str) -> None:
+    """Refuse, changing nothing, when the alias was moved since the migration was planned."""
     current = current_target(client, alias)
     if current != expected:
         raise AliasMovedError(
@@ -39,6 +39,11 @@ def move_alias(client: QdrantClient, alias: str, *, expected: str, new: str) -> 
             "was planned; somebody moved it. Nothing was changed. Re-run the migration from "
             "the alias's current collection if that is intended."
         )
+
+
+def move_alias(client: QdrantClient, alias: str, *, expected: str, new: str) -> None:
+    """Point ``alias`` from ``expected`` to ``new`` atomically, or refuse if it moved."""
+    ensure_alias_at(client, alias, expected)
     if not client.collection_exists(new):
         raise AliasMovedError(f"Collection {new!r} does not exist; the alias was not moved.")
     client.update_collection_aliases(

@@ -76,6 +76,72 @@ class Progress:
         )
 
 
+@dataclass(frozen=True)
+class UsableTexts:
+    """The records worth embedding, the texts to send, and what was left out and why."""
+
+    records: list[Any]
+    texts: list[str]
+    skipped: list[tuple[PointId, str]]
+    tokens: int = 0
+    truncated: int = 0
+
+
+def select_texts(
+    records: Sequence[Any],
+    provider: EmbeddingProvider,
+    *,
+    text_field: str,
+    policy: str,
+    collection: str,
+) -> UsableTexts:
+    """Apply the bad-data policy (missing, empty, non-string, too long) to a page of points.
+
+    Under ``policy='fail'`` the first bad point raises :class:`BadTextError`; under
+    ``'skip'`` it is returned in ``skipped`` with its reason, for the caller to record.
+    """
+    candidates: list[Any] = []
+    texts: list[str] = []
+    skipped: list[tuple[PointId, str]] = []
+    for record in records:
+        text, reason = extract_text(record.payload, text_field)
+        if text is None:
+            skipped.append((record.id, reason or "unknown"))
+        else:
+            candidates.append(record)
+            texts.append(text)
+    prepared = provider.prepare(texts) if texts else None
+    if prepared is not None:
+        skipped += [(candidates[s.index].id, s.reason) for s in prepared.skipped]
+    if skipped and policy == "fail":
+        point_id, reason = skipped[0]
+        raise BadTextError(
+            f"Point {point_id!r} of {collection!r} has no usable text in {text_field!r} "
+            f"({reason}). Fix the point, or trigger with bad_text_policy='skip' to record and "
+            "skip such points."
+        )
+    if prepared is None:
+        return UsableTexts([], [], skipped)
+    return UsableTexts(
+        [candidates[i] for i in prepared.indexes],
+        list(prepared.texts),
+        skipped,
+        prepared.total_tokens,
+        len(prepared.truncated),
+    )
+
+
+def record_skips(
+    state: StateStore, migration_id: str, skipped: Sequence[tuple[PointId, str]]
+) -> None:
+    for point_id, reason in skipped:
+        state.put(
+            "skip",
+            f"{migration_id}/{point_id}",
+            {"migration_id": migration_id, "point_id": point_id, "reason": reason},
+        )
+
+
 def checkpoint_key(partition: Partition) -> str:
     return f"{partition.migration_id}/{partition.fingerprint}/{partition.index}"
 
@@ -162,7 +228,8 @@ class PartitionBackfill:
             )
         calls = 0
         inflight: deque[_Batch] = deque()
-        with ThreadPoolExecutor(self.settings.embed_concurrency, "embed") as pool:
+        pool = ThreadPoolExecutor(self.settings.embed_concurrency, "embed")
+        try:
             pages = _pages(
                 self.client,
                 self.plan.source.collection,
@@ -178,6 +245,9 @@ class PartitionBackfill:
                     self._commit(inflight.popleft(), progress)
             while inflight:
                 self._commit(inflight.popleft(), progress)
+        finally:
+            # After an error, do not pay for embeddings that would be thrown away.
+            pool.shutdown(wait=True, cancel_futures=True)
         final = self._checkpoint(None, progress, done=True)
         log.info(progress.line(self.partition.label))
         return self._summary(
@@ -191,32 +261,18 @@ class PartitionBackfill:
         self, records: list[Any], next_offset: PointId | None, pool: ThreadPoolExecutor
     ) -> _Batch:
         """Apply the bad-data policies, then start embedding what is left."""
-        candidates: list[Any] = []
-        texts: list[str] = []
-        skipped: list[tuple[PointId, str]] = []
-        for record in records:
-            text, reason = extract_text(record.payload, self.plan.spec["text_field"])
-            if text is None:
-                skipped.append((record.id, reason or "unknown"))
-            else:
-                candidates.append(record)
-                texts.append(text)
-        prepared = self.provider.prepare(texts) if texts else None
-        if prepared is not None:
-            skipped += [(candidates[s.index].id, s.reason) for s in prepared.skipped]
-        if skipped and self.settings.bad_text_policy == "fail":
-            point_id, reason = skipped[0]
-            raise BadTextError(
-                f"Point {point_id!r} of {self.plan.source.collection!r} has no usable text in "
-                f"{self.plan.spec['text_field']!r} ({reason}). Fix the point, or trigger with "
-                "bad_text_policy='skip' to record and skip such points."
-            )
-        if prepared is None or not prepared.indexes:
-            return _Batch([], skipped, next_offset, None)
-        future = pool.submit(self.provider.embed_documents, list(prepared.texts))
-        keep = [candidates[i] for i in prepared.indexes]
+        usable = select_texts(
+            records,
+            self.provider,
+            text_field=self.plan.spec["text_field"],
+            policy=self.settings.bad_text_policy,
+            collection=self.plan.source.collection,
+        )
+        if not usable.records:
+            return _Batch([], usable.skipped, next_offset, None)
+        future = pool.submit(self.provider.embed_documents, usable.texts)
         return _Batch(
-            keep, skipped, next_offset, future, prepared.total_tokens, len(prepared.truncated)
+            usable.records, usable.skipped, next_offset, future, usable.tokens, usable.truncated
         )
 
     def _commit(self, batch: _Batch, progress: Progress) -> None:
@@ -231,13 +287,8 @@ class PartitionBackfill:
             for r, v in zip(batch.records, vectors, strict=True)
         ]
         write_points(self.client, self.plan.target_collection, points)
-        for point_id, reason in batch.skipped:
-            self.state.put(
-                "skip",
-                f"{self.plan.migration_id}/{point_id}",
-                {"migration_id": self.plan.migration_id, "point_id": point_id, "reason": reason},
-            )
-            progress.skipped[reason] += 1
+        record_skips(self.state, self.plan.migration_id, batch.skipped)
+        progress.skipped.update(reason for _, reason in batch.skipped)
         progress.embedded += len(points)
         progress.tokens += batch.tokens
         progress.truncated += batch.truncated

@@ -50,7 +50,8 @@ def _vector_params(plan: Plan, source: qm.CollectionInfo) -> Any:
         hnsw_config=src_params.hnsw_config,
         quantization_config=src_params.quantization_config,
         on_disk=src_params.on_disk,
-        datatype=src_params.datatype,
+        # float16 carries over; an integer datatype was chosen for the old model's values.
+        datatype=src_params.datatype if src_params.datatype == qm.Datatype.FLOAT16 else None,
     )
     if plan.source.vector_name is None:
         return params
@@ -65,14 +66,16 @@ def create_target(client: QdrantClient, plan: Plan, state: StateStore) -> dict[s
     """Create the target (or reuse the one this migration made); returns what was done."""
     name = plan.target_collection
     if client.collection_exists(name):
-        _check_reusable(client, plan)
+        _check_reusable(client, plan, state)
         log.info("Reusing %s, created earlier by migration %s", name, plan.migration_id)
         _record(state, plan, original_threshold=None)
         return {"collection": name, "created": False}
 
     source = client.get_collection(plan.source.collection)
+    source_threshold = source.config.optimizer_config.indexing_threshold
+    # 0 on the source means "indexing deliberately off": keep it so.
     original_threshold = (
-        source.config.optimizer_config.indexing_threshold or DEFAULT_INDEXING_THRESHOLD
+        DEFAULT_INDEXING_THRESHOLD if source_threshold is None else source_threshold
     )
     lineage = lineage_record(plan) | {"created_at": now_iso()}
     kwargs: dict[str, Any] = {
@@ -89,6 +92,7 @@ def create_target(client: QdrantClient, plan: Plan, state: StateStore) -> dict[s
     if supports(client, (1, 16, 0)):
         kwargs["metadata"] = {METADATA_KEY: lineage}
     client.create_collection(name, **kwargs)
+    forget_progress(state, plan.migration_id)
     for field_name, schema in (source.payload_schema or {}).items():
         if schema.data_type is not None:
             client.create_payload_index(name, field_name, field_schema=schema.data_type, wait=True)
@@ -115,7 +119,7 @@ def _record(state: StateStore, plan: Plan, *, original_threshold: int | None) ->
     state.put("migration", plan.migration_id, doc)
 
 
-def _check_reusable(client: QdrantClient, plan: Plan) -> None:
+def _check_reusable(client: QdrantClient, plan: Plan, state: StateStore) -> None:
     info = client.get_collection(plan.target_collection)
     vectors = info.config.params.vectors
     params = (
@@ -129,8 +133,11 @@ def _check_reusable(client: QdrantClient, plan: Plan) -> None:
         problems.append("it has a different vector layout")
     elif params.size != plan.target_dimension or params.distance.value != plan.source.distance:
         problems.append(f"its vectors are {params.size}-d {params.distance.value}")
+    recorded = (state.get("migration", plan.migration_id) or {}).get("target_collection")
     if meta and meta.get("migration_id") != plan.migration_id:
         problems.append(f"it belongs to migration {meta.get('migration_id')}")
+    elif not meta and recorded != plan.target_collection:
+        problems.append("nothing records that this migration created it")
     if problems:
         raise CollectionConflictError(
             f"Collection {plan.target_collection!r} already exists but {'; '.join(problems)}, "
@@ -139,10 +146,19 @@ def _check_reusable(client: QdrantClient, plan: Plan) -> None:
         )
 
 
+def forget_progress(state: StateStore, migration_id: str) -> None:
+    """A freshly created target holds nothing: drop plans and checkpoints of an older one."""
+    state.delete("plan", migration_id)
+    for checkpoint in list(state.scan("checkpoint", migration_id=migration_id)):
+        key = f"{migration_id}/{checkpoint['fingerprint']}/{checkpoint['partition']}"
+        state.delete("checkpoint", key)
+
+
 def finish_bulk_load(client: QdrantClient, plan: Plan, state: StateStore) -> None:
     """Restore the source's indexing threshold so Qdrant builds the HNSW index."""
     doc = state.get("migration", plan.migration_id) or {}
-    threshold = int(doc.get("indexing_threshold") or DEFAULT_INDEXING_THRESHOLD)
+    recorded = doc.get("indexing_threshold")
+    threshold = DEFAULT_INDEXING_THRESHOLD if recorded is None else int(recorded)
     current = client.get_collection(plan.target_collection).config.optimizer_config
     if current.indexing_threshold != threshold:
         client.update_collection(

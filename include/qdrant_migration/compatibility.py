@@ -30,6 +30,10 @@ class CompatibilityError(ValueError):
     """The migration cannot run as requested; the message says why and how to fix it."""
 
 
+class AlreadyMigratedError(RuntimeError):
+    """The alias already serves vectors of the requested model: there is nothing to do."""
+
+
 @dataclass(frozen=True)
 class SourceInfo:
     collection: str
@@ -175,6 +179,17 @@ def assess(
     """Read the source, check the request against it, and plan the migration."""
     source_collection = resolve_alias(client, spec.alias)
     source = read_source(client, source_collection, spec.text_field)
+    made_by = source.lineage
+    if (
+        made_by.get("provider") == spec.provider
+        and made_by.get("model") == spec.model
+        and spec.dimensions in (None, source.size)
+    ):
+        raise AlreadyMigratedError(
+            f"Alias {spec.alias!r} already points at {source_collection!r}, whose vectors come "
+            f"from {spec.provider}/{spec.model} (migration {made_by.get('migration_id')}). "
+            "Nothing to do; the nightly run keeps catching it up until it is retired."
+        )
     migration_id = spec.migration_id(source_collection)
     dimension = probe_dimension(provider, spec)
 

@@ -124,6 +124,9 @@ def plan_partitions(
         )
         points_per_partition = minimum
     boundaries, counts = compute_boundaries(client, source_collection, points_per_partition)
+    while len(counts) > MAX_PARTITIONS:  # the source grew since it was counted
+        points_per_partition = -(-sum(counts) // MAX_PARTITIONS)
+        boundaries, counts = compute_boundaries(client, source_collection, points_per_partition)
     fingerprint = hashlib.sha256(
         json.dumps(
             [source_collection, points_per_partition, boundaries, counts], default=str

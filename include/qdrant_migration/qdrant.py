@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,8 @@ from typing import Any
 from qdrant_client import QdrantClient
 
 log = logging.getLogger(__name__)
+#: Lock files held by each thread here (opening twice in one thread would wait on itself).
+_held: set[tuple[str, int]] = set()
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,12 @@ def embedded_lock(path: str, *, timeout_s: float = 3600.0) -> Iterator[None]:
     """Hold the exclusive lock that serializes every opener of one embedded store."""
     lock_path = Path(f"{os.path.abspath(path).rstrip('/')}.lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
+    mine = (str(lock_path), threading.get_ident())
+    if mine in _held:
+        raise RuntimeError(
+            f"This thread already has the embedded store {path} open; close that client "
+            "first (local mode allows one opener)."
+        )
     with open(lock_path, "a+") as handle:
         deadline = time.monotonic() + timeout_s
         announced = False
@@ -91,16 +100,18 @@ def embedded_lock(path: str, *, timeout_s: float = 3600.0) -> Iterator[None]:
                         "check for a stuck task or use a Qdrant server."
                     ) from None
                 time.sleep(0.2)
+        _held.add(mine)
         try:
             yield
         finally:
+            _held.discard(mine)
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 @contextmanager
 def open_client(settings: QdrantSettings) -> Iterator[QdrantClient]:
     """Open a client for the duration of a block, serializing embedded-store access."""
-    if settings.path:
+    if settings.path and settings.path != ":memory:":
         with embedded_lock(settings.path):
             client = QdrantClient(path=settings.path)
             try:
@@ -119,11 +130,11 @@ def server_version(client: QdrantClient) -> tuple[int, int, int] | None:
     """The server's version, or None for the embedded store (which has every local feature)."""
     if _is_local(client):
         return None
+    raw = client.info().version
     try:
-        raw = client.info().version
-    except Exception:  # an old server without /  info is treated as unknown
-        return (0, 0, 0)
-    parts = [int(p) for p in raw.split("-")[0].split(".")[:3]]
+        parts = [int(p) for p in raw.split("-")[0].split(".")[:3]]
+    except ValueError:  # a development build ("dev"): assume every feature
+        return (999, 0, 0)
     while len(parts) < 3:
         parts.append(0)
     return (parts[0], parts[1], parts[2])

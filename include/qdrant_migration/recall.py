@@ -59,6 +59,7 @@ def reconcile_ids(
 
     Streams both collections once, holding only a few example ids in memory.
     """
+    skips = {str(d["point_id"]) for d in state.scan("skip", migration_id=migration_id)}
     missing = skipped = extra = 0
     missing_examples: list[PointId] = []
     extra_examples: list[PointId] = []
@@ -67,7 +68,7 @@ def reconcile_ids(
     while s is not None or t is not None:
         if t is None or (s is not None and id_key(s) < id_key(t)):
             assert s is not None
-            if state.get("skip", f"{migration_id}/{s}") is not None:
+            if str(s) in skips:
                 skipped += 1
             else:
                 missing += 1
@@ -189,8 +190,9 @@ def check_target(
         raise CheckFailedError(
             f"{ids['missing']} source points are missing from {target!r} (e.g. ids "
             f"{ids['missing_examples']}), not counting {ids['skipped']} recorded skips. "
-            "The backfill has finished, so waiting will not add them: clear this run's "
-            "backfill_batch tasks to re-run them (they resume from their checkpoints)."
+            "The backfill and catch-up have finished, so waiting will not add them. Clear "
+            "this run's catch_up task to copy them again; if the target was damaged, delete "
+            "it and re-run the migration."
         )
     without_vector = client.count(
         target,
@@ -226,6 +228,15 @@ def check_target(
             query_like(t) for p in samples if (t := extract_text(p.payload, spec["text_field"])[0])
         ][:50],
     }
+    own = evidence["self_retrieval"]
+    minimum = float(spec.get("min_self_retrieval", 0.0))
+    if own.get("hit_at_1") is not None and own["hit_at_1"] < minimum:
+        raise CheckFailedError(
+            f"Only {own['hit_at_1']:.0%} of {own['queries']} sampled documents are found first "
+            f"by a query of their own text embedded with {plan.target_lineage.get('model')} "
+            f"(minimum {minimum:.0%}): the target's vectors do not look like this model's. "
+            "Check that the target was not written by another model."
+        )
     if recall < threshold:
         raise CheckFailedError(
             f"recall@{k} of approximate vs exact search on {target!r} is {recall:.3f}, below "

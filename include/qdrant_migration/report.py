@@ -51,7 +51,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"| recall@{ev.get('k')} ANN vs exact | {_fmt(ev.get('recall_at_k'))} "
         f"(threshold {ev.get('recall_threshold')}, {ev.get('sample_queries')} queries) |",
         f"| own document at rank 1 (new model queries) | {_fmt(sr.get('hit_at_1'))} "
-        f"(MRR {_fmt(sr.get('mrr'))}, {sr.get('queries')} queries) |",
+        f"(MRR {_fmt(sr.get('mrr'))}, {sr.get('queries') or 0} queries) |",
         f"| embedded / embedding requests | {bf.get('embedded')} / {bf.get('embed_requests')} |",
         "",
         *quality_lines(ev.get("quality") or {}),

@@ -21,16 +21,21 @@ from typing import Any
 MAX_PARALLEL_PARTITIONS = int(os.environ.get("QMM_MAX_PARALLEL_PARTITIONS", "4"))
 #: Airflow pool of the backfill tasks (create it to cap them across DAGs and runs).
 BACKFILL_POOL = os.environ.get("QMM_BACKFILL_POOL", "default_pool")
+#: When the catch-up of unfinished migrations runs (cron or preset; "none" disables it).
+CATCH_UP_SCHEDULE: str | None = os.environ.get("QMM_CATCH_UP_SCHEDULE", "@daily")
+if CATCH_UP_SCHEDULE and CATCH_UP_SCHEDULE.lower() == "none":
+    CATCH_UP_SCHEDULE = None
 BUDGET_KEYS = ("requests_per_minute", "tokens_per_minute")
 
 PARAM_SCHEMA: dict[str, dict[str, Any]] = {
     "alias": {
         "default": "",
         "type": "string",
-        "pattern": r"^[A-Za-z0-9_.\-]+$",
+        "pattern": r"^[A-Za-z0-9_.\-]*$",
         "title": "Alias the application reads",
         "description": "The Qdrant alias your application queries. It points at the source "
-        "collection now and is moved to the new collection only after approval.",
+        "collection now and is moved to the new collection only after approval. Leave empty "
+        "to only catch up every unfinished migration (what the nightly run does).",
     },
     "text_field": {
         "default": "text",
@@ -39,6 +44,14 @@ PARAM_SCHEMA: dict[str, dict[str, Any]] = {
         "title": "Payload field with the text",
         "description": "The payload key that holds the text to embed (dots reach nested "
         "fields, e.g. 'doc.body').",
+    },
+    "updated_at_field": {
+        "default": None,
+        "type": ["null", "string"],
+        "title": "Payload field with the last-update time",
+        "description": "A timestamp (epoch seconds or RFC 3339) your application sets on "
+        "every write, payload-indexed on servers. With it, catch-up reads only what changed "
+        "since the last pass; without it, catch-up compares both collections in one pass.",
     },
     "provider": {
         "default": "local",
@@ -137,6 +150,16 @@ PARAM_SCHEMA: dict[str, dict[str, Any]] = {
         "description": "recall@k of approximate vs exact search on the new collection must "
         "reach this before the swap can be approved.",
     },
+    "min_self_retrieval": {
+        "default": 0.5,
+        "type": "number",
+        "minimum": 0,
+        "maximum": 1,
+        "title": "Minimum self-retrieval",
+        "description": "Share of sampled documents that a query made of their own text, "
+        "embedded with the new model, must find first. Far lower means the vectors do not "
+        "come from the new model (or the query model is wrong); 0 turns the check off.",
+    },
     "recall_sample_size": {
         "default": 100,
         "type": "integer",
@@ -214,9 +237,11 @@ class MigrationSpec:
     batch_size: int = 128
     embed_concurrency: int = 2
     bad_text_policy: str = "skip"
+    updated_at_field: str | None = None
     recall_k: int = 10
     recall_threshold: float = 0.95
     recall_sample_size: int = 100
+    min_self_retrieval: float = 0.5
     source_provider: str | None = None
     source_model: str | None = None
     source_provider_conn_id: str | None = None

@@ -10,13 +10,17 @@ from ``(kind, key)`` and whose payload is the JSON document.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
+
+from include.qdrant_migration.qdrant import supports
 
 STATE_COLLECTION = "qdrant_migration_state"
 _NAMESPACE = uuid.UUID("5b0f6a5e-8d0c-4d57-9b1c-2a5b8d3c7e11")
@@ -84,6 +88,52 @@ class QdrantStateStore:
                 self.collection, qm.PointIdsList(points=[record_id(kind, key)]), wait=True
             )
 
+    def try_acquire(self, key: str, owner: str, ttl_s: float) -> bool:
+        current = self.get("lease", key)
+        if current and current.get("owner") != owner and current["expires"] > time.time():
+            return False
+        if current:
+            self._delete_if_unchanged(key, current)
+        self._ensure()
+        doc = {"owner": owner, "expires": time.time() + ttl_s, "since": now_iso()}
+        point = qm.PointStruct(
+            id=record_id("lease", key),
+            vector={},
+            payload={"kind": "lease", "key": key, "updated_at": now_iso(), "doc": doc},
+        )
+        if supports(self.client, (1, 17, 0)):
+            self.client.upsert(
+                self.collection, [point], wait=True, update_mode=qm.UpdateMode.INSERT_ONLY
+            )
+        else:  # older servers: last writer wins, read-back below still detects most races
+            self.client.upsert(self.collection, [point], wait=True)
+        return (self.get("lease", key) or {}).get("owner") == owner
+
+    def _delete_if_unchanged(self, key: str, seen: dict[str, Any]) -> None:
+        """Delete the lease only if it is still the one we read (not a rival's new one)."""
+        self.client.delete(
+            self.collection,
+            qm.FilterSelector(
+                filter=qm.Filter(
+                    must=[
+                        qm.HasIdCondition(has_id=[record_id("lease", key)]),
+                        qm.FieldCondition(
+                            key="doc.owner", match=qm.MatchValue(value=seen["owner"])
+                        ),
+                        qm.FieldCondition(
+                            key="doc.expires",
+                            range=qm.Range(gte=seen["expires"], lte=seen["expires"]),
+                        ),
+                    ]
+                )
+            ),
+            wait=True,
+        )
+
+    def release(self, key: str, owner: str) -> None:
+        if (self.get("lease", key) or {}).get("owner") == owner:
+            self.delete("lease", key)
+
     def scan(self, kind: str, **match: str) -> Iterator[dict[str, Any]]:
         """Every record of ``kind`` whose document matches ``match`` (streamed)."""
         if not self._exists():
@@ -108,6 +158,34 @@ class QdrantStateStore:
                     yield dict(doc)
             if offset is None:
                 return
+
+
+class LeaseBusyError(RuntimeError):
+    """Another task holds the lease (e.g. a catch-up of the same migration is running)."""
+
+
+@contextmanager
+def lease(
+    store: QdrantStateStore, key: str, owner: str, *, ttl_s: float = 6 * 3600, wait_s: float = 0
+) -> Iterator[None]:
+    """Exclusive use of ``key`` (one migration's target) while the block runs.
+
+    Catch-ups and the swap of one migration write the same target; a nightly catch-up and a
+    manual run must never do so at once. Acquisition writes the lease with ``insert_only``
+    (a no-op if somebody else's lease exists) and reads it back: only one writer can win.
+    A lease left by a killed worker expires after ``ttl_s``; the same owner (a retry of the
+    same task) takes its own lease back at once.
+    """
+    deadline = time.monotonic() + wait_s
+    while not store.try_acquire(key, owner, ttl_s):
+        if time.monotonic() >= deadline:
+            holder = (store.get("lease", key) or {}).get("owner")
+            raise LeaseBusyError(f"{key} is busy: {holder} is writing it")
+        time.sleep(5)
+    try:
+        yield
+    finally:
+        store.release(key, owner)
 
 
 class MemoryStateStore:

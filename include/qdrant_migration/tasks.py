@@ -7,6 +7,7 @@ store), and call the Airflow-free logic modules.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Iterator
@@ -14,13 +15,14 @@ from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
 from airflow.providers.qdrant.hooks.qdrant import QdrantHook
-from airflow.sdk import BaseHook
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk import BaseHook, get_current_context
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from qdrant_client import QdrantClient
 
 from include.qdrant_migration import (
     aliases,
     backfill,
+    catchup,
     collections,
     compatibility,
     quality,
@@ -37,7 +39,7 @@ from include.qdrant_migration.providers import (
 from include.qdrant_migration.qdrant import QdrantSettings, open_client
 from include.qdrant_migration.report import build_report, render_markdown
 from include.qdrant_migration.spec import MigrationSpec, SpecError, share_budget
-from include.qdrant_migration.state import QdrantStateStore
+from include.qdrant_migration.state import LeaseBusyError, QdrantStateStore, lease
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -65,6 +67,8 @@ def fail_fast(func: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
+        except compatibility.AlreadyMigratedError as done:
+            raise AirflowSkipException(str(done)) from done
         except USER_ERRORS as error:
             raise AirflowFailException(f"{type(error).__name__}: {error}") from error
 
@@ -222,11 +226,56 @@ def backfill_batch(plan_dict: dict[str, Any], partition: dict[str, Any]) -> dict
         return job.run()
 
 
+def _forward_job(plan: compatibility.Plan, provider: EmbeddingProvider) -> catchup.CatchUpJob:
+    return catchup.CatchUpJob(
+        migration_id=plan.migration_id,
+        source=plan.source.collection,
+        target=plan.target_collection,
+        text_field=plan.spec["text_field"],
+        vector_name=plan.source.vector_name,
+        provider=provider,
+        updated_at_field=plan.spec.get("updated_at_field"),
+        batch_size=int(plan.spec["batch_size"]),
+        bad_text_policy=str(plan.spec["bad_text_policy"]),
+    )
+
+
+def _owner() -> str:
+    """Who holds a lease: this task of this run (a retry of it takes its own lease back)."""
+    ti = get_current_context()["ti"]
+    return f"{ti.dag_id}/{ti.run_id}/{ti.task_id}"
+
+
+def _writer_lease(state: QdrantStateStore, migration_id: str, wait_s: float) -> Any:
+    return lease(state, f"target/{migration_id}", _owner(), wait_s=wait_s)
+
+
+def _set_status(state: QdrantStateStore, migration_id: str, status: str, **extra: Any) -> None:
+    doc = state.get("migration", migration_id) or {"migration_id": migration_id}
+    doc.update({"status": status, **extra})
+    state.put("migration", migration_id, doc)
+
+
 @fail_fast
-def recall_check(plan_dict: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any] | None:
+def catch_up(plan_dict: dict[str, Any]) -> dict[str, Any]:
+    """After the backfill: copy what changed in the source while it ran."""
+    plan = compatibility.Plan.from_dict(plan_dict)
+    provider = build_provider(plan.spec)
+    with _hook(plan.spec).client() as client:
+        state = QdrantStateStore(client)
+        with _writer_lease(state, plan.migration_id, wait_s=3600):
+            result = catchup.CatchUp(client, _forward_job(plan, provider), state).run()
+        _set_status(state, plan.migration_id, "ready", plan=plan_dict)
+    return result.to_dict()
+
+
+@fail_fast
+def recall_check(
+    plan_dict: dict[str, Any], results: list[dict[str, Any]], caught_up: dict[str, Any]
+) -> dict[str, Any] | None:
     """One sensor poke: None means "not yet"; raises when the check can never pass."""
     plan = compatibility.Plan.from_dict(plan_dict)
-    summary = backfill.summarize(results)
+    summary = backfill.summarize(results) | {"catch_up": caught_up}
     provider = build_provider(plan.spec)
     with _hook(plan.spec).client() as client:
         state = QdrantStateStore(client)
@@ -243,13 +292,73 @@ def recall_check(plan_dict: dict[str, Any], results: list[dict[str, Any]]) -> di
 
 @fail_fast
 def swap_alias(plan_dict: dict[str, Any]) -> dict[str, Any]:
+    """A last catch-up (what changed while the approval waited), then the atomic swap."""
     plan = compatibility.Plan.from_dict(plan_dict)
+    provider = build_provider(plan.spec)
     with _hook(plan.spec).client() as client:
-        return aliases.swap_alias(
-            client,
-            QdrantStateStore(client),
-            migration_id=plan.migration_id,
-            alias=plan.alias,
-            source=plan.source.collection,
-            target=plan.target_collection,
+        state = QdrantStateStore(client)
+        aliases.ensure_alias_at(client, plan.alias, plan.source.collection)
+        with _writer_lease(state, plan.migration_id, wait_s=3600):
+            final = catchup.CatchUp(client, _forward_job(plan, provider), state).run()
+            swapped = aliases.swap_alias(
+                client,
+                state,
+                migration_id=plan.migration_id,
+                alias=plan.alias,
+                source=plan.source.collection,
+                target=plan.target_collection,
+            )
+    return swapped | {"final_catch_up": final.to_dict()}
+
+
+#: Migrations whose target is complete and that are still in use (not retired).
+CATCH_UP_STATUSES = ("ready", "swapped", "rolled_back")
+
+
+@fail_fast
+def catch_up_all(params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The nightly run: catch up every migration that has a target and is not retired.
+
+    Before the swap the target follows the source. After it, the application writes to
+    the new collection, so changes are mirrored back to the old one with the old model
+    (when it is known), keeping a rollback lossless during the observation period.
+    """
+    outcomes = []
+    with _hook({"qdrant_conn_id": params["qdrant_conn_id"]}).client() as client:
+        state = QdrantStateStore(client)
+        for doc in list(state.scan("migration")):
+            if doc.get("status") not in CATCH_UP_STATUSES or "plan" not in doc:
+                continue
+            try:
+                with _writer_lease(state, doc["migration_id"], wait_s=0):
+                    outcomes.append(_catch_up_recorded(client, state, doc))
+            except LeaseBusyError as busy:
+                log.info("Skipping %s tonight: %s", doc["migration_id"], busy)
+    return outcomes
+
+
+def _catch_up_recorded(
+    client: QdrantClient, state: QdrantStateStore, doc: dict[str, Any]
+) -> dict[str, Any]:
+    plan = compatibility.Plan.from_dict(doc["plan"])
+    job = _forward_job(plan, build_provider(plan.spec))
+    if doc["status"] == "swapped":
+        old_model = build_source_provider(plan)
+        if old_model is None:
+            log.warning(
+                "%s: the old model is unknown, so changes made since the swap are not mirrored "
+                "to %s; a rollback would lose them.",
+                plan.migration_id,
+                plan.source.collection,
+            )
+            return {"migration_id": plan.migration_id, "mirrored": False}
+        job = dataclasses.replace(
+            job,
+            migration_id=f"{plan.migration_id}/mirror",
+            source=plan.target_collection,
+            target=plan.source.collection,
+            provider=old_model,
+            direction="mirror",
         )
+    result = catchup.CatchUp(client, job, state).run()
+    return {"migration_id": plan.migration_id, "direction": job.direction, **result.to_dict()}

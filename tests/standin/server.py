@@ -85,11 +85,21 @@ _JSON = "application/json"
 def expected_vector(
     model: str, text: str, input_type: str = "", dimensions: int | None = None
 ) -> list[float]:
-    """The vector the stand-in returns for ``text``: float32 values as Python floats."""
+    """The vector the stand-in returns for ``text``: float32 values as Python floats.
+
+    Like a real asymmetric model, a query and a document of the same text get different
+    but close vectors (the input type adds a small, deterministic perturbation), so a
+    document's own text, embedded as a query, finds it first.
+    """
     native = {**OPENAI_MODELS, **COHERE_MODELS, **COMPATIBLE_MODELS}.get(model, 384)
-    digest = hashlib.sha256(f"{model}\x00{input_type}\x00{text}".encode()).digest()
-    rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
-    vector = rng.standard_normal(native)
+
+    def draw(salt: str) -> Any:
+        digest = hashlib.sha256(f"{model}\x00{salt}\x00{text}".encode()).digest()
+        return np.random.default_rng(int.from_bytes(digest[:8], "little")).standard_normal(native)
+
+    vector = draw("")
+    if input_type:
+        vector = vector + 0.3 * draw(input_type)
     vector /= np.linalg.norm(vector)
     if dimensions is not None and dimensions < native:
         vector = vector[:dimensions] / np.linalg.norm(vector[:dimensions])

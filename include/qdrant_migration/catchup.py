@@ -1,0 +1,283 @@
+"""catch_up: bring the target level with a source that kept changing.
+
+Production keeps writing through the alias while the backfill runs and while the approval
+waits. Catch-up makes the target equal to the source again, at a cost that follows the
+amount of change:
+
+* new points are embedded and inserted; points whose text changed are embedded again;
+* payload-only changes are copied without embedding (the target's payload is the record
+  of what was embedded, so comparing it with the source's tells the two apart);
+* points deleted from the source are deleted from the target, never resurrected.
+
+With ``updated_at_field`` (a timestamp in the payload, payload-indexed on servers) only
+points changed since the last watermark are read; the watermark is the time the previous
+pass started, minus an overlap, so nothing written during a pass falls into a gap.
+Without it, one id-ordered pass over both collections compares payloads. Deletions are
+always found by id reconciliation (ids only, no payloads). Memory stays flat: both
+collections are streamed in id order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from qdrant_client import QdrantClient
+from qdrant_client import models as qm
+
+from include.qdrant_migration.backfill import record_skips, select_texts
+from include.qdrant_migration.partitions import PointId, id_key
+from include.qdrant_migration.providers import EmbeddingError, EmbeddingProvider
+from include.qdrant_migration.state import StateStore, now_iso
+from include.qdrant_migration.texts import extract_text
+
+log = logging.getLogger(__name__)
+
+PAGE = 256
+
+
+@dataclass(frozen=True)
+class CatchUpJob:
+    """Copy changes from ``source`` to ``target`` (embedding with ``provider``)."""
+
+    migration_id: str
+    source: str
+    target: str
+    text_field: str
+    vector_name: str | None
+    provider: EmbeddingProvider
+    updated_at_field: str | None = None
+    overlap_s: float = 300.0
+    batch_size: int = 128
+    bad_text_policy: str = "skip"
+    #: The state key of the watermark: one per direction (forward, or mirror back).
+    direction: str = "forward"
+
+
+@dataclass
+class CatchUpResult:
+    mode: str
+    inserted: int = 0
+    reembedded: int = 0
+    payload_updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    embedded: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    watermark: str | None = None
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _pages(
+    client: QdrantClient, collection: str, *, payload: bool, scroll_filter: qm.Filter | None = None
+) -> Iterator[Any]:
+    offset: Any = None
+    while True:
+        points, offset = client.scroll(
+            collection,
+            limit=PAGE,
+            offset=offset,
+            with_payload=payload,
+            with_vectors=False,
+            scroll_filter=scroll_filter,
+        )
+        yield from points
+        if offset is None:
+            return
+
+
+def _merge(left: Iterator[Any], right: Iterator[Any]) -> Iterator[tuple[Any | None, Any | None]]:
+    """Pairs of records with the same id from two id-ordered streams (None where absent)."""
+    a, b = next(left, None), next(right, None)
+    while a is not None or b is not None:
+        if b is None or (a is not None and id_key(a.id) < id_key(b.id)):
+            yield a, None
+            a = next(left, None)
+        elif a is None or id_key(b.id) < id_key(a.id):
+            yield None, b
+            b = next(right, None)
+        else:
+            yield a, b
+            a, b = next(left, None), next(right, None)
+
+
+class CatchUp:
+    """One catch-up pass; collects work in batches and applies it as it goes."""
+
+    def __init__(self, client: QdrantClient, job: CatchUpJob, state: StateStore) -> None:
+        self.client = client
+        self.job = job
+        self.state = state
+        self.to_embed: list[Any] = []
+        self.to_delete: list[PointId] = []
+
+    def run(self) -> CatchUpResult:
+        started = time.monotonic()
+        pass_start = datetime.now(tz=UTC)
+        key = f"{self.job.migration_id}/{self.job.direction}"
+        mark = self.state.get("watermark", key) if self.job.updated_at_field else None
+        if mark:
+            result = CatchUpResult(mode="watermark", watermark=mark["since"])
+            self._changed_since(result, mark["since"])
+            self._flush(result, final=True)  # so the id pass below sees them written
+            self._deletions(result)
+        else:
+            result = CatchUpResult(mode="full_compare")
+            self._full_compare(result)
+        self._flush(result, final=True)
+        if self.job.updated_at_field:
+            since = datetime.fromtimestamp(pass_start.timestamp() - self.job.overlap_s, tz=UTC)
+            self.state.put(
+                "watermark",
+                key,
+                {"since": since.isoformat(), "field": self.job.updated_at_field, "at": now_iso()},
+            )
+        result.seconds = round(time.monotonic() - started, 2)
+        log.info("Catch-up %s -> %s: %s", self.job.source, self.job.target, result.to_dict())
+        return result
+
+    # -- finding changes -----------------------------------------------------------------
+
+    def _full_compare(self, result: CatchUpResult) -> None:
+        """One id-ordered pass over both collections, comparing payloads."""
+        source = _pages(self.client, self.job.source, payload=True)
+        target = _pages(self.client, self.job.target, payload=True)
+        for src, tgt in _merge(source, target):
+            self._classify(src, tgt, result)
+
+    def _changed_since(self, result: CatchUpResult, since: str) -> None:
+        """Only source points whose timestamp is at or after the watermark."""
+        changed = _pages(
+            self.client, self.job.source, payload=True, scroll_filter=self._since_filter(since)
+        )
+        batch: list[Any] = []
+        for record in changed:
+            batch.append(record)
+            if len(batch) >= PAGE:
+                self._compare_batch(batch, result)
+                batch = []
+        if batch:
+            self._compare_batch(batch, result)
+
+    def _compare_batch(self, records: Sequence[Any], result: CatchUpResult) -> None:
+        found = self.client.retrieve(
+            self.job.target, [r.id for r in records], with_payload=True, with_vectors=False
+        )
+        by_id = {p.id: p for p in found}
+        for record in records:
+            self._classify(record, by_id.get(record.id), result)
+
+    def _deletions(self, result: CatchUpResult) -> None:
+        """Ids in the target that the source no longer has; new ids without a timestamp."""
+        source = _pages(self.client, self.job.source, payload=False)
+        target = _pages(self.client, self.job.target, payload=False)
+        for src, tgt in _merge(source, target):
+            if src is None:
+                assert tgt is not None
+                self._delete(tgt.id, result)
+            elif tgt is None and not self._known_skip(src.id):
+                full = self.client.retrieve(self.job.source, [src.id], with_payload=True)
+                if full:
+                    self._classify(full[0], None, result)
+
+    def _since_filter(self, since: str) -> qm.Filter:
+        field_name = str(self.job.updated_at_field)
+        sample, _ = self.client.scroll(self.job.source, limit=1, with_payload=[field_name])
+        value = (sample[0].payload or {}).get(field_name) if sample else None
+        moment = datetime.fromisoformat(since)
+        condition: qm.Range | qm.DatetimeRange
+        if isinstance(value, int | float):
+            condition = qm.Range(gte=moment.timestamp())
+        else:
+            condition = qm.DatetimeRange(gte=moment)
+        return qm.Filter(must=[qm.FieldCondition(key=field_name, range=condition)])
+
+    def _known_skip(self, point_id: PointId) -> bool:
+        return self.state.get("skip", f"{self.job.migration_id}/{point_id}") is not None
+
+    # -- applying changes ----------------------------------------------------------------
+
+    def _classify(self, src: Any | None, tgt: Any | None, result: CatchUpResult) -> None:
+        if src is None:
+            assert tgt is not None
+            self._delete(tgt.id, result)
+            return
+        if tgt is None:
+            self.to_embed.append(src)
+            result.inserted += 1
+        elif (src.payload or {}) == (tgt.payload or {}):
+            result.unchanged += 1
+            return
+        elif self._text(src) != self._text(tgt):
+            self.to_embed.append(src)
+            result.reembedded += 1
+        else:
+            self.client.overwrite_payload(
+                self.job.target, payload=src.payload or {}, points=[src.id], wait=True
+            )
+            result.payload_updated += 1
+        self._flush(result)
+
+    def _text(self, record: Any) -> str | None:
+        return extract_text(record.payload, self.job.text_field)[0]
+
+    def _delete(self, point_id: PointId, result: CatchUpResult) -> None:
+        self.to_delete.append(point_id)
+        result.deleted += 1
+        self._flush(result)
+
+    def _flush(self, result: CatchUpResult, *, final: bool = False) -> None:
+        if self.to_delete and (final or len(self.to_delete) >= PAGE):
+            self.client.delete(
+                self.job.target, qm.PointIdsList(points=list(self.to_delete)), wait=True
+            )
+            self.to_delete = []
+        if self.to_embed and (final or len(self.to_embed) >= self.job.batch_size):
+            self._embed_and_write(self.to_embed, result)
+            self.to_embed = []
+
+    def _embed_and_write(self, records: list[Any], result: CatchUpResult) -> None:
+        usable = select_texts(
+            records,
+            self.job.provider,
+            text_field=self.job.text_field,
+            policy=self.job.bad_text_policy,
+            collection=self.job.source,
+        )
+        stale = [point_id for point_id, _ in usable.skipped]
+        if stale:  # a point whose text became unusable must not keep its old vector
+            self.client.delete(self.job.target, qm.PointIdsList(points=stale), wait=True)
+        record_skips(self.state, self.job.migration_id, usable.skipped)
+        for _, reason in usable.skipped:
+            result.skipped_by_reason[reason] = result.skipped_by_reason.get(reason, 0) + 1
+        result.skipped += len(usable.skipped)
+        if not usable.records:
+            return
+        vectors = self.job.provider.embed_documents(usable.texts)
+        if len(vectors) != len(usable.records):
+            raise EmbeddingError(
+                f"Provider returned {len(vectors)} vectors for {len(usable.records)} texts; "
+                "nothing from this batch was written."
+            )
+        name = self.job.vector_name
+        self.client.upsert(
+            self.job.target,
+            [
+                qm.PointStruct(id=r.id, vector=v if name is None else {name: v}, payload=r.payload)
+                for r, v in zip(usable.records, vectors, strict=True)
+            ],
+            wait=True,
+        )
+        for record in usable.records:
+            self.state.delete("skip", f"{self.job.migration_id}/{record.id}")
+        result.embedded += len(usable.records)
+        result.tokens += usable.tokens

@@ -1,0 +1,237 @@
+"""Test helpers: a real source collection builder, a counting provider, a whole migration run.
+
+Nothing here fakes Qdrant or a model: collections live in a real embedded store and
+vectors come from the real local models. :class:`CountingProvider` wraps a real provider
+to count calls and to simulate a worker that dies in the middle of an embedding call.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from qdrant_client import QdrantClient
+from qdrant_client import models as qm
+
+from include.qdrant_migration import collections, compatibility, partitions
+from include.qdrant_migration.backfill import BackfillSettings, PartitionBackfill
+from include.qdrant_migration.compatibility import Plan
+from include.qdrant_migration.providers import EmbeddingProvider, ModelInfo, ProviderLimits
+from include.qdrant_migration.spec import MigrationSpec
+from include.qdrant_migration.state import QdrantStateStore, StateStore
+
+SOURCE_MODEL = "all-MiniLM-L6-v2"
+TARGET_MODEL = "multilingual-e5-small"
+SEED_POINTS = 240
+
+
+def small_spec(**overrides: Any) -> MigrationSpec:
+    """The seeded store's migration with sizes small enough for unit tests."""
+    params: dict[str, Any] = {
+        "alias": "articles",
+        "provider": "local",
+        "model": TARGET_MODEL,
+        "points_per_partition": 100,
+        "batch_size": 16,
+        "embed_concurrency": 2,
+        "recall_k": 5,
+        "recall_sample_size": 20,
+    }
+    params.update(overrides)
+    return MigrationSpec.from_params(params)
+
+
+def settings_of(spec: MigrationSpec) -> BackfillSettings:
+    return BackfillSettings(
+        batch_size=spec.batch_size,
+        embed_concurrency=spec.embed_concurrency,
+        bad_text_policy=spec.bad_text_policy,
+    )
+
+
+class SimulatedCrashError(RuntimeError):
+    """Stands for a worker killed in the middle of an embedding request."""
+
+
+class CountingProvider(EmbeddingProvider):
+    """A real provider, wrapped to count document calls and texts (thread-safe).
+
+    ``fail_on_call=n`` makes the n-th ``embed_documents`` call raise, once, like a worker
+    dying mid-request; every other call is served by the real model.
+    """
+
+    name: ClassVar[str] = "counting"
+    needs_connection: ClassVar[bool] = False
+
+    def __init__(self, inner: EmbeddingProvider, *, fail_on_call: int | None = None) -> None:
+        super().__init__(inner.model)
+        self.inner = inner
+        self.fail_on_call = fail_on_call
+        self.calls = 0
+        self.texts_embedded = 0
+        self.batch_sizes: list[int] = []
+        self._lock = threading.Lock()
+
+    @property
+    def limits(self) -> ProviderLimits:
+        return self.inner.limits
+
+    def model_info(self) -> ModelInfo:
+        return self.inner.model_info()
+
+    def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
+        with self._lock:
+            self.calls += 1
+            call = self.calls
+        if call == self.fail_on_call:
+            raise SimulatedCrashError(f"worker died during embedding call {call}")
+        vectors = self.inner.embed_documents(texts)
+        with self._lock:
+            self.texts_embedded += len(texts)
+            self.batch_sizes.append(len(texts))
+        return vectors
+
+    def embed_queries(self, texts: Sequence[str]) -> list[list[float]]:
+        return self.inner.embed_queries(texts)
+
+    def check_access(self) -> None:
+        self.inner.check_access()
+
+    def document_input_type(self) -> str:
+        return self.inner.document_input_type()
+
+    def query_input_type(self) -> str:
+        return self.inner.query_input_type()
+
+
+def dummy_vector(point_id: int | str, size: int) -> list[float]:
+    """A deterministic non-zero vector (the backfill never reads source vectors)."""
+    seed = uuid.uuid5(uuid.NAMESPACE_OID, str(point_id)).int
+    return [((seed >> (i * 4)) % 15 + 1) / 16 for i in range(size)]
+
+
+def make_source(
+    client: QdrantClient,
+    collection: str,
+    points: Iterable[tuple[int | str, dict[str, Any]]],
+    *,
+    alias: str | None = None,
+    size: int = 8,
+    vector_name: str | None = None,
+    vectors_config: Any = None,
+) -> None:
+    """A source collection of ``(id, payload)`` points, optionally behind ``alias``."""
+    if vectors_config is None:
+        params = qm.VectorParams(size=size, distance=qm.Distance.COSINE)
+        vectors_config = params if vector_name is None else {vector_name: params}
+    client.create_collection(collection, vectors_config=vectors_config)
+    structs = [
+        qm.PointStruct(
+            id=pid,
+            vector=(
+                dummy_vector(pid, size)
+                if vector_name is None
+                else {vector_name: dummy_vector(pid, size)}
+            ),
+            payload=payload,
+        )
+        for pid, payload in points
+    ]
+    if structs:
+        client.upsert(collection, structs, wait=True)
+    if alias:
+        client.update_collection_aliases(
+            change_aliases_operations=[
+                qm.CreateAliasOperation(
+                    create_alias=qm.CreateAlias(collection_name=collection, alias_name=alias)
+                )
+            ]
+        )
+
+
+def all_points(client: QdrantClient, collection: str, *, vectors: bool = True) -> list[qm.Record]:
+    """Every point of ``collection`` in Qdrant's id order."""
+    found: list[qm.Record] = []
+    offset: Any = None
+    while True:
+        page, offset = client.scroll(
+            collection, limit=256, offset=offset, with_payload=True, with_vectors=vectors
+        )
+        found.extend(page)
+        if offset is None:
+            return found
+
+
+def snapshot(client: QdrantClient, collection: str) -> dict[str, Any]:
+    """Config, aliases and every point (payload and vector) of a collection, comparable."""
+    return {
+        "config": client.get_collection(collection).config.model_dump(),
+        "aliases": sorted((a.alias_name, a.collection_name) for a in client.get_aliases().aliases),
+        "collections": sorted(c.name for c in client.get_collections().collections),
+        "points": [(p.id, p.payload, p.vector) for p in all_points(client, collection)],
+    }
+
+
+@dataclass
+class Migrated:
+    """A private, opened copy of a store already migrated to the new model."""
+
+    path: Path
+    client: QdrantClient
+    state: QdrantStateStore
+    plan: Plan
+    results: list[dict[str, Any]]
+
+
+@dataclass
+class MigrationRun:
+    plan: Plan
+    partitions: list[partitions.Partition]
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+
+def prepare(
+    client: QdrantClient, spec: MigrationSpec, provider: EmbeddingProvider, state: StateStore
+) -> MigrationRun:
+    """assess -> create_target -> plan_partitions, as the DAG does before the backfill."""
+    plan = compatibility.assess(client, spec, provider, state)
+    collections.create_target(client, plan, state)
+    parts = partitions.plan_partitions(
+        client,
+        state,
+        migration_id=plan.migration_id,
+        source_collection=plan.source.collection,
+        points_per_partition=spec.points_per_partition,
+        expected_points=plan.source.points,
+    )
+    return MigrationRun(plan, parts)
+
+
+def run_partition(
+    client: QdrantClient,
+    run: MigrationRun,
+    index: int,
+    provider: EmbeddingProvider,
+    state: StateStore,
+    spec: MigrationSpec,
+) -> dict[str, Any]:
+    job = PartitionBackfill(
+        client, run.plan, run.partitions[index], provider, state, settings_of(spec)
+    )
+    return job.run()
+
+
+def migrate(
+    client: QdrantClient, spec: MigrationSpec, provider: EmbeddingProvider, state: StateStore
+) -> MigrationRun:
+    """Everything up to (not including) recall_check: a complete, indexed target."""
+    run = prepare(client, spec, provider, state)
+    run.results = [
+        run_partition(client, run, p.index, provider, state, spec) for p in run.partitions
+    ]
+    collections.finish_bulk_load(client, run.plan, state)
+    return run
