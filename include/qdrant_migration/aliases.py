@@ -9,6 +9,7 @@ The old collection is left in place for rollback.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from qdrant_client import QdrantClient
@@ -71,3 +72,72 @@ def swap_alias(
     doc.update({"status": "swapped", "swapped_at": now_iso(), "previous_collection": source})
     state.put("migration", migration_id, doc)
     return {"alias": alias, "from": source, "to": target, "at": doc["swapped_at"]}
+
+
+class LifecycleError(RuntimeError):
+    """A rollback or retire cannot be done as asked; nothing was changed."""
+
+
+def _swapped_migration(state: StateStore, alias: str, current: str | None) -> dict[str, Any]:
+    for doc in state.scan("migration", alias=alias):
+        if doc.get("status") == "swapped" and doc.get("target_collection") == current:
+            return doc
+    raise LifecycleError(
+        f"No swapped migration moved alias {alias!r} to its current collection {current!r}; "
+        "there is nothing to roll back."
+    )
+
+
+def rollback(client: QdrantClient, state: StateStore, *, alias: str) -> dict[str, Any]:
+    """Point ``alias`` back at the collection it served before the last swap, atomically."""
+    current = current_target(client, alias)
+    doc = _swapped_migration(state, alias, current)
+    previous = str(doc["previous_collection"])
+    assert current is not None
+    move_alias(client, alias, expected=current, new=previous)
+    doc.update({"status": "rolled_back", "rolled_back_at": now_iso()})
+    state.put("migration", doc["migration_id"], doc)
+    return {"alias": alias, "from": current, "to": previous, "migration_id": doc["migration_id"]}
+
+
+def retire(
+    client: QdrantClient,
+    state: StateStore,
+    *,
+    migration_id: str,
+    observation_days: float,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Delete the collection a migration left unused, and stop catching it up.
+
+    After a swap that is the old collection, and only once the observation period has
+    passed since the swap. Otherwise (rejected, rolled back) it is the new collection.
+    A collection an alias points at is never deleted.
+    """
+    doc = state.get("migration", migration_id)
+    if doc is None:
+        raise LifecycleError(f"No migration {migration_id!r} is recorded.")
+    if doc.get("status") == "retired":
+        return {"migration_id": migration_id, "deleted": None, "already": True}
+    if doc.get("status") == "swapped":
+        victim = str(doc["source_collection"])
+        swapped_at = datetime.fromisoformat(str(doc["swapped_at"]))
+        ready = swapped_at + timedelta(days=observation_days)
+        if (now or datetime.now(tz=UTC)) < ready:
+            raise LifecycleError(
+                f"{migration_id} swapped at {swapped_at:%Y-%m-%d %H:%M} UTC; its old collection "
+                f"{victim!r} is kept for rollback until {ready:%Y-%m-%d %H:%M} UTC "
+                f"(observation_days={observation_days})."
+            )
+    else:
+        victim = str(doc["target_collection"])
+    serving = [a.alias_name for a in client.get_aliases().aliases if a.collection_name == victim]
+    if serving:
+        raise LifecycleError(
+            f"Collection {victim!r} still serves alias(es) {', '.join(serving)}; not deleted."
+        )
+    if client.collection_exists(victim):
+        client.delete_collection(victim)
+    doc.update({"status": "retired", "retired_at": now_iso(), "deleted_collection": victim})
+    state.put("migration", migration_id, doc)
+    return {"migration_id": migration_id, "deleted": victim}

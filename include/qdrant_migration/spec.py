@@ -293,3 +293,39 @@ def share_budget(options: dict[str, Any], partitions: int) -> dict[str, Any]:
         if shared.get(key):
             shared[key] = float(shared[key]) / ways
     return shared
+
+
+#: The form of the companion DAG that rolls a swap back or retires a migration.
+LIFECYCLE_PARAM_SCHEMA: dict[str, dict[str, Any]] = {
+    "action": {
+        "default": "rollback",
+        "type": "string",
+        "enum": ["rollback", "retire"],
+        "title": "Action",
+        "description": "'rollback' points the alias back at the collection it served before "
+        "the last swap, in one atomic step. 'retire' deletes the collection a migration left "
+        "unused (the old one, after the observation period) and stops its nightly catch-up.",
+    },
+    "alias": {
+        "default": "",
+        "type": "string",
+        "pattern": r"^[A-Za-z0-9_.\-]*$",
+        "title": "Alias (for rollback)",
+        "description": "The alias to roll back.",
+    },
+    "migration_id": {
+        "default": "",
+        "type": "string",
+        "title": "Migration id (for retire)",
+        "description": "The migration to retire, as shown in its report (e.g. mig-0123abcd4567).",
+    },
+    "observation_days": {
+        "default": 7,
+        "type": "number",
+        "minimum": 0,
+        "title": "Observation period (days)",
+        "description": "After a swap, the old collection is kept for rollback at least this "
+        "long; retire refuses before then.",
+    },
+    "qdrant_conn_id": PARAM_SCHEMA["qdrant_conn_id"],
+}

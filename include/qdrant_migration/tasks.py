@@ -57,6 +57,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     recall.CheckFailedError,
     quality.QualityRegressionError,
     aliases.AliasMovedError,
+    aliases.LifecycleError,
 )
 
 
@@ -362,3 +363,23 @@ def _catch_up_recorded(
         )
     result = catchup.CatchUp(client, job, state).run()
     return {"migration_id": plan.migration_id, "direction": job.direction, **result.to_dict()}
+
+
+@fail_fast
+def change_lifecycle(params: dict[str, Any]) -> dict[str, Any]:
+    """Roll the last swap of an alias back, or retire a migration."""
+    with _hook(params).client() as client:
+        state = QdrantStateStore(client)
+        if params["action"] == "rollback":
+            if not params.get("alias"):
+                raise aliases.LifecycleError("rollback needs the alias to roll back.")
+            return aliases.rollback(client, state, alias=params["alias"])
+        if not params.get("migration_id"):
+            raise aliases.LifecycleError("retire needs the migration_id (see its report).")
+        with _writer_lease(state, params["migration_id"], wait_s=600):
+            return aliases.retire(
+                client,
+                state,
+                migration_id=params["migration_id"],
+                observation_days=float(params["observation_days"]),
+            )

@@ -15,12 +15,22 @@ DAG_ID = "qdrant_model_migration"
 
 
 @pytest.fixture
-def dag(airflow_db: Any) -> Any:
+def dagbag(airflow_db: Any) -> Any:
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
     assert not bag.import_errors
-    return bag.get_dag(DAG_ID)
+    return bag
+
+
+@pytest.fixture
+def dag(dagbag: Any) -> Any:
+    return dagbag.get_dag(DAG_ID)
+
+
+@pytest.fixture
+def lifecycle_dag(dagbag: Any) -> Any:
+    return dagbag.get_dag("qdrant_migration_lifecycle")
 
 
 @pytest.fixture
@@ -33,7 +43,7 @@ def reviewer(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], dict[s
     seen: dict[str, Any] = {}
     threads: list[threading.Thread] = []
 
-    def answer(option: str) -> dict[str, Any]:
+    def answer(option: str, before_answer: Callable[[], None] | None = None) -> dict[str, Any]:
         from airflow.api_fastapi.app import create_app
         from fastapi.testclient import TestClient
 
@@ -42,6 +52,8 @@ def reviewer(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], dict[s
             try:
                 detail = api.wait_for(timeout_s=300)
                 seen["detail"] = detail
+                if before_answer is not None:
+                    before_answer()
                 seen["answer"] = api.answer(detail, option)
             except Exception as error:  # surfaced by the test through `seen`
                 seen["error"] = error

@@ -28,10 +28,10 @@ def bag(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 def test_no_import_errors(bag: Any) -> None:
     assert bag.import_errors == {}
-    assert set(bag.dag_ids) == {"qdrant_model_migration"}
+    assert set(bag.dag_ids) == {"qdrant_model_migration", "qdrant_migration_lifecycle"}
 
 
-@pytest.mark.parametrize("dag_id", ["qdrant_model_migration"])
+@pytest.mark.parametrize("dag_id", ["qdrant_model_migration", "qdrant_migration_lifecycle"])
 def test_tags_retries_and_docs(bag: Any, dag_id: str) -> None:
     dag = bag.dags[dag_id]
     assert dag.tags

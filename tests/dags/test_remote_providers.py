@@ -137,3 +137,36 @@ def test_invalid_api_key_fails_in_assess_before_any_collection(
     assert len(standin.requests()) == 1  # failed at once, not retried
     with open_client(QdrantSettings(path=str(qdrant_conn))) as client:
         assert {c.name for c in client.get_collections().collections} == {"articles_v1"}
+
+
+def test_rerunning_a_finished_migration_embeds_nothing(
+    dag: Any, qdrant_conn: Path, reviewer: Any, standin: StandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _connection(monkeypatch, "embeddings", COHERE_KEY, standin.cohere_base_url)
+    conf = {
+        "alias": "articles",
+        "provider": "cohere",
+        "model": "embed-v4.0",
+        "dimensions": 256,
+        "provider_conn_id": "embeddings",
+        "provider_options": FAST_RETRIES,
+        "points_per_partition": 100,
+    }
+    reviewer("Reject")
+    assert dag.test(run_conf=conf).state == "success"
+    first = len(standin.requests())
+
+    # Rejected, then run again: every partition is finished, nothing is re-embedded.
+    reviewer("Approve")
+    again = dag.test(run_conf=conf)
+    assert again.state == "success", task_states(again)
+    documents = [
+        r for r in standin.requests()[first:] if r.input_type == "search_document" and r.texts
+    ]
+    assert documents == []
+    before_third = len(standin.requests())
+
+    # Swapped: the alias already serves this model, so the run skips without any call.
+    third = dag.test(run_conf=conf)
+    assert task_states(third)["assess_compatibility"] == "skipped"
+    assert len(standin.requests()) == before_third

@@ -1,0 +1,47 @@
+"""
+### Qdrant migration lifecycle: rollback and retire
+
+The companion of `qdrant_model_migration`:
+
+* **rollback** points an alias back at the collection it served before its last swap, in
+  one atomic alias operation. Until the migration is retired, the nightly catch-up keeps
+  the old collection level with the new one, so nothing written since the swap is lost.
+* **retire** deletes the collection a migration left unused and stops its nightly
+  catch-up: after a swap, the old collection, and only once `observation_days` have
+  passed; after a rejection or a rollback, the new one. A collection an alias points at
+  is never deleted.
+
+Trigger with `airflow dags trigger qdrant_migration_lifecycle --conf
+'{"action": "rollback", "alias": "articles"}'`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import Param, dag, get_current_context, task
+
+from include.qdrant_migration import tasks
+from include.qdrant_migration.spec import LIFECYCLE_PARAM_SCHEMA
+
+
+@dag(
+    dag_id="qdrant_migration_lifecycle",
+    schedule=None,
+    catchup=False,
+    doc_md=__doc__,
+    tags=["qdrant", "embeddings", "migration"],
+    params={name: Param(**schema) for name, schema in LIFECYCLE_PARAM_SCHEMA.items()},
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
+    max_active_runs=1,
+)
+def qdrant_migration_lifecycle() -> None:
+    @task
+    def change_lifecycle() -> dict[str, Any]:
+        return tasks.change_lifecycle(dict(get_current_context()["params"]))
+
+    change_lifecycle()
+
+
+qdrant_migration_lifecycle()
