@@ -238,11 +238,14 @@ class PartitionBackfill:
                 self.settings.batch_size,
             )
             for records, next_offset in pages:
+                # At most embed_concurrency sub-batches are embedded but not yet written, so
+                # a killed worker repeats at most that many: the price of keeping the
+                # provider busy while Qdrant writes.
+                while len(inflight) >= self.settings.embed_concurrency:
+                    self._commit(inflight.popleft(), progress)
                 batch = self._prepare(records, next_offset, pool)
                 calls += batch.vectors is not None
                 inflight.append(batch)
-                while len(inflight) > self.settings.embed_concurrency:
-                    self._commit(inflight.popleft(), progress)
             while inflight:
                 self._commit(inflight.popleft(), progress)
         finally:
