@@ -30,3 +30,12 @@ lint: $(STAMP)
 
 clean:
 	rm -rf .demo .mypy_cache .ruff_cache .pytest_cache
+
+## bench: throughput, memory and catch-up cost, measured side by side; BENCH_ARGS=--quick for ~2 min
+bench: $(STAMP)
+	$(PY) -m bench $(BENCH_ARGS)
+	$(PY) -m bench.catchup
+
+## e2e: only the end-to-end tests (real Airflow services, the browser test)
+e2e: $(STAMP)
+	$(PY) -m pytest -m e2e

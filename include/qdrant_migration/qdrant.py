@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -126,8 +127,22 @@ def open_client(settings: QdrantSettings) -> Iterator[QdrantClient]:
         client.close()
 
 
+_versions: weakref.WeakKeyDictionary[QdrantClient, tuple[int, int, int] | None] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def server_version(client: QdrantClient) -> tuple[int, int, int] | None:
-    """The server's version, or None for the embedded store (which has every local feature)."""
+    """The server's version, or None for the embedded store (which has every local feature).
+
+    Asked once per client: the backfill checks it before every write.
+    """
+    if client not in _versions:
+        _versions[client] = _ask_version(client)
+    return _versions[client]
+
+
+def _ask_version(client: QdrantClient) -> tuple[int, int, int] | None:
     if _is_local(client):
         return None
     raw = client.info().version

@@ -318,7 +318,14 @@ class RateLimiter:
             oldest_blocking = self._requests[len(self._requests) - int(allowance)]
             waits.append(oldest_blocking + window - now)
         waits.append(self._token_wait(now, tokens))
+        local = {"requests": allowance, "tokens": self.budget.token_allowance}
         for kind, need in (("requests", 1), ("tokens", tokens)):
+            if local[kind] is not None:
+                # The local sliding window already paces this kind exactly. The server's
+                # reset header is the time until the budget is *fully* restored: waiting for
+                # it after every burst would idle a whole window (half the throughput);
+                # a 429 with Retry-After still pauses everyone.
+                continue
             remaining, reset_at = self._server.get(kind, (math.inf, 0.0))
             if now < reset_at and remaining < need:
                 waits.append(reset_at - now)

@@ -1,0 +1,250 @@
+"""The measured processes: ``python -m bench.worker <job> '<json config>'``.
+
+Each job runs in a fresh process (its memory is its own, its clock is the system's
+monotonic clock, shared with the stand-in's request log) and prints one JSON line.
+
+* ``backfill``: the migration as the DAG runs it (assess, create_target, plan_partitions,
+  PartitionBackfill over every partition) against a Qdrant URL, with the ``openai``
+  provider pointed at the stand-in. Reports the backfill's window and the process's
+  peak RSS.
+* ``sequential``: the tutorial loop (scroll a page, embed it with the OpenAI SDK, upsert
+  it, repeat) on the same source and stand-in.
+* ``local``: rounds alternating the raw local model (``embed_documents`` batch by batch)
+  and the backfill with the same model, texts and batch size, on an in-process store.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import psutil
+from qdrant_client import QdrantClient
+from qdrant_client import models as qm
+
+from bench.common import ALIAS, SOURCE, drop_migration, seed_source
+from include.qdrant_migration import collections, compatibility, partitions
+from include.qdrant_migration.backfill import BackfillSettings, PartitionBackfill, summarize
+from include.qdrant_migration.demo import read_corpus
+from include.qdrant_migration.providers import Credentials, EmbeddingProvider, get_provider
+from include.qdrant_migration.qdrant import QdrantSettings, open_client
+from include.qdrant_migration.spec import MigrationSpec
+from include.qdrant_migration.state import QdrantStateStore
+
+CONN_ID = "bench_standin"
+
+
+def _rss() -> int:
+    return int(psutil.Process().memory_info().rss)
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process so far, every thread counted."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _peak_rss() -> int:
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # KiB on Linux
+
+
+def _spec(config: dict[str, Any], points_per_partition: int) -> MigrationSpec:
+    return MigrationSpec.from_params(
+        {
+            "alias": ALIAS,
+            "provider": config["provider"],
+            "model": config["model"],
+            "dimensions": config.get("dimensions"),
+            "provider_conn_id": CONN_ID if config["provider"] != "local" else None,
+            "provider_options": config.get("options", {}),
+            "points_per_partition": points_per_partition,
+            "batch_size": config["batch_size"],
+            "embed_concurrency": config["embed_concurrency"],
+        }
+    )
+
+
+def _provider(config: dict[str, Any]) -> EmbeddingProvider:
+    credentials = None
+    if config["provider"] != "local":
+        credentials = Credentials(
+            conn_id=CONN_ID, api_key=config["api_key"], base_url=config["base_url"]
+        )
+    return get_provider(
+        config["provider"],
+        config["model"],
+        dimensions=config.get("dimensions"),
+        options=config.get("options", {}),
+        credentials=credentials,
+    )
+
+
+def migrate(
+    client: QdrantClient, config: dict[str, Any], provider: EmbeddingProvider
+) -> dict[str, Any]:
+    """assess -> create_target -> plan_partitions -> every partition's backfill, timed."""
+    state = QdrantStateStore(client)
+    total = client.count(ALIAS, exact=True).count
+    spec = _spec(config, int(config.get("points_per_partition") or max(total, 1)))
+    plan = compatibility.assess(client, spec, provider, state)
+    collections.create_target(client, plan, state)
+    parts = partitions.plan_partitions(
+        client,
+        state,
+        migration_id=plan.migration_id,
+        source_collection=plan.source.collection,
+        points_per_partition=spec.points_per_partition,
+        expected_points=plan.source.points,
+    )
+    settings = BackfillSettings(
+        batch_size=spec.batch_size, embed_concurrency=spec.embed_concurrency
+    )
+    rss_before = _rss()
+    started, cpu = time.monotonic(), _cpu_s()
+    results = [PartitionBackfill(client, plan, p, provider, state, settings).run() for p in parts]
+    finished, cpu = time.monotonic(), _cpu_s() - cpu
+    summary = summarize(results)
+    return {
+        "started": started,
+        "finished": finished,
+        "seconds": finished - started,
+        "cpu_seconds": cpu,
+        "points": summary["embedded"] + summary["skipped"],
+        "embedded": summary["embedded"],
+        "partitions": len(parts),
+        "rss_before_backfill": rss_before,
+        "target": plan.target_collection,
+    }
+
+
+def backfill(config: dict[str, Any]) -> dict[str, Any]:
+    provider = _provider(config)
+    rss_imported = _rss()
+    with open_client(QdrantSettings(url=config["qdrant_url"], timeout=300)) as client:
+        result = migrate(client, config, provider)
+    stats = getattr(provider, "limiter_stats", None)
+    return result | {
+        "rss_imported": rss_imported,
+        "peak_rss": _peak_rss(),
+        "limiter": stats() if callable(stats) else {},
+    }
+
+
+def sequential(config: dict[str, Any]) -> dict[str, Any]:
+    """The loop of Qdrant's "migrate to a new embedding model" tutorial, one step at a time."""
+    import openai
+
+    sdk = openai.OpenAI(api_key=config["api_key"], base_url=config["base_url"])
+    client = QdrantClient(url=config["qdrant_url"], timeout=300)
+    target = f"{SOURCE}__sequential"
+    client.create_collection(
+        target,
+        vectors_config=qm.VectorParams(size=config["dimensions"], distance=qm.Distance.COSINE),
+    )
+    limit = int(config["limit"])
+    offset: Any = None
+    done = 0
+    started = time.monotonic()
+    while done < limit:
+        records, offset = client.scroll(
+            ALIAS, limit=min(config["batch_size"], limit - done), offset=offset, with_payload=True
+        )
+        if not records:
+            break
+        answer = sdk.embeddings.create(
+            model=config["model"],
+            input=[(r.payload or {})["text"] for r in records],
+            dimensions=config["dimensions"],
+        )
+        client.upsert(
+            target,
+            [
+                qm.PointStruct(id=r.id, vector=item.embedding, payload=r.payload)
+                for r, item in zip(records, answer.data, strict=True)
+            ],
+            wait=True,
+        )
+        done += len(records)
+        if offset is None:
+            break
+    finished = time.monotonic()
+    client.delete_collection(target)
+    client.close()
+    return {"started": started, "finished": finished, "seconds": finished - started, "points": done}
+
+
+def _timed(action: Callable[[], object]) -> tuple[float, float]:
+    """Wall-clock and CPU seconds (all threads) of ``action``."""
+    started, cpu = time.perf_counter(), _cpu_s()
+    action()
+    return time.perf_counter() - started, _cpu_s() - cpu
+
+
+def local(config: dict[str, Any]) -> dict[str, Any]:
+    """Alternate the raw model and the backfill on the same texts; seconds of each round."""
+    records = list(read_corpus(limit=int(config["texts"])))
+    texts = [r["text"] for r in records]
+    batch = int(config["batch_size"])
+    provider = _provider(config)
+    provider.embed_documents(texts[:batch])  # load and warm the model outside the timings
+
+    def raw() -> None:
+        for i in range(0, len(texts), batch):
+            provider.embed_documents(texts[i : i + batch])
+
+    client = QdrantClient(":memory:")
+    seed_source(client, records)
+    raw_s: list[float] = []
+    raw_cpu: list[float] = []
+    backfill_s: list[float] = []
+    backfill_cpu: list[float] = []
+
+    def through_raw() -> None:
+        wall, cpu = _timed(raw)
+        raw_s.append(wall)
+        raw_cpu.append(cpu)
+
+    def through_backfill() -> None:
+        drop_migration(client)
+        run = migrate(client, config, provider)
+        backfill_s.append(run["seconds"])
+        backfill_cpu.append(run["cpu_seconds"])
+
+    for round_no in range(int(config["rounds"])):
+        # ABBA order: whichever side runs second does not always meet the same drift.
+        sides = (
+            (through_raw, through_backfill)
+            if round_no % 2 == 0
+            else (through_backfill, through_raw)
+        )
+        for side in sides:
+            side()
+    client.close()
+    return {
+        "texts": len(texts),
+        "raw_seconds": raw_s,
+        "backfill_seconds": backfill_s,
+        "raw_cpu_seconds": raw_cpu,
+        "backfill_cpu_seconds": backfill_cpu,
+    }
+
+
+JOBS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "backfill": backfill,
+    "sequential": sequential,
+    "local": local,
+}
+
+
+def main(argv: Sequence[str]) -> None:
+    job, raw_config = argv
+    result = JOBS[job](json.loads(raw_config))
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,8 @@
+"""``python -m tests.qdrant_server --version 1.15.0``: serve the façade (prints its port)."""
+
+from __future__ import annotations
+
+from tests.qdrant_server.server import serve
+
+if __name__ == "__main__":
+    serve()

@@ -1,0 +1,3 @@
+from __future__ import annotations
+
+from tests.qdrant_server import qdrant_server  # noqa: F401

@@ -1,0 +1,183 @@
+"""Run the Qdrant REST façade in its own process, and talk to it from tests and benchmarks.
+
+The façade runs under uvicorn in a separate Python process, on 127.0.0.1 and a port the
+kernel picks (the child binds the socket itself and reports the port on its first stdout
+line, so there is no race for a free port). Keeping the store in another process means the
+code under test talks HTTP exactly as to a real server, and a benchmark measuring the
+backfill's memory does not count the store's data.
+
+    with running_server(version="1.15.0") as server:
+        settings = server.settings()          # QdrantSettings(url=...)
+        ...
+        server.stats()                        # requests per route, server RSS
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from include.qdrant_migration.qdrant import QdrantSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_VERSION = "1.17.0"
+START_TIMEOUT_S = 60.0
+
+
+class QdrantServer:
+    """A façade process: start it, point clients at :attr:`url`, stop it."""
+
+    def __init__(
+        self, *, version: str = DEFAULT_VERSION, path: str | None = None, strict: bool = True
+    ) -> None:
+        self.version = version
+        self.path = path
+        self.strict = strict
+        self.port = 0
+        self._process: subprocess.Popen[str] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> QdrantServer:
+        command = [sys.executable, "-m", "tests.qdrant_server", "--version", self.version]
+        if self.path:
+            command += ["--path", self.path]
+        if not self.strict:
+            command.append("--lenient")
+        env = os.environ | {
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        }
+        self._process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+        )
+        try:
+            self.port = self._read_port()
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _read_port(self) -> int:
+        assert self._process is not None and self._process.stdout is not None
+        ready, _, _ = select.select([self._process.stdout], [], [], START_TIMEOUT_S)
+        line = self._process.stdout.readline() if ready else ""
+        if not line:
+            code = self._process.poll()
+            raise RuntimeError(f"The Qdrant façade did not start (exit code {code}).")
+        return int(json.loads(line)["port"])
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                if httpx.get(self.url, timeout=2.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"The Qdrant façade at {self.url} never answered.")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
+
+    def __enter__(self) -> QdrantServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- use -----------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None, "start() the façade first"
+        return self._process.pid
+
+    def settings(self, **overrides: Any) -> QdrantSettings:
+        """Where the façade is, as the migration's code takes it."""
+        return QdrantSettings(url=self.url, **overrides)
+
+    def reset(self) -> None:
+        """Drop every collection and alias, and zero the request counters."""
+        httpx.post(f"{self.url}/__facade__/reset", timeout=60).raise_for_status()
+
+    def stats(self) -> dict[str, Any]:
+        """``{"version", "rss_bytes", "counts": {"METHOD /path": n, "upsert.update_mode.m": n}}``.
+
+        Counts are per route template (``POST /collections/{collection_name}/points`` is a
+        retrieve) plus the writes that carried ``update_mode`` or ``update_filter``.
+        """
+        response = httpx.get(f"{self.url}/__facade__/stats", timeout=30)
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()["result"]
+        return result
+
+
+@contextmanager
+def running_server(
+    *, version: str = DEFAULT_VERSION, path: str | None = None, strict: bool = True
+) -> Iterator[QdrantServer]:
+    """A façade process for the duration of a block (what the benchmarks use)."""
+    with QdrantServer(version=version, path=path, strict=strict) as server:
+        yield server
+
+
+def serve(argv: Sequence[str] | None = None) -> None:
+    """The child process: build the façade, bind a free port, report it, serve."""
+    import uvicorn
+
+    from tests.qdrant_server.app import Facade, build_app
+
+    parser = argparse.ArgumentParser(description="Qdrant REST façade over qdrant-client local mode")
+    parser.add_argument("--version", default=DEFAULT_VERSION, help="version GET / reports")
+    parser.add_argument("--path", default=None, help="local-mode store on disk (default: memory)")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--lenient", action="store_true", help="accept fields newer than version")
+    args = parser.parse_args(argv)
+
+    # Local mode warns about what a server would do (indexes, search params, big collections);
+    # the façade emulates those, so its stderr stays for real errors.
+    warnings.simplefilter("ignore", UserWarning)
+    facade = Facade(version=args.version, path=args.path, strict=not args.lenient)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", args.port))
+    sock.listen(128)
+    print(json.dumps({"port": sock.getsockname()[1]}), flush=True)
+    config = uvicorn.Config(
+        build_app(facade),
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_keep_alive=60,
+    )
+    uvicorn.Server(config).run(sockets=[sock])
