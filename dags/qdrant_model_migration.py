@@ -3,15 +3,33 @@
 
 Moves the collection behind a Qdrant **alias** to a new embedding model with zero downtime:
 
-1. `assess_compatibility` reads the source behind the alias and checks the request;
+1. `assess_compatibility` reads the source behind the alias, checks the request, and
+   **chooses a strategy**, saying why (the reasons are in its log and the report):
+   * `quantization_only`: same model and size, another `quantization`. The source's
+     quantization is changed in place after approval (`quantization_report` →
+     `approve_quantization` → `apply_quantization`): no collection, no embedding, no alias move;
+   * `matryoshka_truncation`: the same Matryoshka-trained model with fewer `dimensions`;
+     the stored vectors are cut and renormalized instead of re-embedded;
+   * `linear_map` (only with `allow_linear_map`): `fit_linear_map` embeds a sample, fits a
+     ridge map old → new, and refuses it below `min_map_retention`; the stored vectors are
+     then mapped;
+   * `full_reembed`: every text is embedded again.
+
+   Impossible requests fail here with the reason (truncating a model that is not
+   Matryoshka-trained, more dimensions than the source, a distance the model was not
+   trained for). With `dry_run` it only prints the plan (strategy, points, tokens, cost,
+   duration, disk and RAM, names) and every later task is skipped: nothing is written;
 2. `create_collection` creates a versioned target configured like the source;
-3. `backfill_batch` (one mapped task per partition) embeds the texts and writes the target,
-   checkpointing after every sub-batch so retries resume;
+3. `backfill_batch` (one mapped task per partition) embeds the texts, or transforms the
+   stored vectors, and writes the target, checkpointing after every sub-batch so retries
+   resume;
 4. `catch_up` copies what changed in the source meanwhile (inserts, edits, deletions);
 5. `recall_check` waits until the target is complete and indexed and measures its recall;
-6. `approve_swap` shows that evidence to a human;
+6. `approve_swap` shows that evidence, with the plan's estimate beside the actuals, to a human;
 7. `swap_alias` catches up once more, then moves the alias atomically; the old collection
    stays for rollback.
+
+Tasks of the strategies not chosen are skipped.
 
 Runs without an alias (the nightly schedule) take `catch_up_all` instead: every migration
 that has a target and is not retired is brought level with its source (or, after the
@@ -35,6 +53,29 @@ from include.qdrant_migration.spec import (
     MAX_PARALLEL_PARTITIONS,
     PARAM_SCHEMA,
 )
+
+
+# The strategy-specific tasks (the DAG below wires them); each is skipped unless its
+# strategy is chosen.
+@task.branch
+def choose_path(plan: dict[str, Any]) -> list[str] | None:
+    """The chosen strategy's tasks; none after a dry run."""
+    return tasks.choose_path(plan)
+
+
+@task
+def fit_linear_map(plan: dict[str, Any]) -> dict[str, Any]:
+    return tasks.fit_linear_map(plan)
+
+
+@task
+def quantization_report(plan: dict[str, Any]) -> dict[str, Any]:
+    return tasks.quantization_report(plan)
+
+
+@task
+def apply_quantization(plan: dict[str, Any]) -> dict[str, Any]:
+    return tasks.apply_quantization(plan)
 
 
 @dag(
@@ -63,7 +104,14 @@ def qdrant_model_migration() -> None:
     def assess_compatibility() -> dict[str, Any]:
         return tasks.assess_compatibility(dict(get_current_context()["params"]))
 
-    @task
+    approve_quantization = SwapApprovalOperator(
+        task_id="approve_quantization",
+        subject="Change the quantization of the collection behind '{{ params.alias }}'?",
+        body="{{ ti.xcom_pull(task_ids='quantization_report')['markdown'] }}",
+    )
+
+    # Runs after fit_linear_map when the map is fitted, or without it when that is skipped.
+    @task(trigger_rule="none_failed_min_one_success")
     def create_collection(plan: dict[str, Any]) -> dict[str, Any]:
         return tasks.create_collection(plan)
 
@@ -103,7 +151,13 @@ def qdrant_model_migration() -> None:
 
     plan = assess_compatibility()
     route() >> [plan, catch_up_all()]
+    path = choose_path(plan)
+    fitted = fit_linear_map(plan)
     created = create_collection(plan)
+    report_only = quantization_report(plan)
+    path >> [fitted, created, report_only]
+    fitted >> created
+    report_only >> approve_quantization >> apply_quantization(plan)
     parts = plan_partitions(plan, created)
     results = backfill_batch.partial(plan=plan).expand(partition=parts)
     caught_up = catch_up(plan, results)

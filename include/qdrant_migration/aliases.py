@@ -119,6 +119,12 @@ def retire(
         raise LifecycleError(f"No migration {migration_id!r} is recorded.")
     if doc.get("status") == "retired":
         return {"migration_id": migration_id, "deleted": None, "already": True}
+    if doc.get("status") == "quantized":
+        raise LifecycleError(
+            f"{migration_id} changed the quantization of {doc.get('source_collection')!r} in "
+            "place; it made no collection, so there is nothing to retire. To undo it, migrate "
+            "again with the previous quantization."
+        )
     if doc.get("status") == "swapped":
         victim = str(doc["source_collection"])
         swapped_at = datetime.fromisoformat(str(doc["swapped_at"]))

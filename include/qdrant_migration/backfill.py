@@ -4,6 +4,10 @@ The loop is a small pipeline: while the provider embeds the next sub-batches (up
 ``embed_concurrency`` in flight), the task writes finished ones to Qdrant and reads more
 from the source, so the provider stays busy and throughput is bounded by it, not by us.
 
+The same loop serves the strategies that derive vectors from the stored ones instead of
+embedding texts (``transform.PartitionTransform``): :class:`PartitionJob` holds reading,
+writing, checkpoints and the summary; :class:`PartitionBackfill` embeds.
+
 Every sub-batch is written with ``wait=True`` and only then is the checkpoint advanced, so a
 killed worker repeats at most the sub-batches that were in flight, never skips one. Nothing
 is held beyond the sub-batches in flight: memory is flat whatever the collection's size.
@@ -13,10 +17,12 @@ from __future__ import annotations
 
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from qdrant_client import QdrantClient
@@ -45,13 +51,15 @@ class BackfillSettings:
 
 
 @dataclass
-class _Batch:
+class Batch:
     records: list[Any]
     skipped: list[tuple[PointId, str]]
     next_offset: PointId | None
     vectors: Future[list[list[float]]] | None
     tokens: int = 0
     truncated: int = 0
+    #: Embedding calls this batch makes (0 when its vectors are derived from stored ones).
+    requests: int = 0
 
 
 @dataclass
@@ -59,6 +67,7 @@ class Progress:
     total: int
     done: int = 0
     embedded: int = 0
+    transformed: int = 0
     tokens: int = 0
     truncated: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
@@ -70,8 +79,11 @@ class Progress:
         rate = self.done / elapsed
         left = max(self.total - self.done, 0)
         eta = f"{left / rate:.0f}s" if rate > 0 else "?"
+        made = (
+            f"{self.transformed} transformed" if self.transformed else f"{self.embedded} embedded"
+        )
         return (
-            f"{label}: {self.done}/{self.total} points ({self.embedded} embedded, "
+            f"{label}: {self.done}/{self.total} points ({made}, "
             f"{sum(self.skipped.values())} skipped), {rate:.1f} pts/s, ETA {eta}"
         )
 
@@ -147,12 +159,17 @@ def checkpoint_key(partition: Partition) -> str:
 
 
 def _pages(
-    client: QdrantClient, collection: str, partition: Partition, offset: Any, size: int
+    client: QdrantClient,
+    collection: str,
+    partition: Partition,
+    offset: Any,
+    size: int,
+    vectors: bool | list[str] = False,
 ) -> Iterator[tuple[list[Any], PointId | None]]:
-    """Pages of the partition (payloads, no vectors) with the offset that follows each."""
+    """Pages of the partition (payloads; vectors if asked) with the offset that follows each."""
     while True:
         points, next_offset = client.scroll(
-            collection, limit=size, offset=offset, with_payload=True, with_vectors=False
+            collection, limit=size, offset=offset, with_payload=True, with_vectors=vectors
         )
         inside = [p for p in points if partition.contains(p.id)]
         finished = (
@@ -190,22 +207,29 @@ def _vector(plan: Plan, values: list[float]) -> Any:
     return values if name is None else {name: values}
 
 
-class PartitionBackfill:
-    """One partition's run: resume from its checkpoint, stream, checkpoint after each write."""
+class PartitionJob(ABC):
+    """One partition's run: resume from its checkpoint, stream, checkpoint after each write.
+
+    Subclasses decide where a page's vectors come from (:meth:`_prepare`): embedding its
+    texts (:class:`PartitionBackfill`) or deriving them from the stored vectors
+    (``transform.PartitionTransform``). Reading, writing, checkpoints and the summary are
+    shared.
+    """
+
+    #: Whether pages are read with their stored vectors.
+    reads_vectors: bool = False
 
     def __init__(
         self,
         client: QdrantClient,
         plan: Plan,
         partition: Partition,
-        provider: EmbeddingProvider,
         state: StateStore,
         settings: BackfillSettings,
     ) -> None:
         self.client = client
         self.plan = plan
         self.partition = partition
-        self.provider = provider
         self.state = state
         self.settings = settings
         self.key = checkpoint_key(partition)
@@ -219,6 +243,7 @@ class PartitionBackfill:
         offset = checkpoint.get("next_offset", self.partition.start)
         progress = Progress(total=self.partition.points, done=int(checkpoint.get("done_points", 0)))
         progress.embedded = int(checkpoint.get("embedded", 0))
+        progress.transformed = int(checkpoint.get("transformed", 0))
         progress.tokens = int(checkpoint.get("tokens", 0))
         progress.truncated = int(checkpoint.get("truncated", 0))
         progress.skipped.update(checkpoint.get("skipped_by_reason", {}))
@@ -227,7 +252,8 @@ class PartitionBackfill:
                 "Resuming %s at offset %s (%d done)", self.partition.label, offset, progress.done
             )
         calls = 0
-        inflight: deque[_Batch] = deque()
+        started_at = now_iso()
+        inflight: deque[Batch] = deque()
         pool = ThreadPoolExecutor(self.settings.embed_concurrency, "embed")
         try:
             pages = _pages(
@@ -236,6 +262,7 @@ class PartitionBackfill:
                 self.partition,
                 offset,
                 self.settings.batch_size,
+                vectors=self._vectors_to_read(),
             )
             for records, next_offset in pages:
                 # At most embed_concurrency sub-batches are embedded but not yet written, so
@@ -244,7 +271,7 @@ class PartitionBackfill:
                 while len(inflight) >= self.settings.embed_concurrency:
                     self._commit(inflight.popleft(), progress)
                 batch = self._prepare(records, next_offset, pool)
-                calls += batch.vectors is not None
+                calls += batch.requests
                 inflight.append(batch)
             while inflight:
                 self._commit(inflight.popleft(), progress)
@@ -253,32 +280,27 @@ class PartitionBackfill:
             pool.shutdown(wait=True, cancel_futures=True)
         final = self._checkpoint(None, progress, done=True)
         log.info(progress.line(self.partition.label))
-        return self._summary(
+        summary = self._summary(
             final,
             resumed=bool(checkpoint),
             calls=calls,
             seconds=time.monotonic() - progress.started,
         )
+        return summary | {"started_at": started_at, "finished_at": now_iso()}
 
+    def _vectors_to_read(self) -> bool | list[str]:
+        if not self.reads_vectors:
+            return False
+        name = self.plan.source.vector_name
+        return [name] if name else True
+
+    @abstractmethod
     def _prepare(
         self, records: list[Any], next_offset: PointId | None, pool: ThreadPoolExecutor
-    ) -> _Batch:
-        """Apply the bad-data policies, then start embedding what is left."""
-        usable = select_texts(
-            records,
-            self.provider,
-            text_field=self.plan.spec["text_field"],
-            policy=self.settings.bad_text_policy,
-            collection=self.plan.source.collection,
-        )
-        if not usable.records:
-            return _Batch([], usable.skipped, next_offset, None)
-        future = pool.submit(self.provider.embed_documents, usable.texts)
-        return _Batch(
-            usable.records, usable.skipped, next_offset, future, usable.tokens, usable.truncated
-        )
+    ) -> Batch:
+        """Start making the vectors of one page (in ``pool`` when that is slow)."""
 
-    def _commit(self, batch: _Batch, progress: Progress) -> None:
+    def _commit(self, batch: Batch, progress: Progress) -> None:
         vectors = batch.vectors.result() if batch.vectors is not None else []
         if len(vectors) != len(batch.records) or any(len(v) != self.dimension for v in vectors):
             raise EmbeddingError(
@@ -292,7 +314,10 @@ class PartitionBackfill:
         write_points(self.client, self.plan.target_collection, points)
         record_skips(self.state, self.plan.migration_id, batch.skipped)
         progress.skipped.update(reason for _, reason in batch.skipped)
-        progress.embedded += len(points)
+        if batch.requests:
+            progress.embedded += len(points)
+        else:
+            progress.transformed += len(points)
         progress.tokens += batch.tokens
         progress.truncated += batch.truncated
         progress.done += len(points) + len(batch.skipped)
@@ -313,6 +338,7 @@ class PartitionBackfill:
             "done": done or next_offset is None,
             "done_points": progress.done,
             "embedded": progress.embedded,
+            "transformed": progress.transformed,
             "tokens": progress.tokens,
             "truncated": progress.truncated,
             "skipped_by_reason": dict(progress.skipped),
@@ -329,6 +355,7 @@ class PartitionBackfill:
             "partition": self.partition.index,
             "label": self.partition.label,
             "embedded": int(checkpoint.get("embedded", 0)),
+            "transformed": int(checkpoint.get("transformed", 0)),
             "tokens": int(checkpoint.get("tokens", 0)),
             "truncated": int(checkpoint.get("truncated", 0)),
             "skipped": sum(skipped.values()),
@@ -339,6 +366,46 @@ class PartitionBackfill:
         }
 
 
+class PartitionBackfill(PartitionJob):
+    """The full re-embed: embed each page's texts with the new model."""
+
+    def __init__(
+        self,
+        client: QdrantClient,
+        plan: Plan,
+        partition: Partition,
+        provider: EmbeddingProvider,
+        state: StateStore,
+        settings: BackfillSettings,
+    ) -> None:
+        super().__init__(client, plan, partition, state, settings)
+        self.provider = provider
+
+    def _prepare(
+        self, records: list[Any], next_offset: PointId | None, pool: ThreadPoolExecutor
+    ) -> Batch:
+        """Apply the bad-data policies, then start embedding what is left."""
+        usable = select_texts(
+            records,
+            self.provider,
+            text_field=self.plan.spec["text_field"],
+            policy=self.settings.bad_text_policy,
+            collection=self.plan.source.collection,
+        )
+        if not usable.records:
+            return Batch([], usable.skipped, next_offset, None)
+        future = pool.submit(self.provider.embed_documents, usable.texts)
+        return Batch(
+            usable.records,
+            usable.skipped,
+            next_offset,
+            future,
+            usable.tokens,
+            usable.truncated,
+            requests=1,
+        )
+
+
 def summarize(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The run's totals over every partition, for recall_check and the report."""
     reasons: Counter[str] = Counter()
@@ -347,10 +414,27 @@ def summarize(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {
         "partitions": len(results),
         "embedded": sum(int(r.get("embedded", 0)) for r in results),
+        "transformed": sum(int(r.get("transformed", 0)) for r in results),
         "tokens": sum(int(r.get("tokens", 0)) for r in results),
         "truncated": sum(int(r.get("truncated", 0)) for r in results),
         "skipped": sum(reasons.values()),
         "skipped_by_reason": dict(reasons),
         "embed_requests": sum(int(r.get("embed_requests", 0)) for r in results),
         "resumed_partitions": sum(1 for r in results if r.get("resumed")),
+        "wall_seconds": wall_seconds(results),
     }
+
+
+def wall_seconds(results: Sequence[dict[str, Any]]) -> float | None:
+    """From the first partition's start to the last one's end (partitions run in parallel).
+
+    Partitions a retry found already finished did no work in this run and are left out.
+    """
+    spans = [
+        (datetime.fromisoformat(r["started_at"]), datetime.fromisoformat(r["finished_at"]))
+        for r in results
+        if r.get("started_at") and r.get("finished_at")
+    ]
+    if not spans:
+        return None
+    return (max(end for _, end in spans) - min(start for start, _ in spans)).total_seconds()

@@ -1,9 +1,10 @@
 """create_collection: the versioned target, configured like the source but for the new model.
 
-The target copies what matters from the source (distance, HNSW, quantization, on-disk
-settings, sharding and replication, payload indexes) and takes the new model's vector
-size. While it is loaded it serves no queries, so HNSW indexing is deferred
-(``indexing_threshold=0``) and restored by :func:`finish_bulk_load` before the recall check.
+The target copies what matters from the source (distance, HNSW, quantization unless the
+``quantization`` param asks for another, on-disk settings, sharding and replication,
+payload indexes) and takes the new model's vector size. While it is loaded it serves no
+queries, so HNSW indexing is deferred (``indexing_threshold=0``) and restored by
+:func:`finish_bulk_load` before the recall check.
 Lineage (which model made the vectors) goes into collection metadata where the server
 supports it, and always into the state store.
 """
@@ -16,6 +17,7 @@ from typing import Any
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
+from include.qdrant_migration import quantization
 from include.qdrant_migration.compatibility import Plan
 from include.qdrant_migration.qdrant import supports
 from include.qdrant_migration.state import StateStore, now_iso
@@ -48,7 +50,9 @@ def _vector_params(plan: Plan, source: qm.CollectionInfo) -> Any:
         size=plan.target_dimension,
         distance=qm.Distance(plan.source.distance),
         hnsw_config=src_params.hnsw_config,
-        quantization_config=src_params.quantization_config,
+        quantization_config=quantization.vector_quantization(
+            src_params, plan.spec.get("quantization")
+        ),
         on_disk=src_params.on_disk,
         # float16 carries over; an integer datatype was chosen for the old model's values.
         datatype=src_params.datatype if src_params.datatype == qm.Datatype.FLOAT16 else None,
@@ -85,7 +89,7 @@ def create_target(client: QdrantClient, plan: Plan, state: StateStore) -> dict[s
         "write_consistency_factor": source.config.params.write_consistency_factor,
         "on_disk_payload": source.config.params.on_disk_payload,
         "hnsw_config": _hnsw_diff(source.config.hnsw_config),
-        "quantization_config": source.config.quantization_config,
+        "quantization_config": quantization.for_target(source, plan.spec.get("quantization")),
         # Defer HNSW building while bulk-loading a collection that serves no queries.
         "optimizers_config": qm.OptimizersConfigDiff(indexing_threshold=0),
     }
@@ -94,8 +98,10 @@ def create_target(client: QdrantClient, plan: Plan, state: StateStore) -> dict[s
     client.create_collection(name, **kwargs)
     forget_progress(state, plan.migration_id)
     for field_name, schema in (source.payload_schema or {}).items():
-        if schema.data_type is not None:
-            client.create_payload_index(name, field_name, field_schema=schema.data_type, wait=True)
+        # The index's params (is_tenant, a text index's tokenizer, ...) when it has any.
+        field_schema = schema.params if schema.params is not None else schema.data_type
+        if field_schema is not None:
+            client.create_payload_index(name, field_name, field_schema=field_schema, wait=True)
     log.info("Created %s (%d-d, %s)", name, plan.target_dimension, plan.source.distance)
     _record(state, plan, original_threshold=original_threshold)
     return {"collection": name, "created": True}

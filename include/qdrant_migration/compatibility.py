@@ -1,12 +1,15 @@
 """assess_compatibility: read the source behind the alias and decide how to migrate.
 
 It writes nothing. It fails with a message that says what exists and what to change when
-the alias is unknown, the text field is missing from the data, or the model does not
-produce the dimensions the user declared.
+the alias is unknown, the text field is missing from the data, the model does not produce
+the dimensions the user declared, or the strategy asked for cannot work (strategy.py). The
+plan it returns carries the chosen strategy, the reasons, and the estimate of tokens, cost,
+time, disk and RAM (estimate.py) that a dry run prints.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from dataclasses import asdict, dataclass, field
@@ -15,23 +18,41 @@ from typing import Any
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
+from include.qdrant_migration import quantization
 from include.qdrant_migration.providers import EmbeddingProvider
-from include.qdrant_migration.spec import MigrationSpec
+from include.qdrant_migration.spec import (
+    LINEAR_MAP,
+    MATRYOSHKA_TRUNCATION,
+    QUANTIZATION_ONLY,
+    MigrationSpec,
+)
 from include.qdrant_migration.state import STATE_COLLECTION, StateStore
+from include.qdrant_migration.strategy import (
+    AlreadyMigratedError,
+    CompatibilityError,
+    Decision,
+    Facts,
+    choose_strategy,
+    old_model,
+)
 from include.qdrant_migration.texts import extract_text
+
+__all__ = [
+    "AlreadyMigratedError",
+    "CompatibilityError",
+    "Plan",
+    "SourceInfo",
+    "assess",
+    "probe_dimension",
+    "read_source",
+    "resolve_alias",
+    "target_name",
+]
 
 log = logging.getLogger(__name__)
 
 SAMPLE_SIZE = 64
 _VERSION_SUFFIX = re.compile(r"__.+__v\d+$")
-
-
-class CompatibilityError(ValueError):
-    """The migration cannot run as requested; the message says why and how to fix it."""
-
-
-class AlreadyMigratedError(RuntimeError):
-    """The alias already serves vectors of the requested model: there is nothing to do."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +65,7 @@ class SourceInfo:
     sample_ids: list[Any]
     text_coverage: float
     lineage: dict[str, Any] = field(default_factory=dict)
+    quantization: str = "none"
 
 
 @dataclass(frozen=True)
@@ -59,6 +81,12 @@ class Plan:
     target_dimension: int
     target_lineage: dict[str, Any]
     spec: dict[str, Any]
+    #: What the dry run shows and the report compares with the actuals (estimate.py).
+    estimate: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def creates_target(self) -> bool:
+        return self.strategy != QUANTIZATION_ONLY
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -136,6 +164,7 @@ def read_source(client: QdrantClient, collection: str, text_field: str) -> Sourc
         sample_ids=[p.id for p in with_text[:16]],
         text_coverage=round(coverage, 4),
         lineage=dict(lineage) if isinstance(lineage, dict) else {},
+        quantization=quantization.current(info, vector_name),
     )
 
 
@@ -170,51 +199,110 @@ def target_name(client: QdrantClient, source: str, slug: str) -> str:
     return f"{base}__{slug}__v{max(versions, default=0) + 1}"
 
 
+def facts_of(spec: MigrationSpec, provider: EmbeddingProvider, source: SourceInfo) -> Facts:
+    """What the strategy choice depends on, from the request, the provider and the source."""
+    return Facts(
+        source_collection=source.collection,
+        source_size=source.size,
+        source_distance=source.distance,
+        source_points=source.points,
+        old=old_model(source.lineage, spec.source_provider, spec.source_model, spec.provider),
+        new_provider=spec.provider,
+        new_model=provider.model,
+        new_info=provider.model_info(),
+        dimensions=spec.dimensions,
+        current_quantization=source.quantization,
+        quantization=spec.quantization,
+        forced=spec.strategy,
+        allow_linear_map=spec.allow_linear_map,
+        map_sample_size=spec.map_sample_size,
+        min_map_retention=spec.min_map_retention,
+    )
+
+
 def assess(
     client: QdrantClient,
     spec: MigrationSpec,
     provider: EmbeddingProvider,
     state: StateStore,
 ) -> Plan:
-    """Read the source, check the request against it, and plan the migration."""
+    """Read the source, choose the strategy, check the request against it, and plan.
+
+    Writes nothing. Embeds one fixed query to check the model's real output size (not for
+    a quantization change, which makes no embedding call at all), and a few sample texts
+    to measure throughput when no rate budget is configured (see estimate.py).
+    """
+    from include.qdrant_migration import estimate
+
     source_collection = resolve_alias(client, spec.alias)
     source = read_source(client, source_collection, spec.text_field)
-    made_by = source.lineage
-    if (
-        made_by.get("provider") == spec.provider
-        and made_by.get("model") == spec.model
-        and spec.dimensions in (None, source.size)
-    ):
-        raise AlreadyMigratedError(
-            f"Alias {spec.alias!r} already points at {source_collection!r}, whose vectors come "
-            f"from {spec.provider}/{spec.model} (migration {made_by.get('migration_id')}). "
-            "Nothing to do; the nightly run keeps catching it up until it is retired."
-        )
-    migration_id = spec.migration_id(source_collection)
-    dimension = probe_dimension(provider, spec)
+    decision = choose_strategy(facts_of(spec, provider, source))
+    migration_id = spec.migration_id(source_collection, decision.strategy)
+    if decision.strategy == QUANTIZATION_ONLY:
+        plan = _in_place_plan(spec, source, migration_id, decision)
+    else:
+        plan = _new_target_plan(client, spec, provider, state, source, migration_id, decision)
+    return dataclasses.replace(plan, estimate=estimate.build(client, plan, provider))
 
+
+def _in_place_plan(
+    spec: MigrationSpec, source: SourceInfo, migration_id: str, decision: Decision
+) -> Plan:
+    """Quantization only: the "target" is the source itself, changed in place."""
+    old = old_model(source.lineage, spec.source_provider, spec.source_model, spec.provider)
+    made_by = {"provider": old.provider, "model": old.model} if old is not None else {}
+    return Plan(
+        migration_id=migration_id,
+        alias=spec.alias,
+        strategy=decision.strategy,
+        reasons=decision.reasons,
+        source=source,
+        target_collection=source.collection,
+        target_dimension=source.size,
+        target_lineage=source.lineage
+        | made_by
+        | {"dimensions": source.size, "quantization": spec.quantization},
+        spec=spec.to_dict(),
+    )
+
+
+def _coverage_reason(spec: MigrationSpec, source: SourceInfo, strategy: str) -> str:
+    share = f"{(1 - source.text_coverage):.0%} of sampled points lack text in {spec.text_field!r}"
+    if strategy in (MATRYOSHKA_TRUNCATION, LINEAR_MAP):
+        return (
+            f"{share}; their stored vectors are carried over all the same (only points added "
+            f"or edited later are embedded, under bad_text_policy={spec.bad_text_policy!r})."
+        )
+    return f"{share}; they are handled by bad_text_policy={spec.bad_text_policy!r}."
+
+
+def _new_target_plan(
+    client: QdrantClient,
+    spec: MigrationSpec,
+    provider: EmbeddingProvider,
+    state: StateStore,
+    source: SourceInfo,
+    migration_id: str,
+    decision: Decision,
+) -> Plan:
+    dimension = probe_dimension(provider, spec)
     previous = state.get("migration", migration_id)
     if previous and previous.get("target_collection"):
         target = str(previous["target_collection"])
         reasons = [f"Continuing migration {migration_id} into {target} (started earlier)."]
     else:
-        target = target_name(client, source_collection, spec.model_slug())
+        target = target_name(client, source.collection, spec.model_slug())
         reasons = []
-    reasons.append(
-        f"Full re-embed: {source.points} points of {source_collection!r} "
-        f"({source.size}-d, {source.distance}) are embedded again with {spec.provider}/"
-        f"{spec.model} ({dimension}-d); vectors of different models cannot share a space."
-    )
+    reasons += decision.reasons
     if source.text_coverage < 1.0:
-        reasons.append(
-            f"{(1 - source.text_coverage):.0%} of sampled points lack text in "
-            f"{spec.text_field!r}; they are handled by bad_text_policy={spec.bad_text_policy!r}."
-        )
-    lineage = provider.lineage() | {"dimensions": dimension}
+        reasons.append(_coverage_reason(spec, source, decision.strategy))
+    lineage = provider.lineage() | {"dimensions": dimension, "strategy": decision.strategy}
+    if decision.strategy == MATRYOSHKA_TRUNCATION:
+        lineage["truncated_from"] = source.size
     return Plan(
         migration_id=migration_id,
         alias=spec.alias,
-        strategy="full_reembed",
+        strategy=decision.strategy,
         reasons=reasons,
         source=source,
         target_collection=target,

@@ -13,6 +13,53 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _bytes(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"  # pragma: no cover - the loop always returns
+
+
+def _seconds(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    seconds = round(float(value))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+def _money(value: Any) -> str:
+    if value is None:
+        return "unknown (no price for this model)"
+    return f"${float(value):,.4f}" if value < 1 else f"${float(value):,.2f}"
+
+
+def actuals(plan: dict[str, Any], evidence: dict[str, Any]) -> dict[str, Any]:
+    """What the run really spent, in the estimate's terms (backfill, catch-up, map sample)."""
+    backfill = evidence.get("backfill") or {}
+    catch_up = backfill.get("catch_up") or {}
+    fitted = evidence.get("linear_map") or {}
+    tokens = sum(int(part.get("tokens") or 0) for part in (backfill, catch_up, fitted))
+    price = (plan.get("estimate") or {}).get("price_per_million_tokens")
+    seconds = [v for v in (backfill.get("wall_seconds"), fitted.get("seconds")) if v is not None]
+    return {
+        "texts_embedded": int(backfill.get("embedded") or 0) + int(fitted.get("embedded") or 0),
+        "texts_embedded_catch_up": int(catch_up.get("embedded") or 0),
+        "vectors_copied": int(backfill.get("transformed") or 0),
+        "tokens": tokens,
+        "embed_requests": backfill.get("embed_requests"),
+        "cost_usd": None if price is None else round(tokens * float(price) / 1e6, 8),
+        "duration_s": round(sum(seconds), 1) if seconds else None,
+    }
+
+
 def build_report(plan: dict[str, Any], evidence: dict[str, Any]) -> dict[str, Any]:
     return {
         "migration_id": plan["migration_id"],
@@ -22,8 +69,106 @@ def build_report(plan: dict[str, Any], evidence: dict[str, Any]) -> dict[str, An
         "strategy": plan["strategy"],
         "reasons": plan["reasons"],
         "lineage": plan["target_lineage"],
+        "estimate": plan.get("estimate") or {},
+        "actual": actuals(plan, evidence),
         "evidence": evidence,
     }
+
+
+def _tokens_note(est: dict[str, Any]) -> str:
+    how = "exact count" if est.get("tokens_exact") else "extrapolated"
+    return f"{est.get('tokenizer')}, {how} from {est.get('token_sample')} sampled texts"
+
+
+def _price_note(est: dict[str, Any]) -> str:
+    price = est.get("price_per_million_tokens")
+    if price is None:
+        return "no price in the table"
+    return f"${price}/1M tokens, prices of {est.get('prices_as_of')}: check before quoting"
+
+
+def estimate_rows(est: dict[str, Any], actual: dict[str, Any] | None = None) -> list[str]:
+    """The plan's numbers as table rows; with ``actual``, a third column beside them."""
+    act = actual or {}
+    rows = [
+        ("texts embedded", est.get("texts_to_embed"), _with_catch_up(act)),
+        ("vectors copied without embedding", est.get("vectors_copied"), act.get("vectors_copied")),
+        ("tokens", f"{est.get('tokens')} ({_tokens_note(est)})", act.get("tokens")),
+        ("embedding requests", est.get("embed_requests"), act.get("embed_requests")),
+        ("cost", f"{_money(est.get('cost_usd'))} ({_price_note(est)})", _money_or_na(act)),
+        (
+            "duration",
+            f"{_seconds(est.get('duration_s'))} ({est.get('duration_basis')})",
+            _seconds(act.get("duration_s")) if act else None,
+        ),
+        (
+            "disk: new data / peak while both exist",
+            f"{_bytes(est.get('target_disk_bytes'))} / {_bytes(est.get('peak_disk_bytes'))}",
+            None,
+        ),
+        ("RAM of the vectors and index", _bytes(est.get("target_ram_bytes")), None),
+    ]
+    if actual is None:
+        return [f"| {name} | {planned} |" for name, planned, _ in rows]
+    return [f"| {name} | {planned} | {_fmt(done)} |" for name, planned, done in rows]
+
+
+def _with_catch_up(act: dict[str, Any]) -> str | None:
+    if not act:
+        return None
+    extra = act.get("texts_embedded_catch_up") or 0
+    return f"{act.get('texts_embedded')}" + (f" (+{extra} catch-up)" if extra else "")
+
+
+def _money_or_na(act: dict[str, Any]) -> str | None:
+    return _money(act.get("cost_usd")) if act else None
+
+
+def render_plan(plan: dict[str, Any]) -> str:
+    """The dry run's output: what a real run would do and cost. Nothing was written."""
+    est = plan.get("estimate") or {}
+    creates = ", ".join(f"`{name}`" for name in est.get("creates", [])) or "nothing"
+    lines = [
+        f"### Plan for alias `{plan['alias']}`: **{plan['strategy']}**",
+        "",
+        f"Migration `{plan['migration_id']}` of `{plan['source']['collection']}` "
+        f"({est.get('points')} points, {plan['source']['size']}-d, "
+        f"{plan['source']['distance']}).",
+        "",
+        *(f"- {reason}" for reason in plan["reasons"]),
+        "",
+        "| estimate | value |",
+        "| --- | --- |",
+        *estimate_rows(est),
+        "",
+        f"Would create: {creates}. Alias: {est.get('alias')}.",
+    ]
+    return "\n".join(lines)
+
+
+def render_quantization(plan: dict[str, Any]) -> str:
+    """The approval body of a quantization-only change."""
+    est = plan.get("estimate") or {}
+    src = plan["source"]
+    wanted = plan["spec"].get("quantization")
+    lines = [
+        f"### Change the quantization of `{src['collection']}` (alias `{plan['alias']}`)?",
+        "",
+        *plan["reasons"],
+        "",
+        "| | value |",
+        "| --- | --- |",
+        f"| points | {src['points']} ({src['size']}-d, {src['distance']}) |",
+        f"| quantization | {src.get('quantization')} → {wanted} |",
+        f"| RAM of the vectors | {_bytes(est.get('ram_before_bytes'))} → "
+        f"{_bytes(est.get('target_ram_bytes'))} |",
+        f"| extra disk for quantized copies | {_bytes(est.get('target_disk_bytes'))} |",
+        "| points written / embedding calls | 0 / 0 |",
+        "",
+        "Approve to update the collection's quantization in place (Qdrant re-quantizes in "
+        "the background; searches keep working). Reject to leave everything as is.",
+    ]
+    return "\n".join(lines)
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -53,15 +198,58 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"| own document at rank 1 (new model queries) | {_fmt(sr.get('hit_at_1'))} "
         f"(MRR {_fmt(sr.get('mrr'))}, {sr.get('queries') or 0} queries) |",
         f"| embedded / embedding requests | {bf.get('embedded')} / {bf.get('embed_requests')} |",
+        *(
+            [f"| vectors derived from the stored ones (no embedding) | {bf['transformed']} |"]
+            if bf.get("transformed")
+            else []
+        ),
+        *map_lines(ev.get("linear_map") or {}),
         "",
         *quality_lines(ev.get("quality") or {}),
+        *plan_vs_actual_lines(report),
         "**Plan:** " + " ".join(report.get("reasons", [])),
         "",
         f"Queries must then be embedded with `{lineage.get('model')}` as "
-        f"{lineage.get('query_input')}. Approve to move the alias atomically; "
+        f"{lineage.get('query_input')}{_dimensions_note(report)}. Approve to move the alias "
+        "atomically; "
         f"`{report['source_collection']}` stays for rollback. Reject to leave everything as is.",
     ]
     return "\n".join(lines)
+
+
+def _dimensions_note(report: dict[str, Any]) -> str:
+    lineage = report["lineage"]
+    if report.get("strategy") != "matryoshka_truncation":
+        return ""
+    return f", asking for dimensions={lineage.get('dimensions')}"
+
+
+def map_lines(fitted: dict[str, Any]) -> list[str]:
+    """The linear map's retention, as a row of the checks table."""
+    if not fitted:
+        return []
+    known = fitted.get("known_item") or {}
+    return [
+        f"| linear map: re-embedded top-{fitted.get('k')} kept (held-out) | "
+        f"{_fmt(fitted.get('retention'))} (minimum {fitted.get('min_retention')}, "
+        f"{fitted.get('held_out')} held-out of {fitted.get('sample')} sampled; own document "
+        f"in top-{fitted.get('k')}: {_fmt(known.get('mapped_recall'))} mapped vs "
+        f"{_fmt(known.get('reembedded_recall'))} re-embedded) |"
+    ]
+
+
+def plan_vs_actual_lines(report: dict[str, Any]) -> list[str]:
+    est = report.get("estimate") or {}
+    if not est:
+        return []
+    return [
+        "**Plan vs actual:**",
+        "",
+        "| | plan | actual |",
+        "| --- | --- | --- |",
+        *estimate_rows(est, report.get("actual") or {}),
+        "",
+    ]
 
 
 def quality_lines(quality: dict[str, Any]) -> list[str]:

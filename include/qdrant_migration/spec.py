@@ -26,6 +26,14 @@ CATCH_UP_SCHEDULE: str | None = os.environ.get("QMM_CATCH_UP_SCHEDULE", "@daily"
 if CATCH_UP_SCHEDULE and CATCH_UP_SCHEDULE.lower() == "none":
     CATCH_UP_SCHEDULE = None
 BUDGET_KEYS = ("requests_per_minute", "tokens_per_minute")
+#: How the new vectors are made; see compatibility.choose_strategy.
+FULL_REEMBED = "full_reembed"
+QUANTIZATION_ONLY = "quantization_only"
+MATRYOSHKA_TRUNCATION = "matryoshka_truncation"
+LINEAR_MAP = "linear_map"
+STRATEGIES = (QUANTIZATION_ONLY, MATRYOSHKA_TRUNCATION, LINEAR_MAP, FULL_REEMBED)
+STRATEGY_CHOICES = ("auto", *STRATEGIES)
+QUANTIZATIONS = ("scalar_int8", "binary", "product_x16", "none")
 
 PARAM_SCHEMA: dict[str, dict[str, Any]] = {
     "alias": {
@@ -187,7 +195,8 @@ PARAM_SCHEMA: dict[str, dict[str, Any]] = {
         "default": None,
         "type": ["null", "string"],
         "title": "Old model's connection id",
-        "description": "Airflow connection for the old model's provider, when it needs one.",
+        "description": "Airflow connection for the old model's provider, when it needs one "
+        "(empty: provider_conn_id when both models come from the same provider).",
     },
     "eval_set": {
         "default": None,
@@ -205,6 +214,59 @@ PARAM_SCHEMA: dict[str, dict[str, Any]] = {
         "title": "Quality tolerance",
         "description": "recall_check fails when the new model's nDCG@10 on the evaluation set "
         "is lower than the old model's by more than this.",
+    },
+    "strategy": {
+        "default": "auto",
+        "type": "string",
+        "enum": list(STRATEGY_CHOICES),
+        "title": "Strategy",
+        "description": "'auto' picks the cheapest strategy that works and says why: "
+        "'quantization_only' (same model and size: change the source's quantization in "
+        "place), 'matryoshka_truncation' (same Matryoshka model, fewer dimensions: cut the "
+        "stored vectors), 'linear_map' (another model, only with allow_linear_map: map the "
+        "stored vectors), else 'full_reembed'. Naming one forces it, or refuses with why.",
+    },
+    "quantization": {
+        "default": None,
+        "type": ["null", "string"],
+        "enum": [None, *QUANTIZATIONS],
+        "title": "Quantization",
+        "description": "Quantization of the vectors: 'scalar_int8' (4x less RAM), 'binary' "
+        "(32x), 'product_x16' (16x), 'none' (full floats). Empty keeps the source's. With "
+        "the same model and size, only the source's quantization is changed, in place.",
+    },
+    "allow_linear_map": {
+        "default": False,
+        "type": "boolean",
+        "title": "Allow a learned linear map",
+        "description": "Instead of re-embedding every text with the new model, embed a sample, "
+        "fit a linear map from the old vectors to the new ones, and map every stored vector. "
+        "Much cheaper, but an approximation: refused below min_map_retention.",
+    },
+    "min_map_retention": {
+        "default": 0.85,
+        "type": "number",
+        "minimum": 0,
+        "maximum": 1,
+        "title": "Minimum linear-map retention",
+        "description": "The linear map is used only if searches over held-out sample documents "
+        "find this share of the top-10 that truly re-embedded vectors find.",
+    },
+    "map_sample_size": {
+        "default": 2000,
+        "type": "integer",
+        "minimum": 50,
+        "maximum": 20000,
+        "title": "Linear-map sample size",
+        "description": "Texts embedded with the new model to fit and test the linear map "
+        "(the whole source if it is smaller).",
+    },
+    "dry_run": {
+        "default": False,
+        "type": "boolean",
+        "title": "Dry run",
+        "description": "Only assess and print the plan: strategy, points, estimated tokens, "
+        "cost, duration, disk and RAM, and the names it would create. Writes nothing.",
     },
     "approval_timeout_hours": {
         "default": 72,
@@ -247,6 +309,12 @@ class MigrationSpec:
     source_provider_conn_id: str | None = None
     eval_set: str | list[dict[str, Any]] | None = None
     quality_tolerance: float = 0.02
+    strategy: str = "auto"
+    quantization: str | None = None
+    allow_linear_map: bool = False
+    min_map_retention: float = 0.85
+    map_sample_size: int = 2000
+    dry_run: bool = False
     approval_timeout_hours: float = 72
 
     @classmethod
@@ -272,15 +340,23 @@ class MigrationSpec:
         suffix = f"-{self.dimensions}d" if self.dimensions else ""
         return re.sub(r"[^a-z0-9]+", "-", name).strip("-") + suffix
 
-    def migration_id(self, source_collection: str) -> str:
-        """Stable id of "this source to this model": reruns continue instead of starting over."""
-        key = {
+    def migration_id(self, source_collection: str, strategy: str = FULL_REEMBED) -> str:
+        """Stable id of "this source to this model": reruns continue instead of starting over.
+
+        Another strategy or quantization makes another migration (and target), so vectors
+        made in different ways are never mixed; a full re-embed keeps its original id.
+        """
+        key: dict[str, Any] = {
             "source": source_collection,
             "provider": self.provider,
             "model": self.model,
             "dimensions": self.dimensions,
             "text_field": self.text_field,
         }
+        if strategy != FULL_REEMBED:
+            key["strategy"] = strategy
+        if self.quantization is not None:
+            key["quantization"] = self.quantization
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
         return f"mig-{digest[:12]}"
 

@@ -25,8 +25,11 @@ from include.qdrant_migration import (
     catchup,
     collections,
     compatibility,
+    linear_map,
     quality,
+    quantization,
     recall,
+    transform,
 )
 from include.qdrant_migration.partitions import Partition, plan_partitions
 from include.qdrant_migration.providers import (
@@ -37,9 +40,21 @@ from include.qdrant_migration.providers import (
     get_provider,
 )
 from include.qdrant_migration.qdrant import QdrantSettings, open_client
-from include.qdrant_migration.report import build_report, render_markdown
-from include.qdrant_migration.spec import MigrationSpec, SpecError, share_budget
-from include.qdrant_migration.state import LeaseBusyError, QdrantStateStore, lease
+from include.qdrant_migration.report import (
+    build_report,
+    render_markdown,
+    render_plan,
+    render_quantization,
+)
+from include.qdrant_migration.spec import (
+    LINEAR_MAP,
+    MATRYOSHKA_TRUNCATION,
+    QUANTIZATION_ONLY,
+    MigrationSpec,
+    SpecError,
+    share_budget,
+)
+from include.qdrant_migration.state import LeaseBusyError, QdrantStateStore, lease, now_iso
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -141,6 +156,8 @@ def build_source_provider(plan: compatibility.Plan) -> EmbeddingProvider | None:
     if not name or not model:
         return None
     conn_id = spec.get("source_provider_conn_id")
+    if not conn_id and name == spec.get("provider"):  # same provider: same connection
+        conn_id = spec.get("provider_conn_id")
     return get_provider(
         name,
         model,
@@ -180,9 +197,66 @@ def assess_compatibility(params: dict[str, Any]) -> dict[str, Any]:
     provider = build_provider(spec.to_dict())
     with _hook(spec.to_dict()).client() as client:
         plan = compatibility.assess(client, spec, provider, QdrantStateStore(client))
-    for reason in plan.reasons:
-        log.info(reason)
-    return plan.to_dict()
+    plan_dict = plan.to_dict()
+    log.info("Strategy %s:\n%s", plan.strategy, render_plan(plan_dict))
+    if spec.dry_run:
+        log.info("Dry run: nothing was written, and every task after this one is skipped.")
+    return plan_dict
+
+
+def choose_path(plan_dict: dict[str, Any]) -> list[str] | None:
+    """The task ids the plan's strategy runs next; None (skip them all) for a dry run."""
+    if plan_dict["spec"].get("dry_run"):
+        return None
+    strategy = plan_dict["strategy"]
+    if strategy == QUANTIZATION_ONLY:
+        return ["quantization_report"]
+    if strategy == LINEAR_MAP:
+        return ["fit_linear_map", "create_collection"]
+    return ["create_collection"]
+
+
+@fail_fast
+def fit_linear_map(plan_dict: dict[str, Any]) -> dict[str, Any]:
+    """Embed the sample, fit and test the map; refuse it below min_map_retention."""
+    plan = compatibility.Plan.from_dict(plan_dict)
+    provider = build_provider(plan.spec)
+    with _hook(plan.spec).client() as client:
+        return linear_map.fit_for_plan(client, plan, provider, QdrantStateStore(client))
+
+
+def quantization_report(plan_dict: dict[str, Any]) -> dict[str, Any]:
+    """The small report a quantization-only change is approved on."""
+    return {"markdown": render_quantization(plan_dict)}
+
+
+@fail_fast
+def apply_quantization(plan_dict: dict[str, Any]) -> dict[str, Any]:
+    """The one sanctioned write to a source: its quantization config. No points written."""
+    plan = compatibility.Plan.from_dict(plan_dict)
+    wanted = str(plan.spec["quantization"])
+    with _hook(plan.spec).client() as client:
+        state = QdrantStateStore(client)
+        aliases.ensure_alias_at(client, plan.alias, plan.source.collection)
+        result = quantization.apply_in_place(
+            client, plan.source.collection, plan.source.vector_name, wanted
+        )
+        state.put(
+            "migration",
+            plan.migration_id,
+            {
+                "migration_id": plan.migration_id,
+                "alias": plan.alias,
+                "source_collection": plan.source.collection,
+                "strategy": plan.strategy,
+                "status": "quantized",
+                "quantization": result,
+                "quantized_at": now_iso(),
+                "spec": plan.spec,
+            },
+        )
+        state.put("report", plan.migration_id, {"plan": plan_dict, "result": result})
+    return result
 
 
 @fail_fast
@@ -221,9 +295,13 @@ def backfill_batch(plan_dict: dict[str, Any], partition: dict[str, Any]) -> dict
         plan.spec | {"provider_options": share_budget(plan.spec["provider_options"], part.of)}
     )
     with _hook(plan.spec).client() as client:
-        job = backfill.PartitionBackfill(
-            client, plan, part, provider, QdrantStateStore(client), settings
-        )
+        state = QdrantStateStore(client)
+        job: backfill.PartitionJob
+        if plan.strategy in (MATRYOSHKA_TRUNCATION, LINEAR_MAP):
+            derive = transform.transform_for(plan, state)
+            job = transform.PartitionTransform(client, plan, part, derive, state, settings)
+        else:
+            job = backfill.PartitionBackfill(client, plan, part, provider, state, settings)
         return job.run()
 
 
@@ -285,6 +363,9 @@ def recall_check(
         if evidence is None:
             return None
         evidence["quality"] = compare_quality(client, plan, provider, evidence)
+        fitted = state.get(linear_map.MAP_KIND, plan.migration_id)
+        if plan.strategy == LINEAR_MAP and fitted is not None:
+            evidence["linear_map"] = {k: fitted[k] for k in linear_map.SUMMARY_KEYS if k in fitted}
         report = build_report(plan_dict, evidence)
         report["markdown"] = render_markdown(report)
         state.put("report", plan.migration_id, report)

@@ -235,3 +235,81 @@ def migrate(
     ]
     collections.finish_bulk_load(client, run.plan, state)
     return run
+
+
+def seed_standin_source(
+    client: QdrantClient,
+    records: Sequence[dict[str, Any]],
+    *,
+    collection: str = "docs_v1",
+    alias: str = "docs",
+    model: str = "text-embedding-3-small",
+    dimensions: int = 1536,
+    lineage: bool = True,
+) -> None:
+    """A source of the OpenAI stand-in's vectors, as this tool would have written it.
+
+    The vectors are exactly what the stand-in returns for each text at ``dimensions``
+    (:func:`expected_vector`), and the collection's metadata records that lineage.
+    """
+    from tests.standin import expected_vector
+
+    metadata = {
+        "qdrant_migration": {
+            "provider": "openai",
+            "model": model,
+            "dimensions": dimensions,
+            "migration_id": "mig-earlier",
+        }
+    }
+    client.create_collection(
+        collection,
+        vectors_config=qm.VectorParams(size=dimensions, distance=qm.Distance.COSINE),
+        metadata=metadata if lineage else None,
+    )
+    client.upsert(
+        collection,
+        [
+            qm.PointStruct(
+                id=r["id"],
+                vector=expected_vector(model, r["text"], "", dimensions),
+                payload={k: v for k, v in r.items() if k != "id"},
+            )
+            for r in records
+        ],
+        wait=True,
+    )
+    client.update_collection_aliases(
+        change_aliases_operations=[
+            qm.CreateAliasOperation(
+                create_alias=qm.CreateAlias(collection_name=collection, alias_name=alias)
+            )
+        ]
+    )
+
+
+class NoEmbeddingProvider(EmbeddingProvider):
+    """Stands for a model that must not be called: any embedding call fails the test."""
+
+    name: ClassVar[str] = "no-embedding"
+    needs_connection: ClassVar[bool] = False
+
+    def __init__(self, inner: EmbeddingProvider) -> None:
+        super().__init__(inner.model, dimensions=inner.requested_dimensions)
+        self.inner = inner
+
+    @property
+    def limits(self) -> ProviderLimits:
+        return self.inner.limits
+
+    def model_info(self) -> ModelInfo:
+        return self.inner.model_info()
+
+    def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
+        raise AssertionError(f"embed_documents called with {len(texts)} texts")
+
+    def embed_queries(self, texts: Sequence[str]) -> list[list[float]]:
+        raise AssertionError(f"embed_queries called with {len(texts)} texts")
+
+    def lineage(self) -> dict[str, Any]:
+        return self.inner.lineage()

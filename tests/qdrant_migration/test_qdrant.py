@@ -5,6 +5,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from qdrant_client import QdrantClient
@@ -85,17 +86,38 @@ def test_without_the_lock_a_second_client_is_refused(store_path: Path) -> None:
 
 def test_lock_times_out_with_advice(tmp_path: Path) -> None:
     store = str(tmp_path / "store")
-    with embedded_lock(store):
+    outcome: dict[str, Any] = {}
+
+    def other_task() -> None:
         started = time.monotonic()
-        with (
-            pytest.raises(TimeoutError, match="Only one task can open an embedded store"),
-            embedded_lock(store, timeout_s=0.3),
-        ):
-            pass
-        assert time.monotonic() - started >= 0.3
+        try:
+            with embedded_lock(store, timeout_s=0.3):
+                pass
+        except TimeoutError as error:
+            outcome["error"] = str(error)
+        outcome["waited"] = time.monotonic() - started
+
+    with embedded_lock(store):
+        worker = threading.Thread(target=other_task)
+        worker.start()
+        worker.join(timeout=10)
+    assert "Only one task can open an embedded store" in outcome["error"]
+    assert outcome["waited"] >= 0.3
     with embedded_lock(store, timeout_s=0.1):  # released: free again at once
         pass
     assert (tmp_path / "store.lock").exists()
+
+
+def test_opening_twice_in_one_thread_fails_at_once(tmp_path: Path) -> None:
+    store = str(tmp_path / "store")
+    started = time.monotonic()
+    with (
+        embedded_lock(store),
+        pytest.raises(RuntimeError, match="already has"),
+        embedded_lock(store, timeout_s=30),
+    ):
+        pass
+    assert time.monotonic() - started < 5  # not a wait on itself
 
 
 def test_lock_is_released_when_the_block_raises(tmp_path: Path) -> None:

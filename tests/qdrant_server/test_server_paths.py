@@ -235,12 +235,6 @@ def test_facade_refuses_fields_newer_than_its_version(server: QdrantServer) -> N
         assert missing.value.status_code == 404
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="collections.create_target copies a payload index as its bare data_type "
-    "(collections.py: field_schema=schema.data_type), dropping its params (is_tenant, "
-    "tokenizer, ...); local mode never reports payload indexes, so only a server shows it",
-)
 def test_create_target_copies_payload_index_params(
     server: QdrantServer, e5: EmbeddingProvider
 ) -> None:

@@ -56,14 +56,40 @@ class Credentials:
         return f"Credentials(conn_id={self.conn_id!r}, base_url={self.base_url!r})"
 
 
+#: Qdrant distances that rank unit-length vectors the same way as the cosine a model was
+#: trained for. Euclid also ranks unit vectors like cosine, but its scores are not the
+#: model's similarity (and a new vector of another norm would silently rank differently),
+#: so only these two are accepted for a cosine-trained model.
+COSINE_EQUIVALENT = ("Cosine", "Dot")
+
+
 @dataclass(frozen=True)
 class ModelInfo:
-    """What a provider knows about a model before calling it."""
+    """What a provider knows about a model before calling it.
+
+    ``matryoshka_dimensions``: the sizes a Matryoshka-trained model was trained to be cut
+    to (its first d values, renormalized, are a usable embedding); empty for any other
+    model. ``distance``: the similarity the model was trained for (None: unknown, e.g. a
+    model behind an OpenAI-compatible server); ``normalized``: it returns unit vectors.
+    """
 
     name: str
     native_dimension: int | None
     matryoshka_dimensions: tuple[int, ...] = ()
-    distance: str = "Cosine"
+    distance: str | None = "Cosine"
+    normalized: bool = True
+
+    @property
+    def matryoshka(self) -> bool:
+        return bool(self.matryoshka_dimensions)
+
+    def trained_distances(self) -> tuple[str, ...] | None:
+        """Qdrant distances this model's vectors are meant for; None when unknown."""
+        if self.distance is None:
+            return None
+        if self.distance in COSINE_EQUIVALENT and self.normalized:
+            return COSINE_EQUIVALENT
+        return (self.distance,)
 
 
 class EmbeddingProvider(ABC):

@@ -29,6 +29,7 @@ client is built (the SDK itself reads it only once, at import).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -151,7 +152,10 @@ class CohereProvider(EmbeddingProvider):
         )
 
     def model_info(self) -> ModelInfo:
-        return COHERE_MODELS[self.model]
+        info = COHERE_MODELS[self.model]
+        if self.embedding_type != "float":  # int8 and ±1 vectors are not unit length
+            return dataclasses.replace(info, normalized=False)
+        return info
 
     def token_counter(self) -> TokenCounter:
         return self._counter

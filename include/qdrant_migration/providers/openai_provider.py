@@ -391,7 +391,8 @@ class OpenAICompatibleProvider(_OpenAIAPIProvider):
         return key or "EMPTY"  # most self-hosted servers take no key; the SDK needs one
 
     def model_info(self) -> ModelInfo:
-        return ModelInfo(self.model, native_dimension=self._native)
+        # Whatever the server runs: its distance and normalization are unknown here.
+        return ModelInfo(self.model, native_dimension=self._native, distance=None)
 
     def hard_limits(self) -> ProviderLimits:
         return self._hard

@@ -1,0 +1,281 @@
+"""The plan's estimate: what a migration will cost before it runs, for the dry run and the
+report (which puts the actuals next to it).
+
+* **Tokens** are counted with the provider's own tokenizer (tiktoken for OpenAI, offline)
+  on a random sample of the source's texts, after the provider's too-long and empty-text
+  rules, and extrapolated to the point count (exact when the sample is the whole source).
+* **Cost** is tokens times the price in ``data/prices.json`` (one file, with its date).
+* **Duration** follows the rate budget in ``provider_options`` (``tokens_per_minute``,
+  ``requests_per_minute``) when there is one; otherwise a few sample texts are embedded
+  and timed. Strategies that only copy vectors are bounded by Qdrant's write rate.
+* **Disk and RAM**: points x dimensions x 4 bytes plus the sampled payload size, for the
+  new collection; about twice the source while both exist.
+
+Nothing here writes anything.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qdrant_client import QdrantClient
+from qdrant_client import models as qm
+
+from include.qdrant_migration import quantization
+from include.qdrant_migration.providers import EmbeddingProvider
+from include.qdrant_migration.quality import query_like
+from include.qdrant_migration.spec import (
+    FULL_REEMBED,
+    LINEAR_MAP,
+    MAX_PARALLEL_PARTITIONS,
+    QUANTIZATION_ONLY,
+)
+from include.qdrant_migration.state import STATE_COLLECTION
+from include.qdrant_migration.texts import extract_text
+
+if TYPE_CHECKING:
+    from include.qdrant_migration.compatibility import Plan
+
+PRICES = Path(__file__).resolve().parent / "data" / "prices.json"
+#: Texts whose tokens are counted (a random sample; the whole source if smaller).
+TOKEN_SAMPLE = 1000
+#: Texts embedded to measure throughput when no rate budget is given.
+THROUGHPUT_SAMPLE = 16
+#: Points per second Qdrant reads and writes when nothing is embedded (Qdrant's own
+#: migration tool copies about 880/s sequentially; an embedded store on disk about 685/s).
+COPY_POINTS_PER_S = 700.0
+#: Bytes of HNSW links per point in RAM (m=16: two layers of 16 four-byte ids, rounded up).
+HNSW_BYTES_PER_POINT = 128
+#: Share of the linear-map sample held out to measure retention (queries are embedded).
+HELD_OUT_SHARE = 0.2
+
+
+@cache
+def load_prices(path: Path = PRICES) -> dict[str, Any]:
+    return dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def price_per_million(provider: str, model: str) -> float | None:
+    """USD per 1M tokens from the price table; None when it has no price for the model."""
+    prices = load_prices()["prices"]
+    for key in (f"{provider}/{model}", f"{provider}/*"):
+        if key in prices:
+            return float(prices[key])
+    return None
+
+
+@dataclass(frozen=True)
+class TextSample:
+    """What a random sample of the source says about all of it."""
+
+    points: int  # sampled points
+    usable: int  # of which the provider would embed
+    tokens: int  # tokens of the usable texts, as sent
+    query_tokens: int  # tokens of query-sized pieces of them (the linear map's queries)
+    payload_bytes: float  # mean JSON size of a payload
+    texts: list[str]
+
+    @property
+    def tokens_per_text(self) -> float:
+        return self.tokens / self.usable if self.usable else 0.0
+
+    @property
+    def usable_share(self) -> float:
+        return self.usable / self.points if self.points else 1.0
+
+
+def sample_texts(
+    client: QdrantClient, collection: str, text_field: str, provider: EmbeddingProvider
+) -> TextSample:
+    found = client.query_points(
+        collection,
+        query=qm.SampleQuery(sample=qm.Sample.RANDOM),
+        limit=TOKEN_SAMPLE,
+        with_payload=True,
+    ).points
+    texts = [t for p in found if (t := extract_text(p.payload, text_field)[0]) is not None]
+    prepared = provider.prepare(texts) if texts else None
+    sent = list(prepared.texts) if prepared is not None else []
+    counter = provider.token_counter()
+    queries = [query_like(t) for t in sent]
+    return TextSample(
+        points=len(found),
+        usable=len(sent),
+        tokens=prepared.total_tokens if prepared is not None else 0,
+        query_tokens=sum(counter.count(queries)) if queries else 0,
+        payload_bytes=statistics.fmean(len(json.dumps(p.payload or {})) for p in found)
+        if found
+        else 0.0,
+        texts=sent,
+    )
+
+
+def _scale(value: float, sample: TextSample, points: int) -> int:
+    return round(value * points / sample.points) if sample.points else 0
+
+
+def _work(plan: Plan, sample: TextSample) -> tuple[int, int, int]:
+    """(texts embedded as documents, tokens of documents and queries, vectors copied)."""
+    points = plan.source.points
+    if plan.strategy == FULL_REEMBED:
+        return _scale(sample.usable, sample, points), _scale(sample.tokens, sample, points), 0
+    if plan.strategy == LINEAR_MAP:
+        fit = round(min(int(plan.spec["map_sample_size"]), points) * sample.usable_share)
+        held_out = math.ceil(fit * HELD_OUT_SHARE)
+        per_query = sample.query_tokens / sample.usable if sample.usable else 0.0
+        tokens = fit * sample.tokens_per_text + held_out * per_query
+        return fit, round(tokens), points
+    if plan.strategy == QUANTIZATION_ONLY:
+        return 0, 0, 0
+    return 0, 0, points  # truncation
+
+
+def _requests(plan: Plan, provider: EmbeddingProvider, texts: int, tokens: int) -> int:
+    """Embedding requests: sub-batches of each partition, split by the provider's limits."""
+    if not texts:
+        return 0
+    limits = provider.limits
+    per_request = min(int(plan.spec["batch_size"]), limits.max_inputs_per_request)
+    if plan.strategy == LINEAR_MAP:
+        return math.ceil(texts / per_request)
+    points, size = plan.source.points, int(plan.spec["points_per_partition"])
+    share = texts / points if points else 1.0
+    partitions = [size] * (points // size) + ([points % size] if points % size else [])
+    by_count = sum(math.ceil(part * share / per_request) for part in partitions)
+    by_tokens = (
+        math.ceil(tokens / limits.max_tokens_per_request) if limits.max_tokens_per_request else 0
+    )
+    return max(by_count, by_tokens)
+
+
+def _embed_seconds(
+    plan: Plan, provider: EmbeddingProvider, sample: TextSample, texts: int, requests: int
+) -> tuple[float | None, str]:
+    """Time to embed ``texts``: from the rate budget, else measured on sample texts."""
+    if not texts:
+        return 0.0, "no embedding"
+    options = plan.spec.get("provider_options") or {}
+    tpm, rpm = options.get("tokens_per_minute"), options.get("requests_per_minute")
+    if tpm or rpm:
+        tokens = texts * sample.tokens_per_text
+        minutes = max(tokens / float(tpm) if tpm else 0.0, requests / float(rpm) if rpm else 0.0)
+        basis = ", ".join(
+            f"{k}={options[k]}"
+            for k in ("tokens_per_minute", "requests_per_minute")
+            if options.get(k)
+        )
+        return minutes * 60, f"the rate budget ({basis})"
+    probe = sample.texts[:THROUGHPUT_SAMPLE]
+    if not probe:
+        return None, "no sample text to measure"
+    started = time.monotonic()
+    provider.embed_queries(probe)
+    seconds = max(time.monotonic() - started, 1e-3)
+    if not provider.needs_connection:  # a local model: bounded by this machine's CPU
+        rate = len(probe) / seconds
+        return texts / rate, f"measured {rate:.0f} texts/s on {len(probe)} sample texts"
+    parallel = int(plan.spec["embed_concurrency"]) * min(
+        MAX_PARALLEL_PARTITIONS,
+        max(1, math.ceil(plan.source.points / int(plan.spec["points_per_partition"]))),
+    )
+    basis = (
+        f"measured {seconds:.2f} s for one request of {len(probe)} texts, "
+        f"{parallel} requests in flight; no rate budget set"
+    )
+    return requests * seconds / parallel, basis
+
+
+def _storage(plan: Plan, sample: TextSample) -> dict[str, int]:
+    points = plan.source.points
+    payload = round(points * sample.payload_bytes)
+    source_disk = points * plan.source.size * 4 + payload
+    if plan.strategy == QUANTIZATION_ONLY:
+        wanted = str(plan.spec.get("quantization") or "none")
+        extra = 0 if wanted == "none" else quantization.ram_bytes(points, plan.source.size, wanted)
+        return {
+            "source_disk_bytes": source_disk,
+            "target_disk_bytes": extra,
+            "peak_disk_bytes": source_disk + extra,
+            "ram_before_bytes": quantization.ram_bytes(
+                points, plan.source.size, plan.source.quantization
+            ),
+            "target_ram_bytes": quantization.ram_bytes(points, plan.source.size, wanted),
+        }
+    wanted = str(plan.spec.get("quantization") or plan.source.quantization)
+    target_disk = points * plan.target_dimension * 4 + payload
+    return {
+        "source_disk_bytes": source_disk,
+        "target_disk_bytes": target_disk,
+        "peak_disk_bytes": source_disk + target_disk,
+        "target_ram_bytes": quantization.ram_bytes(points, plan.target_dimension, wanted)
+        + points * HNSW_BYTES_PER_POINT,
+    }
+
+
+def _names(client: QdrantClient, plan: Plan) -> dict[str, Any]:
+    """The collections a run would create, and what happens to the alias."""
+    creates = []
+    if plan.creates_target and not client.collection_exists(plan.target_collection):
+        creates.append(plan.target_collection)  # (a resumed migration reuses its target)
+    if not client.collection_exists(STATE_COLLECTION):
+        creates.append(STATE_COLLECTION)
+    if plan.creates_target:
+        alias = f"{plan.alias}: {plan.source.collection} -> {plan.target_collection} on approval"
+    else:
+        alias = f"{plan.alias}: stays on {plan.source.collection}"
+    return {"creates": creates, "alias": alias}
+
+
+def _duration(
+    plan: Plan, provider: EmbeddingProvider, sample: TextSample, work: tuple[int, int, int]
+) -> tuple[float | None, str]:
+    """Wall time: embedding and copying overlap, so the slower of the two."""
+    texts, _, copied = work
+    if plan.strategy == QUANTIZATION_ONLY:
+        return 0.0, "nothing copied or embedded; Qdrant re-quantizes in the background"
+    requests = _requests(plan, provider, texts, work[1])
+    embed_s, basis = _embed_seconds(plan, provider, sample, texts, requests)
+    written = copied or plan.source.points
+    copy_s = written / COPY_POINTS_PER_S
+    if embed_s is None:
+        return None, basis
+    if copy_s >= embed_s:
+        basis = f"writing {written} points at about {COPY_POINTS_PER_S:.0f} points/s"
+    return round(max(embed_s, copy_s), 1), basis
+
+
+def build(client: QdrantClient, plan: Plan, provider: EmbeddingProvider) -> dict[str, Any]:
+    """The estimate of ``plan`` (a JSON-able dict)."""
+    sample = sample_texts(client, plan.source.collection, plan.spec["text_field"], provider)
+    work = _work(plan, sample)
+    texts, tokens, copied = work
+    duration, basis = _duration(plan, provider, sample, work)
+    price = price_per_million(plan.spec["provider"], provider.model)
+    counter = provider.token_counter()
+    return {
+        "strategy": plan.strategy,
+        "points": plan.source.points,
+        "texts_to_embed": texts,
+        "vectors_copied": copied,
+        "tokens": tokens,
+        "tokens_per_text": round(sample.tokens_per_text, 1),
+        "token_sample": sample.points,
+        "tokens_exact": sample.points >= plan.source.points and counter.exact,
+        "tokenizer": counter.description,
+        "embed_requests": _requests(plan, provider, texts, tokens),
+        "price_per_million_tokens": price,
+        "prices_as_of": load_prices()["as_of"],
+        "cost_usd": None if price is None else round(tokens * price / 1e6, 8),
+        "duration_s": duration,
+        "duration_basis": basis,
+        "payload_bytes_per_point": round(sample.payload_bytes),
+        **_storage(plan, sample),
+        **_names(client, plan),
+    }

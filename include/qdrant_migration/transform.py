@@ -1,0 +1,84 @@
+"""The backfill of strategies that derive the new vectors from the stored ones.
+
+Matryoshka truncation cuts each vector to its first d values and renormalizes it; the
+linear map multiplies it by the fitted map. Neither embeds anything: a page is read with
+its vectors, transformed in this process, and written with the same ids and payloads,
+with the backfill's checkpoints, resume and summary (:class:`PartitionJob`). Points without
+text keep their (transformed) vectors: nothing needs their text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from qdrant_client import QdrantClient
+
+from include.qdrant_migration import linear_map
+from include.qdrant_migration.backfill import BackfillSettings, Batch, PartitionJob
+from include.qdrant_migration.compatibility import Plan
+from include.qdrant_migration.partitions import Partition, PointId
+from include.qdrant_migration.spec import LINEAR_MAP, MATRYOSHKA_TRUNCATION
+from include.qdrant_migration.state import StateStore
+
+#: Skip reason of a point that has no stored vector to transform.
+NO_VECTOR = "no stored vector"
+
+Transform = Callable[[Sequence[Sequence[float]]], list[list[float]]]
+
+
+def truncate(vectors: Sequence[Sequence[float]], dimension: int) -> list[list[float]]:
+    """The first ``dimension`` values of each vector, scaled back to unit length.
+
+    For a Matryoshka-trained model this is what the model itself returns when asked for
+    ``dimension`` (OpenAI's text-embedding-3 and Cohere's embed-v4.0 do exactly this).
+    """
+    import numpy as np
+
+    if not vectors:
+        return []
+    cut = np.asarray(vectors, dtype=np.float64)[:, :dimension]
+    norms = np.linalg.norm(cut, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    result: list[list[float]] = (cut / norms).tolist()
+    return result
+
+
+def transform_for(plan: Plan, state: StateStore) -> Transform:
+    """The vector transform of ``plan``'s strategy."""
+    if plan.strategy == MATRYOSHKA_TRUNCATION:
+        dimension = plan.target_dimension
+        return lambda vectors: truncate(vectors, dimension)
+    if plan.strategy == LINEAR_MAP:
+        return linear_map.load(state, plan.migration_id).apply
+    raise ValueError(f"Strategy {plan.strategy!r} does not transform stored vectors.")
+
+
+class PartitionTransform(PartitionJob):
+    """One partition: read stored vectors, transform them, write them (no embedding)."""
+
+    reads_vectors = True
+
+    def __init__(
+        self,
+        client: QdrantClient,
+        plan: Plan,
+        partition: Partition,
+        transform: Transform,
+        state: StateStore,
+        settings: BackfillSettings,
+    ) -> None:
+        super().__init__(client, plan, partition, state, settings)
+        self.transform = transform
+
+    def _prepare(
+        self, records: list[Any], next_offset: PointId | None, pool: ThreadPoolExecutor
+    ) -> Batch:
+        name = self.plan.source.vector_name
+        stored = [(r, linear_map.vector_of(r, name)) for r in records]
+        usable = [(r, v) for r, v in stored if v]
+        skipped = [(r.id, NO_VECTOR) for r, v in stored if not v]
+        done: Future[list[list[float]]] = Future()
+        done.set_result(self.transform([v for _, v in usable]))
+        return Batch([r for r, _ in usable], skipped, next_offset, done)
