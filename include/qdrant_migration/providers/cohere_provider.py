@@ -32,16 +32,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from include.qdrant_migration.providers import packing, ratelimit
 from include.qdrant_migration.providers.base import (
     Credentials,
     EmbeddingError,
-    EmbeddingProvider,
     ModelInfo,
     ProviderConfigError,
     ProviderLimits,
@@ -51,7 +48,8 @@ from include.qdrant_migration.providers.packing import (
     PreparedTexts,
     TokenCounter,
 )
-from include.qdrant_migration.providers.ratelimit import LimiterSettings, RetryableError
+from include.qdrant_migration.providers.ratelimit import RetryableError
+from include.qdrant_migration.providers.remote import Answer, RemoteProvider
 
 if TYPE_CHECKING:
     import cohere
@@ -74,13 +72,7 @@ DOCUMENT_INPUT = "search_document"
 QUERY_INPUT = "search_query"
 
 
-@dataclass(frozen=True)
-class _Answer:
-    vectors: list[list[float]]
-    tokens: int | None
-
-
-class CohereProvider(EmbeddingProvider):
+class CohereProvider(RemoteProvider):
     """Cohere's hosted embedding models, through the connection's API key."""
 
     name: ClassVar[str] = "cohere"
@@ -105,22 +97,12 @@ class CohereProvider(EmbeddingProvider):
                 f"Unknown Cohere embedding model {model!r}; choose one of {known}."
             )
         super().__init__(model, dimensions=dimensions, options=options, credentials=credentials)
-        ratelimit.warn_unknown_options(self.options, self.known_options, self.name)
-        self.settings = LimiterSettings.from_options(self.options)
-        self.too_long_policy  # noqa: B018 - validate the option now, not mid-backfill
         self.embedding_type = _embedding_type(self.options.get("embedding_types", "float"))
         self.output_dimension = self._check_dimensions()
         try:
             self._counter = ApproximateCounter(float(self.options.get("approx_bytes_per_token", 3)))
         except (TypeError, ValueError):
             raise ProviderConfigError("approx_bytes_per_token must be a number.") from None
-        self.conn_id = credentials.conn_id if credentials is not None else "<no connection>"
-        self.what = f"cohere model {self.model!r} (Airflow connection {self.conn_id!r})"
-        self._limiter = ratelimit.shared_limiter(
-            (self.name, self.conn_id, str(self.base_url()), self.model), self.settings.budget
-        )
-        self._sdk: cohere.ClientV2 | None = None
-        self._sdk_lock = threading.Lock()
 
     def _check_dimensions(self) -> int | None:
         """The ``output_dimension`` to send (embed-v4.0 only), or None for the native size."""
@@ -191,15 +173,8 @@ class CohereProvider(EmbeddingProvider):
         info["embedding_type"] = self.embedding_type
         return info
 
-    def limiter_stats(self) -> dict[str, float]:
-        """Requests, retries, 429s and waits of this endpoint's limiter in this process."""
-        return self._limiter.stats()
-
-    def close(self) -> None:
-        with self._sdk_lock:
-            if self._sdk is not None:
-                cast(Any, self._sdk).__exit__(None, None, None)  # closes its httpx client
-                self._sdk = None
+    def _close_sdk(self, sdk: Any) -> None:
+        sdk.__exit__(None, None, None)  # closes its httpx client
 
     def base_url(self) -> str | None:
         url = self.credentials.base_url if self.credentials is not None else None
@@ -251,9 +226,9 @@ class CohereProvider(EmbeddingProvider):
                     timeout=self.settings.retry.timeout_s,
                     max_retries=0,
                 )
-            return self._sdk
+            return cast("cohere.ClientV2", self._sdk)
 
-    def _request(self, texts: Sequence[str], input_type: str, timeout: float) -> _Answer:
+    def _request(self, texts: Sequence[str], input_type: str, timeout: float) -> Answer:
         import httpx
         from cohere.core.api_error import ApiError
 
@@ -283,7 +258,7 @@ class CohereProvider(EmbeddingProvider):
         except (ValueError, TypeError, AttributeError) as exc:
             raise self._malformed(exc) from None
 
-    def _read(self, response: Any, expected: int) -> _Answer:
+    def _read(self, response: Any, expected: int) -> Answer:
         embeddings = response.embeddings
         field = "float_" if self.embedding_type == "float" else self.embedding_type
         rows = getattr(embeddings, field, None)
@@ -300,7 +275,7 @@ class CohereProvider(EmbeddingProvider):
             vectors = [[float(x) for x in row] for row in rows]
         meta = getattr(response, "meta", None)
         billed = getattr(getattr(meta, "billed_units", None), "input_tokens", None)
-        return _Answer(vectors, int(billed) if billed else None)
+        return Answer(vectors, int(billed) if billed else None)
 
     def _api_error(self, exc: Exception) -> Exception:
         status = getattr(exc, "status_code", None)

@@ -30,15 +30,13 @@ import logging
 import struct
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 from urllib.parse import urlsplit
 
 from include.qdrant_migration.providers import packing, ratelimit
 from include.qdrant_migration.providers.base import (
     Credentials,
     EmbeddingError,
-    EmbeddingProvider,
     ModelInfo,
     ProviderConfigError,
     ProviderLimits,
@@ -48,7 +46,8 @@ from include.qdrant_migration.providers.packing import (
     PreparedTexts,
     TokenCounter,
 )
-from include.qdrant_migration.providers.ratelimit import LimiterSettings, RetryableError
+from include.qdrant_migration.providers.ratelimit import RetryableError
+from include.qdrant_migration.providers.remote import Answer, RemoteProvider
 
 if TYPE_CHECKING:
     import openai
@@ -73,13 +72,7 @@ OPENAI_ENCODING = "cl100k_base"
 _COMMON_OPTIONS = (*ratelimit.OPTION_KEYS, *packing.OPTION_KEYS, "encoding_format")
 
 
-@dataclass(frozen=True)
-class _Answer:
-    vectors: list[list[float]]
-    tokens: int | None
-
-
-class _OpenAIAPIProvider(EmbeddingProvider):
+class _OpenAIAPIProvider(RemoteProvider):
     """What both providers share: the SDK client, request loop, error mapping."""
 
     known_options: ClassVar[tuple[str, ...]] = _COMMON_OPTIONS
@@ -93,24 +86,11 @@ class _OpenAIAPIProvider(EmbeddingProvider):
         credentials: Credentials | None = None,
     ) -> None:
         super().__init__(model, dimensions=dimensions, options=options, credentials=credentials)
-        ratelimit.warn_unknown_options(self.options, self.known_options, self.name)
-        self.settings = LimiterSettings.from_options(self.options)
-        self.too_long_policy  # noqa: B018 - validate the option now, not mid-backfill
         self.encoding_format = str(self.options.get("encoding_format", "base64"))
         if self.encoding_format not in ("base64", "float"):
             raise ProviderConfigError("encoding_format must be 'base64' or 'float'.")
-        self.conn_id = credentials.conn_id if credentials is not None else "<no connection>"
-        self.what = f"{self.name} model {self.model!r} (Airflow connection {self.conn_id!r})"
-        self._limiter = ratelimit.shared_limiter(
-            (self.name, self.conn_id, str(self.base_url()), self.model), self.settings.budget
-        )
-        self._sdk: openai.OpenAI | None = None
-        self._sdk_lock = threading.Lock()
 
     # -- what subclasses decide ----------------------------------------------------------
-
-    def base_url(self) -> str | None:
-        return self.credentials.base_url if self.credentials is not None else None
 
     def api_key(self) -> str:
         raise NotImplementedError
@@ -161,16 +141,6 @@ class _OpenAIAPIProvider(EmbeddingProvider):
         info["tokenizer"] = self.token_counter().description
         return info
 
-    def limiter_stats(self) -> dict[str, float]:
-        """Requests, retries, 429s and waits of this endpoint's limiter in this process."""
-        return self._limiter.stats()
-
-    def close(self) -> None:
-        with self._sdk_lock:
-            if self._sdk is not None:
-                self._sdk.close()
-                self._sdk = None
-
     # -- requests ------------------------------------------------------------------------
 
     def _embed(self, texts: Sequence[str]) -> list[list[float]]:
@@ -210,9 +180,9 @@ class _OpenAIAPIProvider(EmbeddingProvider):
                 if self.base_url():
                     kwargs["base_url"] = self.base_url()
                 self._sdk = openai.OpenAI(**kwargs)
-            return self._sdk
+            return cast("openai.OpenAI", self._sdk)
 
-    def _request(self, texts: Sequence[str], timeout: float) -> _Answer:
+    def _request(self, texts: Sequence[str], timeout: float) -> Answer:
         import openai
 
         kwargs: dict[str, Any] = {"input": list(texts), "model": self.model, "timeout": timeout}
@@ -239,7 +209,7 @@ class _OpenAIAPIProvider(EmbeddingProvider):
         except (TypeError, AttributeError, ValueError, struct.error) as exc:
             raise self._malformed(exc) from None
 
-    def _read(self, response: Any, expected: int) -> _Answer:
+    def _read(self, response: Any, expected: int) -> Answer:
         items = list(response.data or [])
         if len(items) != expected:
             raise EmbeddingError(
@@ -258,7 +228,7 @@ class _OpenAIAPIProvider(EmbeddingProvider):
             )
         usage = getattr(response, "usage", None)
         tokens = getattr(usage, "prompt_tokens", None)
-        return _Answer([by_index[i] for i in range(expected)], int(tokens) if tokens else None)
+        return Answer([by_index[i] for i in range(expected)], int(tokens) if tokens else None)
 
     def _status_error(self, exc: openai.APIStatusError) -> Exception:
         body = exc.body
