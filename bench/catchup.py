@@ -21,7 +21,7 @@ from include.qdrant_migration.backfill import BackfillSettings, PartitionBackfil
 from include.qdrant_migration.catchup import CatchUp, CatchUpJob
 from include.qdrant_migration.collections import create_target
 from include.qdrant_migration.compatibility import Plan, assess
-from include.qdrant_migration.partitions import plan_partitions
+from include.qdrant_migration.partitions import partitions_for
 from include.qdrant_migration.providers import EmbeddingProvider, get_provider
 from include.qdrant_migration.spec import MigrationSpec
 from include.qdrant_migration.state import QdrantStateStore
@@ -43,14 +43,7 @@ def backfill(
     started = time.perf_counter()
     plan = assess(client, spec, provider, state)
     create_target(client, plan, state)
-    for partition in plan_partitions(
-        client,
-        state,
-        migration_id=plan.migration_id,
-        source_collection=SOURCE,
-        points_per_partition=spec.points_per_partition,
-        expected_points=plan.source.points,
-    ):
+    for partition in partitions_for(client, state, plan):
         PartitionBackfill(client, plan, partition, provider, state, BackfillSettings()).run()
     return plan, time.perf_counter() - started
 

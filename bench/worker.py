@@ -92,14 +92,7 @@ def migrate(
     spec = _spec(config, int(config.get("points_per_partition") or max(total, 1)))
     plan = compatibility.assess(client, spec, provider, state)
     collections.create_target(client, plan, state)
-    parts = partitions.plan_partitions(
-        client,
-        state,
-        migration_id=plan.migration_id,
-        source_collection=plan.source.collection,
-        points_per_partition=spec.points_per_partition,
-        expected_points=plan.source.points,
-    )
+    parts = partitions.partitions_for(client, state, plan)
     settings = BackfillSettings(
         batch_size=spec.batch_size, embed_concurrency=spec.embed_concurrency
     )

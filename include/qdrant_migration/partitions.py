@@ -14,11 +14,14 @@ import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qdrant_client import QdrantClient
 
 from include.qdrant_migration.state import StateStore, now_iso
+
+if TYPE_CHECKING:
+    from include.qdrant_migration.compatibility import Plan
 
 log = logging.getLogger(__name__)
 
@@ -158,3 +161,15 @@ def plan_partitions(
         fingerprint,
     )
     return partitions
+
+
+def partitions_for(client: QdrantClient, state: StateStore, plan: Plan) -> list[Partition]:
+    """The partition plan of a migration, sized by its ``points_per_partition`` param."""
+    return plan_partitions(
+        client,
+        state,
+        migration_id=plan.migration_id,
+        source_collection=plan.source.collection,
+        points_per_partition=int(plan.spec["points_per_partition"]),
+        expected_points=plan.source.points,
+    )

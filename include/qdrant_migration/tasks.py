@@ -31,7 +31,7 @@ from include.qdrant_migration import (
     recall,
     transform,
 )
-from include.qdrant_migration.partitions import Partition, plan_partitions
+from include.qdrant_migration.partitions import Partition, partitions_for
 from include.qdrant_migration.providers import (
     AuthError,
     Credentials,
@@ -270,14 +270,7 @@ def create_collection(plan_dict: dict[str, Any]) -> dict[str, Any]:
 def partitions(plan_dict: dict[str, Any]) -> list[dict[str, Any]]:
     plan = compatibility.Plan.from_dict(plan_dict)
     with _hook(plan.spec).client() as client:
-        parts = plan_partitions(
-            client,
-            QdrantStateStore(client),
-            migration_id=plan.migration_id,
-            source_collection=plan.source.collection,
-            points_per_partition=int(plan.spec["points_per_partition"]),
-            expected_points=plan.source.points,
-        )
+        parts = partitions_for(client, QdrantStateStore(client), plan)
     return [p.to_dict() for p in parts]
 
 

@@ -200,14 +200,7 @@ def prepare(
     """assess -> create_target -> plan_partitions, as the DAG does before the backfill."""
     plan = compatibility.assess(client, spec, provider, state)
     collections.create_target(client, plan, state)
-    parts = partitions.plan_partitions(
-        client,
-        state,
-        migration_id=plan.migration_id,
-        source_collection=plan.source.collection,
-        points_per_partition=spec.points_per_partition,
-        expected_points=plan.source.points,
-    )
+    parts = partitions.partitions_for(client, state, plan)
     return MigrationRun(plan, parts)
 
 

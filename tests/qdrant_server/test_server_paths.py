@@ -133,14 +133,7 @@ def test_core_flow_over_http(
         loading = client.get_collection(plan.target_collection)
         assert loading.config.optimizer_config.indexing_threshold == 0  # deferred during load
         assert set(loading.payload_schema) == {"module"}  # copied from the source
-        parts = partitions.plan_partitions(
-            client,
-            state,
-            migration_id=plan.migration_id,
-            source_collection=plan.source.collection,
-            points_per_partition=spec.points_per_partition,
-            expected_points=plan.source.points,
-        )
+        parts = partitions.partitions_for(client, state, plan)
         assert [p.points for p in parts] == [60, 60, 30]
 
         settings = BackfillSettings(batch_size=BATCH, embed_concurrency=2)
