@@ -143,6 +143,11 @@ def select_texts(
     )
 
 
+def skipped_ids(state: StateStore, migration_id: str) -> set[str]:
+    """Ids (as strings) of the points a migration recorded as skipped."""
+    return {str(doc["point_id"]) for doc in state.scan("skip", migration_id=migration_id)}
+
+
 def record_skips(
     state: StateStore, migration_id: str, skipped: Sequence[tuple[PointId, str]]
 ) -> None:

@@ -29,9 +29,10 @@ from typing import Any
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from include.qdrant_migration.backfill import record_skips, select_texts
+from include.qdrant_migration.backfill import record_skips, select_texts, skipped_ids
 from include.qdrant_migration.partitions import PointId, id_key
 from include.qdrant_migration.providers import EmbeddingError, EmbeddingProvider
+from include.qdrant_migration.qdrant import scroll_all
 from include.qdrant_migration.state import StateStore, now_iso
 from include.qdrant_migration.texts import extract_text
 
@@ -77,24 +78,6 @@ class CatchUpResult:
         return dict(self.__dict__)
 
 
-def _pages(
-    client: QdrantClient, collection: str, *, payload: bool, scroll_filter: qm.Filter | None = None
-) -> Iterator[Any]:
-    offset: Any = None
-    while True:
-        points, offset = client.scroll(
-            collection,
-            limit=PAGE,
-            offset=offset,
-            with_payload=payload,
-            with_vectors=False,
-            scroll_filter=scroll_filter,
-        )
-        yield from points
-        if offset is None:
-            return
-
-
 def _merge(left: Iterator[Any], right: Iterator[Any]) -> Iterator[tuple[Any | None, Any | None]]:
     """Pairs of records with the same id from two id-ordered streams (None where absent)."""
     a, b = next(left, None), next(right, None)
@@ -119,6 +102,8 @@ class CatchUp:
         self.state = state
         self.to_embed: list[Any] = []
         self.to_delete: list[PointId] = []
+        # Read once: looked up for every point missing from the target.
+        self.skips = skipped_ids(state, job.migration_id)
 
     def run(self) -> CatchUpResult:
         started = time.monotonic()
@@ -149,15 +134,18 @@ class CatchUp:
 
     def _full_compare(self, result: CatchUpResult) -> None:
         """One id-ordered pass over both collections, comparing payloads."""
-        source = _pages(self.client, self.job.source, payload=True)
-        target = _pages(self.client, self.job.target, payload=True)
+        source = scroll_all(self.client, self.job.source, with_payload=True)
+        target = scroll_all(self.client, self.job.target, with_payload=True)
         for src, tgt in _merge(source, target):
             self._classify(src, tgt, result)
 
     def _changed_since(self, result: CatchUpResult, since: str) -> None:
         """Only source points whose timestamp is at or after the watermark."""
-        changed = _pages(
-            self.client, self.job.source, payload=True, scroll_filter=self._since_filter(since)
+        changed = scroll_all(
+            self.client,
+            self.job.source,
+            with_payload=True,
+            scroll_filter=self._since_filter(since),
         )
         batch: list[Any] = []
         for record in changed:
@@ -178,8 +166,8 @@ class CatchUp:
 
     def _deletions(self, result: CatchUpResult) -> None:
         """Ids in the target that the source no longer has; new ids without a timestamp."""
-        source = _pages(self.client, self.job.source, payload=False)
-        target = _pages(self.client, self.job.target, payload=False)
+        source = scroll_all(self.client, self.job.source)
+        target = scroll_all(self.client, self.job.target)
         for src, tgt in _merge(source, target):
             if src is None:
                 assert tgt is not None
@@ -202,7 +190,7 @@ class CatchUp:
         return qm.Filter(must=[qm.FieldCondition(key=field_name, range=condition)])
 
     def _known_skip(self, point_id: PointId) -> bool:
-        return self.state.get("skip", f"{self.job.migration_id}/{point_id}") is not None
+        return str(point_id) in self.skips
 
     # -- applying changes ----------------------------------------------------------------
 
@@ -257,6 +245,7 @@ class CatchUp:
         if stale:  # a point whose text became unusable must not keep its old vector
             self.client.delete(self.job.target, qm.PointIdsList(points=stale), wait=True)
         record_skips(self.state, self.job.migration_id, usable.skipped)
+        self.skips.update(str(point_id) for point_id, _ in usable.skipped)
         for _, reason in usable.skipped:
             result.skipped_by_reason[reason] = result.skipped_by_reason.get(reason, 0) + 1
         result.skipped += len(usable.skipped)
@@ -277,7 +266,9 @@ class CatchUp:
             ],
             wait=True,
         )
-        for record in usable.records:
-            self.state.delete("skip", f"{self.job.migration_id}/{record.id}")
+        for record in usable.records:  # a point that was skipped has usable text now
+            if str(record.id) in self.skips:
+                self.skips.discard(str(record.id))
+                self.state.delete("skip", f"{self.job.migration_id}/{record.id}")
         result.embedded += len(usable.records)
         result.tokens += usable.tokens

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from qdrant_client import QdrantClient
 
+from include.qdrant_migration.qdrant import scroll_all
 from include.qdrant_migration.state import StateStore, now_iso
 
 if TYPE_CHECKING:
@@ -73,16 +74,9 @@ def _short(point_id: PointId | None) -> str:
     return text if len(text) <= 10 else text[:8] + "…"
 
 
-def _ids(client: QdrantClient, collection: str) -> Iterator[PointId]:
-    offset: Any = None
-    while True:
-        points, offset = client.scroll(
-            collection, limit=ID_PAGE, offset=offset, with_payload=False, with_vectors=False
-        )
-        for point in points:
-            yield point.id
-        if offset is None:
-            return
+def scroll_ids(client: QdrantClient, collection: str) -> Iterator[PointId]:
+    """Every id of ``collection`` in Qdrant's order, reading ids only."""
+    return (point.id for point in scroll_all(client, collection, page=ID_PAGE))
 
 
 def compute_boundaries(
@@ -91,7 +85,7 @@ def compute_boundaries(
     """Start ids of each partition after the first, and the point count of each."""
     boundaries: list[PointId] = []
     counts: list[int] = [0]
-    for point_id in _ids(client, collection):
+    for point_id in scroll_ids(client, collection):
         if counts[-1] == points_per_partition:
             boundaries.append(point_id)
             counts.append(0)

@@ -132,6 +132,30 @@ _versions: weakref.WeakKeyDictionary[QdrantClient, tuple[int, int, int] | None] 
 )
 
 
+def scroll_all(
+    client: QdrantClient,
+    collection: str,
+    *,
+    with_payload: bool = False,
+    scroll_filter: Any = None,
+    page: int = 256,
+) -> Iterator[Any]:
+    """Every point of ``collection`` (no vectors) in Qdrant's id order, a page at a time."""
+    offset: Any = None
+    while True:
+        points, offset = client.scroll(
+            collection,
+            limit=page,
+            offset=offset,
+            with_payload=with_payload,
+            with_vectors=False,
+            scroll_filter=scroll_filter,
+        )
+        yield from points
+        if offset is None:
+            return
+
+
 def server_version(client: QdrantClient) -> tuple[int, int, int] | None:
     """The server's version, or None for the embedded store (which has every local feature).
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import logging
 import statistics
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
+from include.qdrant_migration.backfill import skipped_ids
 from include.qdrant_migration.compatibility import Plan
-from include.qdrant_migration.partitions import PointId, id_key
+from include.qdrant_migration.partitions import PointId, id_key, scroll_ids
 from include.qdrant_migration.providers import EmbeddingProvider
 from include.qdrant_migration.qdrant import server_version
 from include.qdrant_migration.quality import query_like
@@ -40,18 +40,6 @@ class Readiness:
     reason: str
 
 
-def _ids(client: QdrantClient, collection: str) -> Iterator[PointId]:
-    offset: Any = None
-    while True:
-        points, offset = client.scroll(
-            collection, limit=1000, offset=offset, with_payload=False, with_vectors=False
-        )
-        for point in points:
-            yield point.id
-        if offset is None:
-            return
-
-
 def reconcile_ids(
     client: QdrantClient, source: str, target: str, state: StateStore, migration_id: str
 ) -> dict[str, Any]:
@@ -59,11 +47,11 @@ def reconcile_ids(
 
     Streams both collections once, holding only a few example ids in memory.
     """
-    skips = {str(d["point_id"]) for d in state.scan("skip", migration_id=migration_id)}
+    skips = skipped_ids(state, migration_id)
     missing = skipped = extra = 0
     missing_examples: list[PointId] = []
     extra_examples: list[PointId] = []
-    src, tgt = _ids(client, source), _ids(client, target)
+    src, tgt = scroll_ids(client, source), scroll_ids(client, target)
     s, t = next(src, None), next(tgt, None)
     while s is not None or t is not None:
         if t is None or (s is not None and id_key(s) < id_key(t)):

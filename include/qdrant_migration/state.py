@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from include.qdrant_migration.qdrant import supports
+from include.qdrant_migration.qdrant import scroll_all, supports
 
 STATE_COLLECTION = "qdrant_migration_state"
 _NAMESPACE = uuid.UUID("5b0f6a5e-8d0c-4d57-9b1c-2a5b8d3c7e11")
@@ -143,21 +143,16 @@ class QdrantStateStore:
             qm.FieldCondition(key=f"doc.{field}", match=qm.MatchValue(value=value))
             for field, value in match.items()
         ]
-        offset: Any = None
-        while True:
-            points, offset = self.client.scroll(
-                self.collection,
-                scroll_filter=qm.Filter(must=conditions),
-                limit=256,
-                offset=offset,
-                with_payload=True,
-            )
-            for point in points:
-                doc = (point.payload or {}).get("doc")
-                if isinstance(doc, dict):
-                    yield dict(doc)
-            if offset is None:
-                return
+        records = scroll_all(
+            self.client,
+            self.collection,
+            with_payload=True,
+            scroll_filter=qm.Filter(must=conditions),
+        )
+        for point in records:
+            doc = (point.payload or {}).get("doc")
+            if isinstance(doc, dict):
+                yield dict(doc)
 
 
 class LeaseBusyError(RuntimeError):
