@@ -10,21 +10,24 @@ over both collections). Target: a catch-up costs at most 5% of the full backfill
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
 from bench.common import ALIAS, SOURCE, cycled_records, drop_migration, seed_source
-from include.qdrant_migration.backfill import BackfillSettings, PartitionBackfill
-from include.qdrant_migration.catchup import CatchUp, CatchUpJob
 from include.qdrant_migration.collections import create_target
-from include.qdrant_migration.compatibility import Plan, assess
-from include.qdrant_migration.partitions import partitions_for
+from include.qdrant_migration.compatibility import assess
+from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.providers import EmbeddingProvider, get_provider
 from include.qdrant_migration.spec import MigrationSpec
 from include.qdrant_migration.state import QdrantStateStore
+from include.qdrant_migration.sync.backfill import BackfillSettings, PartitionBackfill
+from include.qdrant_migration.sync.catchup import CatchUp, CatchUpJob
+from include.qdrant_migration.sync.partitions import partitions_for
 
 TARGET = 0.05
 
@@ -73,20 +76,14 @@ def measure(points: int, provider: EmbeddingProvider, stamped: bool) -> dict[str
     records = ({**r, "updated_at": 0.0} for r in cycled_records(points))
     seed_source(client, records)
     plan, full = backfill(client, provider, stamped)
-    job = CatchUpJob(
-        migration_id=plan.migration_id,
-        source=SOURCE,
-        target=plan.target_collection,
-        text_field="text",
-        vector_name=None,
-        provider=provider,
+    job = dataclasses.replace(
+        CatchUpJob.forward(plan, provider),
         updated_at_field="updated_at" if stamped else None,
         overlap_s=1,
     )
     state = QdrantStateStore(client)
-    if stamped:
-        CatchUp(client, job, state).run()  # the first pass sets the watermark
-        time.sleep(1.5)
+    if stamped:  # the first pass sets the watermark, as if it had run a minute ago
+        CatchUp(client, job, state, clock=lambda: datetime.now(tz=UTC) - timedelta(minutes=1)).run()
     changed = change_one_percent(client, points, time.time())
     started = time.perf_counter()
     result = CatchUp(client, job, state).run()

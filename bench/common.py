@@ -15,7 +15,7 @@ from typing import Any
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from include.qdrant_migration.demo import read_corpus
+from scripts.seeding import read_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = "bench_v1"

@@ -43,9 +43,9 @@ from qdrant_client import QdrantClient  # noqa: E402
 from qdrant_client import models as qm  # noqa: E402
 
 from include.qdrant_migration import linear_map  # noqa: E402
-from include.qdrant_migration.demo import read_corpus  # noqa: E402
+from include.qdrant_migration.checks.quality import query_like  # noqa: E402
 from include.qdrant_migration.providers import get_provider  # noqa: E402
-from include.qdrant_migration.quality import query_like  # noqa: E402
+from scripts.seeding import read_corpus  # noqa: E402
 
 OLD_MODEL = "all-MiniLM-L6-v2"
 NEW_MODEL = "multilingual-e5-small"

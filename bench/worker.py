@@ -27,13 +27,18 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
 from bench.common import ALIAS, SOURCE, drop_migration, seed_source
-from include.qdrant_migration import collections, compatibility, partitions
-from include.qdrant_migration.backfill import BackfillSettings, PartitionBackfill, summarize
-from include.qdrant_migration.demo import read_corpus
+from include.qdrant_migration import collections, compatibility
 from include.qdrant_migration.providers import Credentials, EmbeddingProvider, get_provider
 from include.qdrant_migration.qdrant import QdrantSettings, open_client
 from include.qdrant_migration.spec import MigrationSpec
 from include.qdrant_migration.state import QdrantStateStore
+from include.qdrant_migration.sync import partitions
+from include.qdrant_migration.sync.backfill import (
+    BackfillSettings,
+    BackfillSummary,
+    PartitionBackfill,
+)
+from scripts.seeding import read_corpus
 
 CONN_ID = "bench_standin"
 
@@ -93,21 +98,19 @@ def migrate(
     plan = compatibility.assess(client, spec, provider, state)
     collections.create_target(client, plan, state)
     parts = partitions.partitions_for(client, state, plan)
-    settings = BackfillSettings(
-        batch_size=spec.batch_size, embed_concurrency=spec.embed_concurrency
-    )
+    settings = BackfillSettings.of(plan)
     rss_before = _rss()
     started, cpu = time.monotonic(), _cpu_s()
     results = [PartitionBackfill(client, plan, p, provider, state, settings).run() for p in parts]
     finished, cpu = time.monotonic(), _cpu_s() - cpu
-    summary = summarize(results)
+    summary = BackfillSummary.of(results)
     return {
         "started": started,
         "finished": finished,
         "seconds": finished - started,
         "cpu_seconds": cpu,
-        "points": summary["embedded"] + summary["skipped"],
-        "embedded": summary["embedded"],
+        "points": summary.embedded + summary.skipped,
+        "embedded": summary.embedded,
         "partitions": len(parts),
         "rss_before_backfill": rss_before,
         "target": plan.target_collection,

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from include.qdrant_migration.approvals import (  # noqa: E402
+from scripts.approvals_client import (  # noqa: E402
     DAG_ID,
     ApprovalClient,
     ApprovalError,

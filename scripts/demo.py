@@ -50,26 +50,28 @@ def _environment() -> None:
 
 
 def seed(limit: int | None) -> int:
-    from include.qdrant_migration.demo import read_corpus, seed_collection
+    """Seed the demo store; returns the number of points."""
     from include.qdrant_migration.providers import get_provider
     from include.qdrant_migration.qdrant import QdrantSettings, open_client
+    from scripts.seeding import read_corpus, seed_collection
 
     shutil.rmtree(STORE, ignore_errors=True)
     with open_client(QdrantSettings(path=str(STORE))) as client:
-        return seed_collection(
+        seeded: int = seed_collection(
             client,
             collection=f"{ALIAS}_v1",
             alias=ALIAS,
             records=read_corpus(limit=limit),
             provider=get_provider("local", "all-MiniLM-L6-v2"),
         )
+    return seeded
 
 
 def approve_when_asked(decision: str, outcome: dict[str, Any]) -> None:
     from airflow.api_fastapi.app import create_app
     from fastapi.testclient import TestClient
 
-    from include.qdrant_migration.approvals import ApprovalClient
+    from scripts.approvals_client import ApprovalClient
 
     api = ApprovalClient(TestClient(create_app(apps="core")))
     detail = api.wait_for(timeout_s=3600)
@@ -82,13 +84,14 @@ def verify(sample: int = 200) -> dict[str, Any]:
     """Query through the alias with the new model: does each document find itself first?"""
     from include.qdrant_migration.providers import get_provider
     from include.qdrant_migration.qdrant import QdrantSettings, open_client
-    from include.qdrant_migration.state import QdrantStateStore
+    from include.qdrant_migration.state import QdrantStateStore, RecordKind
 
     model = get_provider("local", "multilingual-e5-small")
     with open_client(QdrantSettings(path=str(STORE))) as client:
         target = {a.alias_name: a.collection_name for a in client.get_aliases().aliases}[ALIAS]
-        reports = list(QdrantStateStore(client).scan("report"))
+        reports = list(QdrantStateStore(client).scan(RecordKind.REPORT))
         evidence = reports[-1]["evidence"] if reports else {}
+        recall = evidence.get("recall", {})
         points, _ = client.scroll(ALIAS, limit=sample, with_payload=True)
         queries = model.embed_queries([p.payload["text"] for p in points if p.payload])
         hits = sum(
@@ -100,7 +103,7 @@ def verify(sample: int = 200) -> dict[str, Any]:
             "points_to": target,
             "points": client.count(ALIAS, exact=True).count,
             "source_points": client.count(f"{ALIAS}_v1", exact=True).count,
-            "recall_at_10_ann_vs_exact": evidence.get("recall_at_k"),
+            "recall_at_10_ann_vs_exact": recall.get("recall_at_k"),
             "embedded": evidence.get("backfill", {}).get("embedded"),
             "skipped": evidence.get("backfill", {}).get("skipped"),
             "new_model_query_finds_own_document_first": round(hits / len(points), 3),

@@ -1,7 +1,8 @@
 """Move a Qdrant collection to a new embedding model with zero downtime.
 
-Everything here is plain Python that knows nothing of Airflow, except
-:mod:`include.qdrant_migration.airflow_support`, the only module that imports Airflow.
+Everything here is plain, typed Python that knows nothing of Airflow, except the
+:mod:`include.qdrant_migration.airflow` subpackage (hooks, operators, task bodies, assets),
+the only code that imports Airflow. See the README's layout for what lives where.
 """
 
 from __future__ import annotations

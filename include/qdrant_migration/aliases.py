@@ -9,15 +9,34 @@ The old collection is left in place for rollback.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from include.qdrant_migration.state import StateStore, now_iso
+from include.qdrant_migration.state import (
+    MigrationRecord,
+    Migrations,
+    MigrationStatus,
+    StateStore,
+    StatusError,
+    now_iso,
+)
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    """One atomic move of an alias: what a swap or a rollback did."""
+
+    alias: str
+    from_collection: str
+    to_collection: str
+    migration_id: str
+    action: str
+    at: str
 
 
 class AliasMovedError(RuntimeError):
@@ -58,46 +77,51 @@ def move_alias(client: QdrantClient, alias: str, *, expected: str, new: str) -> 
     log.info("Alias %s: %s -> %s", alias, expected, new)
 
 
-def swap_alias(
-    client: QdrantClient,
-    state: StateStore,
-    *,
-    migration_id: str,
-    alias: str,
-    source: str,
-    target: str,
-) -> dict[str, Any]:
-    move_alias(client, alias, expected=source, new=target)
-    doc = state.get("migration", migration_id) or {"migration_id": migration_id}
-    doc.update({"status": "swapped", "swapped_at": now_iso(), "previous_collection": source})
-    state.put("migration", migration_id, doc)
-    return {"alias": alias, "from": source, "to": target, "at": doc["swapped_at"]}
+def swap_alias(client: QdrantClient, state: StateStore, record: MigrationRecord) -> AliasMove:
+    """Move the migration's alias from its source to its target, and record the swap."""
+    migrations = Migrations(state)
+    if record.status is not MigrationStatus.READY:
+        raise StatusError(
+            f"Migration {record.migration_id} is {record.status.value}, not ready: its target "
+            "is not known to be complete and caught up, so the alias stays."
+        )
+    source, target = record.source_collection, record.target_collection
+    move_alias(client, record.alias, expected=source, new=target)
+    done = migrations.transition(
+        record, MigrationStatus.SWAPPED, swapped_at=now_iso(), previous_collection=source
+    )
+    return AliasMove(
+        record.alias, source, target, record.migration_id, "swap", str(done.swapped_at)
+    )
 
 
 class LifecycleError(RuntimeError):
     """A rollback or retire cannot be done as asked; nothing was changed."""
 
 
-def _swapped_migration(state: StateStore, alias: str, current: str | None) -> dict[str, Any]:
-    for doc in state.scan("migration", alias=alias):
-        if doc.get("status") == "swapped" and doc.get("target_collection") == current:
-            return doc
+def _swapped_migration(state: StateStore, alias: str, current: str | None) -> MigrationRecord:
+    for record in Migrations(state).all(alias=alias):
+        if record.status is MigrationStatus.SWAPPED and record.target_collection == current:
+            return record
     raise LifecycleError(
         f"No swapped migration moved alias {alias!r} to its current collection {current!r}; "
         "there is nothing to roll back."
     )
 
 
-def rollback(client: QdrantClient, state: StateStore, *, alias: str) -> dict[str, Any]:
+def rollback(client: QdrantClient, state: StateStore, *, alias: str) -> AliasMove:
     """Point ``alias`` back at the collection it served before the last swap, atomically."""
     current = current_target(client, alias)
-    doc = _swapped_migration(state, alias, current)
-    previous = str(doc["previous_collection"])
+    record = _swapped_migration(state, alias, current)
     assert current is not None
+    previous = record.previous_collection or record.source_collection
     move_alias(client, alias, expected=current, new=previous)
-    doc.update({"status": "rolled_back", "rolled_back_at": now_iso()})
-    state.put("migration", doc["migration_id"], doc)
-    return {"alias": alias, "from": current, "to": previous, "migration_id": doc["migration_id"]}
+    done = Migrations(state).transition(
+        record, MigrationStatus.ROLLED_BACK, rolled_back_at=now_iso()
+    )
+    return AliasMove(
+        alias, current, previous, record.migration_id, "rollback", str(done.rolled_back_at)
+    )
 
 
 def retire(
@@ -107,27 +131,28 @@ def retire(
     migration_id: str,
     observation_days: float,
     now: datetime | None = None,
-) -> dict[str, Any]:
+) -> dict[str, str | bool | None]:
     """Delete the collection a migration left unused, and stop catching it up.
 
     After a swap that is the old collection, and only once the observation period has
     passed since the swap. Otherwise (rejected, rolled back) it is the new collection.
     A collection an alias points at is never deleted.
     """
-    doc = state.get("migration", migration_id)
-    if doc is None:
+    migrations = Migrations(state)
+    record = migrations.get(migration_id)
+    if record is None:
         raise LifecycleError(f"No migration {migration_id!r} is recorded.")
-    if doc.get("status") == "retired":
+    if record.status is MigrationStatus.RETIRED:
         return {"migration_id": migration_id, "deleted": None, "already": True}
-    if doc.get("status") == "quantized":
+    if record.status is MigrationStatus.QUANTIZED:
         raise LifecycleError(
-            f"{migration_id} changed the quantization of {doc.get('source_collection')!r} in "
+            f"{migration_id} changed the quantization of {record.source_collection!r} in "
             "place; it made no collection, so there is nothing to retire. To undo it, migrate "
             "again with the previous quantization."
         )
-    if doc.get("status") == "swapped":
-        victim = str(doc["source_collection"])
-        swapped_at = datetime.fromisoformat(str(doc["swapped_at"]))
+    if record.status is MigrationStatus.SWAPPED:
+        victim = record.source_collection
+        swapped_at = datetime.fromisoformat(str(record.swapped_at))
         ready = swapped_at + timedelta(days=observation_days)
         if (now or datetime.now(tz=UTC)) < ready:
             raise LifecycleError(
@@ -136,7 +161,7 @@ def retire(
                 f"(observation_days={observation_days})."
             )
     else:
-        victim = str(doc["target_collection"])
+        victim = record.target_collection
     serving = [a.alias_name for a in client.get_aliases().aliases if a.collection_name == victim]
     if serving:
         raise LifecycleError(
@@ -144,6 +169,7 @@ def retire(
         )
     if client.collection_exists(victim):
         client.delete_collection(victim)
-    doc.update({"status": "retired", "retired_at": now_iso(), "deleted_collection": victim})
-    state.put("migration", migration_id, doc)
+    migrations.transition(
+        record, MigrationStatus.RETIRED, retired_at=now_iso(), deleted_collection=victim
+    )
     return {"migration_id": migration_id, "deleted": victim}

@@ -11,6 +11,7 @@ supports it, and always into the state store.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -18,9 +19,16 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
 from include.qdrant_migration import quantization
-from include.qdrant_migration.compatibility import Plan
+from include.qdrant_migration.plan import Lineage, Plan
 from include.qdrant_migration.qdrant import supports
-from include.qdrant_migration.state import StateStore, now_iso
+from include.qdrant_migration.state import (
+    MigrationRecord,
+    Migrations,
+    MigrationStatus,
+    StateStore,
+    now_iso,
+)
+from include.qdrant_migration.sync.backfill import forget_progress
 
 log = logging.getLogger(__name__)
 
@@ -32,56 +40,62 @@ class CollectionConflictError(RuntimeError):
     """A collection with the target's name exists and was not made by this migration."""
 
 
-def lineage_record(plan: Plan) -> dict[str, Any]:
-    return {
-        "migration_id": plan.migration_id,
-        "source_collection": plan.source.collection,
-        "source_lineage": plan.source.lineage,
-        "alias": plan.alias,
-        "text_field": plan.spec["text_field"],
-        **plan.target_lineage,
-    }
+def lineage_record(plan: Plan) -> Lineage:
+    lineage = plan.target_lineage.copy()
+    lineage["migration_id"] = plan.migration_id
+    lineage["source_collection"] = plan.source.collection
+    lineage["source_lineage"] = plan.source.lineage
+    lineage["alias"] = plan.alias
+    lineage["text_field"] = plan.spec.text_field
+    return lineage
 
 
-def _vector_params(plan: Plan, source: qm.CollectionInfo) -> Any:
-    src = source.config.params.vectors
-    src_params = src if isinstance(src, qm.VectorParams) else next(iter((src or {}).values()))
+def _source_vector(source: qm.CollectionInfo, name: str | None) -> qm.VectorParams:
+    vectors = source.config.params.vectors
+    if isinstance(vectors, qm.VectorParams):
+        return vectors
+    return (vectors or {})[name or ""]
+
+
+def _vector_params(
+    plan: Plan, source: qm.CollectionInfo
+) -> qm.VectorParams | dict[str, qm.VectorParams]:
+    src_params = _source_vector(source, plan.vector_name)
     params = qm.VectorParams(
         size=plan.target_dimension,
         distance=qm.Distance(plan.source.distance),
         hnsw_config=src_params.hnsw_config,
-        quantization_config=quantization.vector_quantization(
-            src_params, plan.spec.get("quantization")
-        ),
+        quantization_config=quantization.vector_quantization(src_params, plan.spec.quantization),
         on_disk=src_params.on_disk,
         # float16 carries over; an integer datatype was chosen for the old model's values.
         datatype=src_params.datatype if src_params.datatype == qm.Datatype.FLOAT16 else None,
     )
-    if plan.source.vector_name is None:
+    if plan.vector_name is None:
         return params
-    return {plan.source.vector_name: params}
+    return {plan.vector_name: params}
 
 
 def _hnsw_diff(config: qm.HnswConfig) -> qm.HnswConfigDiff:
     return qm.HnswConfigDiff(**config.model_dump(exclude_none=True))
 
 
-def create_target(client: QdrantClient, plan: Plan, state: StateStore) -> dict[str, Any]:
+def create_target(client: QdrantClient, plan: Plan, state: StateStore) -> dict[str, str | bool]:
     """Create the target (or reuse the one this migration made); returns what was done."""
     name = plan.target_collection
-    if client.collection_exists(name):
-        _check_reusable(client, plan, state)
-        log.info("Reusing %s, created earlier by migration %s", name, plan.migration_id)
-        _record(state, plan, original_threshold=None)
-        return {"collection": name, "created": False}
-
     source = client.get_collection(plan.source.collection)
     source_threshold = source.config.optimizer_config.indexing_threshold
     # 0 on the source means "indexing deliberately off": keep it so.
     original_threshold = (
         DEFAULT_INDEXING_THRESHOLD if source_threshold is None else source_threshold
     )
-    lineage = lineage_record(plan) | {"created_at": now_iso()}
+    if client.collection_exists(name):
+        _check_reusable(client, plan, state)
+        log.info("Reusing %s, created earlier by migration %s", name, plan.migration_id)
+        _record(state, plan, original_threshold=original_threshold, fresh=False)
+        return {"collection": name, "created": False}
+
+    lineage = lineage_record(plan)
+    lineage["created_at"] = now_iso()
     kwargs: dict[str, Any] = {
         "vectors_config": _vector_params(plan, source),
         "shard_number": source.config.params.shard_number,
@@ -89,7 +103,7 @@ def create_target(client: QdrantClient, plan: Plan, state: StateStore) -> dict[s
         "write_consistency_factor": source.config.params.write_consistency_factor,
         "on_disk_payload": source.config.params.on_disk_payload,
         "hnsw_config": _hnsw_diff(source.config.hnsw_config),
-        "quantization_config": quantization.for_target(source, plan.spec.get("quantization")),
+        "quantization_config": quantization.for_target(source, plan.spec.quantization),
         # Defer HNSW building while bulk-loading a collection that serves no queries.
         "optimizers_config": qm.OptimizersConfigDiff(indexing_threshold=0),
     }
@@ -103,26 +117,36 @@ def create_target(client: QdrantClient, plan: Plan, state: StateStore) -> dict[s
         if field_schema is not None:
             client.create_payload_index(name, field_name, field_schema=field_schema, wait=True)
     log.info("Created %s (%d-d, %s)", name, plan.target_dimension, plan.source.distance)
-    _record(state, plan, original_threshold=original_threshold)
+    _record(state, plan, original_threshold=original_threshold, fresh=True)
     return {"collection": name, "created": True}
 
 
-def _record(state: StateStore, plan: Plan, *, original_threshold: int | None) -> None:
-    doc = state.get("migration", plan.migration_id) or {"created_at": now_iso()}
-    doc.update(
-        {
-            "migration_id": plan.migration_id,
-            "alias": plan.alias,
-            "source_collection": plan.source.collection,
-            "target_collection": plan.target_collection,
-            "lineage": lineage_record(plan),
-            "spec": plan.spec,
-            "status": doc.get("status", "loading"),
-        }
+def _record(state: StateStore, plan: Plan, *, original_threshold: int, fresh: bool) -> None:
+    """Record the migration; a freshly created target starts (again) at LOADING."""
+    migrations = Migrations(state)
+    previous = migrations.get(plan.migration_id)
+    record = MigrationRecord(
+        migration_id=plan.migration_id,
+        alias=plan.alias,
+        source_collection=plan.source.collection,
+        target_collection=plan.target_collection,
+        strategy=plan.strategy.value,
+        status=MigrationStatus.LOADING,
+        plan=plan,
+        lineage=lineage_record(plan),
+        indexing_threshold=original_threshold,
     )
-    if original_threshold is not None:
-        doc["indexing_threshold"] = original_threshold
-    state.put("migration", plan.migration_id, doc)
+    if previous is not None and not fresh:
+        # The source's threshold as recorded when the target was made (the source's own
+        # setting may have been changed since; the record wins).
+        threshold = previous.indexing_threshold
+        record = dataclasses.replace(
+            previous,
+            plan=plan,
+            lineage=record.lineage,
+            indexing_threshold=original_threshold if threshold is None else threshold,
+        )
+    migrations.put(record)
 
 
 def _check_reusable(client: QdrantClient, plan: Plan, state: StateStore) -> None:
@@ -131,7 +155,7 @@ def _check_reusable(client: QdrantClient, plan: Plan, state: StateStore) -> None
     params = (
         vectors
         if isinstance(vectors, qm.VectorParams)
-        else (vectors or {}).get(plan.source.vector_name or "")
+        else (vectors or {}).get(plan.vector_name or "")
     )
     meta = (info.config.metadata or {}).get(METADATA_KEY, {})
     problems = []
@@ -139,7 +163,8 @@ def _check_reusable(client: QdrantClient, plan: Plan, state: StateStore) -> None
         problems.append("it has a different vector layout")
     elif params.size != plan.target_dimension or params.distance.value != plan.source.distance:
         problems.append(f"its vectors are {params.size}-d {params.distance.value}")
-    recorded = (state.get("migration", plan.migration_id) or {}).get("target_collection")
+    previous = Migrations(state).get(plan.migration_id)
+    recorded = previous.target_collection if previous is not None else None
     if meta and meta.get("migration_id") != plan.migration_id:
         problems.append(f"it belongs to migration {meta.get('migration_id')}")
     elif not meta and recorded != plan.target_collection:
@@ -152,19 +177,11 @@ def _check_reusable(client: QdrantClient, plan: Plan, state: StateStore) -> None
         )
 
 
-def forget_progress(state: StateStore, migration_id: str) -> None:
-    """A freshly created target holds nothing: drop plans and checkpoints of an older one."""
-    state.delete("plan", migration_id)
-    for checkpoint in list(state.scan("checkpoint", migration_id=migration_id)):
-        key = f"{migration_id}/{checkpoint['fingerprint']}/{checkpoint['partition']}"
-        state.delete("checkpoint", key)
-
-
 def finish_bulk_load(client: QdrantClient, plan: Plan, state: StateStore) -> None:
     """Restore the source's indexing threshold so Qdrant builds the HNSW index."""
-    doc = state.get("migration", plan.migration_id) or {}
-    recorded = doc.get("indexing_threshold")
-    threshold = DEFAULT_INDEXING_THRESHOLD if recorded is None else int(recorded)
+    record = Migrations(state).get(plan.migration_id)
+    recorded = record.indexing_threshold if record is not None else None
+    threshold = DEFAULT_INDEXING_THRESHOLD if recorded is None else recorded
     current = client.get_collection(plan.target_collection).config.optimizer_config
     if current.indexing_threshold != threshold:
         client.update_collection(

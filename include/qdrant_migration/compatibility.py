@@ -12,90 +12,31 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import cast
 
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from include.qdrant_migration import quantization
-from include.qdrant_migration.providers import EmbeddingProvider
-from include.qdrant_migration.spec import (
-    LINEAR_MAP,
-    MATRYOSHKA_TRUNCATION,
-    QUANTIZATION_ONLY,
-    MigrationSpec,
-)
-from include.qdrant_migration.state import STATE_COLLECTION, StateStore
+from include.qdrant_migration import estimate, quantization
+from include.qdrant_migration.plan import Lineage, Plan, SourceInfo
+from include.qdrant_migration.providers import EmbeddingProvider, canonical_model
+from include.qdrant_migration.qdrant import point_id
+from include.qdrant_migration.spec import MigrationSpec, Strategy
+from include.qdrant_migration.state import STATE_COLLECTION, Migrations, StateStore
 from include.qdrant_migration.strategy import (
-    AlreadyMigratedError,
     CompatibilityError,
     Decision,
     Facts,
+    OldModel,
     choose_strategy,
     old_model,
 )
 from include.qdrant_migration.texts import extract_text
 
-__all__ = [
-    "AlreadyMigratedError",
-    "CompatibilityError",
-    "Plan",
-    "SourceInfo",
-    "assess",
-    "probe_dimension",
-    "read_source",
-    "resolve_alias",
-    "target_name",
-]
-
 log = logging.getLogger(__name__)
 
 SAMPLE_SIZE = 64
 _VERSION_SUFFIX = re.compile(r"__.+__v\d+$")
-
-
-@dataclass(frozen=True)
-class SourceInfo:
-    collection: str
-    vector_name: str | None
-    size: int
-    distance: str
-    points: int
-    sample_ids: list[Any]
-    text_coverage: float
-    lineage: dict[str, Any] = field(default_factory=dict)
-    quantization: str = "none"
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Everything later tasks need; serialized as the assess_compatibility XCom."""
-
-    migration_id: str
-    alias: str
-    strategy: str
-    reasons: list[str]
-    source: SourceInfo
-    target_collection: str
-    target_dimension: int
-    target_lineage: dict[str, Any]
-    spec: dict[str, Any]
-    #: What the dry run shows and the report compares with the actuals (estimate.py).
-    estimate: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def creates_target(self) -> bool:
-        return self.strategy != QUANTIZATION_ONLY
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Plan:
-        fields = dict(data)
-        fields["source"] = SourceInfo(**fields["source"])
-        return cls(**fields)
 
 
 def resolve_alias(client: QdrantClient, alias: str) -> str:
@@ -161,9 +102,9 @@ def read_source(client: QdrantClient, collection: str, text_field: str) -> Sourc
         size=size,
         distance=distance,
         points=points,
-        sample_ids=[p.id for p in with_text[:16]],
+        sample_ids=[point_id(p.id) for p in with_text[:16]],
         text_coverage=round(coverage, 4),
-        lineage=dict(lineage) if isinstance(lineage, dict) else {},
+        lineage=cast(Lineage, dict(lineage)) if isinstance(lineage, dict) else Lineage(),
         quantization=quantization.current(info, vector_name),
     )
 
@@ -199,6 +140,13 @@ def target_name(client: QdrantClient, source: str, slug: str) -> str:
     return f"{base}__{slug}__v{max(versions, default=0) + 1}"
 
 
+def old_model_of(spec: MigrationSpec, source: SourceInfo) -> OldModel | None:
+    """The model that made the source's vectors (params first, then lineage), if known."""
+    return old_model(
+        source.lineage, spec.source_provider, spec.source_model, spec.provider, canonical_model
+    )
+
+
 def facts_of(spec: MigrationSpec, provider: EmbeddingProvider, source: SourceInfo) -> Facts:
     """What the strategy choice depends on, from the request, the provider and the source."""
     return Facts(
@@ -206,14 +154,14 @@ def facts_of(spec: MigrationSpec, provider: EmbeddingProvider, source: SourceInf
         source_size=source.size,
         source_distance=source.distance,
         source_points=source.points,
-        old=old_model(source.lineage, spec.source_provider, spec.source_model, spec.provider),
+        old=old_model_of(spec, source),
         new_provider=spec.provider,
         new_model=provider.model,
         new_info=provider.model_info(),
         dimensions=spec.dimensions,
         current_quantization=source.quantization,
         quantization=spec.quantization,
-        forced=spec.strategy,
+        forced=spec.forced_strategy,
         allow_linear_map=spec.allow_linear_map,
         map_sample_size=spec.map_sample_size,
         min_map_retention=spec.min_map_retention,
@@ -232,13 +180,11 @@ def assess(
     a quantization change, which makes no embedding call at all), and a few sample texts
     to measure throughput when no rate budget is configured (see estimate.py).
     """
-    from include.qdrant_migration import estimate
-
     source_collection = resolve_alias(client, spec.alias)
     source = read_source(client, source_collection, spec.text_field)
     decision = choose_strategy(facts_of(spec, provider, source))
     migration_id = spec.migration_id(source_collection, decision.strategy)
-    if decision.strategy == QUANTIZATION_ONLY:
+    if not decision.strategy.creates_target:
         plan = _in_place_plan(spec, source, migration_id, decision)
     else:
         plan = _new_target_plan(client, spec, provider, state, source, migration_id, decision)
@@ -249,8 +195,11 @@ def _in_place_plan(
     spec: MigrationSpec, source: SourceInfo, migration_id: str, decision: Decision
 ) -> Plan:
     """Quantization only: the "target" is the source itself, changed in place."""
-    old = old_model(source.lineage, spec.source_provider, spec.source_model, spec.provider)
-    made_by = {"provider": old.provider, "model": old.model} if old is not None else {}
+    lineage = source.lineage.copy()
+    old = old_model_of(spec, source)
+    if old is not None:
+        lineage["provider"], lineage["model"] = old.provider, old.model
+    lineage["dimensions"], lineage["quantization"] = source.size, spec.quantization
     return Plan(
         migration_id=migration_id,
         alias=spec.alias,
@@ -259,16 +208,14 @@ def _in_place_plan(
         source=source,
         target_collection=source.collection,
         target_dimension=source.size,
-        target_lineage=source.lineage
-        | made_by
-        | {"dimensions": source.size, "quantization": spec.quantization},
-        spec=spec.to_dict(),
+        target_lineage=lineage,
+        spec=spec,
     )
 
 
-def _coverage_reason(spec: MigrationSpec, source: SourceInfo, strategy: str) -> str:
+def _coverage_reason(spec: MigrationSpec, source: SourceInfo, strategy: Strategy) -> str:
     share = f"{(1 - source.text_coverage):.0%} of sampled points lack text in {spec.text_field!r}"
-    if strategy in (MATRYOSHKA_TRUNCATION, LINEAR_MAP):
+    if strategy.derives_vectors:
         return (
             f"{share}; their stored vectors are carried over all the same (only points added "
             f"or edited later are embedded, under bad_text_policy={spec.bad_text_policy!r})."
@@ -286,9 +233,9 @@ def _new_target_plan(
     decision: Decision,
 ) -> Plan:
     dimension = probe_dimension(provider, spec)
-    previous = state.get("migration", migration_id)
-    if previous and previous.get("target_collection"):
-        target = str(previous["target_collection"])
+    previous = Migrations(state).get(migration_id)
+    if previous is not None:
+        target = previous.target_collection
         reasons = [f"Continuing migration {migration_id} into {target} (started earlier)."]
     else:
         target = target_name(client, source.collection, spec.model_slug())
@@ -296,8 +243,9 @@ def _new_target_plan(
     reasons += decision.reasons
     if source.text_coverage < 1.0:
         reasons.append(_coverage_reason(spec, source, decision.strategy))
-    lineage = provider.lineage() | {"dimensions": dimension, "strategy": decision.strategy}
-    if decision.strategy == MATRYOSHKA_TRUNCATION:
+    lineage = cast(Lineage, dict(provider.lineage()))
+    lineage["dimensions"], lineage["strategy"] = dimension, decision.strategy.value
+    if decision.strategy is Strategy.MATRYOSHKA_TRUNCATION:
         lineage["truncated_from"] = source.size
     return Plan(
         migration_id=migration_id,
@@ -308,5 +256,5 @@ def _new_target_plan(
         target_collection=target,
         target_dimension=dimension,
         target_lineage=lineage,
-        spec=spec.to_dict(),
+        spec=spec,
     )

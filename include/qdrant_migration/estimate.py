@@ -23,25 +23,17 @@ import time
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
 from include.qdrant_migration import quantization
+from include.qdrant_migration.plan import Estimate, Plan
 from include.qdrant_migration.providers import EmbeddingProvider
-from include.qdrant_migration.quality import query_like
-from include.qdrant_migration.spec import (
-    FULL_REEMBED,
-    LINEAR_MAP,
-    MAX_PARALLEL_PARTITIONS,
-    QUANTIZATION_ONLY,
-)
+from include.qdrant_migration.spec import MAX_PARALLEL_PARTITIONS, Strategy
 from include.qdrant_migration.state import STATE_COLLECTION
-from include.qdrant_migration.texts import extract_text
-
-if TYPE_CHECKING:
-    from include.qdrant_migration.compatibility import Plan
+from include.qdrant_migration.texts import extract_text, query_like
 
 PRICES = Path(__file__).resolve().parent / "data" / "prices.json"
 #: Texts whose tokens are counted (a random sample; the whole source if smaller).
@@ -124,15 +116,15 @@ def _scale(value: float, sample: TextSample, points: int) -> int:
 def _work(plan: Plan, sample: TextSample) -> tuple[int, int, int]:
     """(texts embedded as documents, tokens of documents and queries, vectors copied)."""
     points = plan.source.points
-    if plan.strategy == FULL_REEMBED:
+    if plan.strategy is Strategy.FULL_REEMBED:
         return _scale(sample.usable, sample, points), _scale(sample.tokens, sample, points), 0
-    if plan.strategy == LINEAR_MAP:
-        fit = round(min(int(plan.spec["map_sample_size"]), points) * sample.usable_share)
+    if plan.strategy is Strategy.LINEAR_MAP:
+        fit = round(min(plan.spec.map_sample_size, points) * sample.usable_share)
         held_out = math.ceil(fit * HELD_OUT_SHARE)
         per_query = sample.query_tokens / sample.usable if sample.usable else 0.0
         tokens = fit * sample.tokens_per_text + held_out * per_query
         return fit, round(tokens), points
-    if plan.strategy == QUANTIZATION_ONLY:
+    if plan.strategy is Strategy.QUANTIZATION_ONLY:
         return 0, 0, 0
     return 0, 0, points  # truncation
 
@@ -142,10 +134,10 @@ def _requests(plan: Plan, provider: EmbeddingProvider, texts: int, tokens: int) 
     if not texts:
         return 0
     limits = provider.limits
-    per_request = min(int(plan.spec["batch_size"]), limits.max_inputs_per_request)
-    if plan.strategy == LINEAR_MAP:
+    per_request = min(plan.spec.batch_size, limits.max_inputs_per_request)
+    if plan.strategy is Strategy.LINEAR_MAP:
         return math.ceil(texts / per_request)
-    points, size = plan.source.points, int(plan.spec["points_per_partition"])
+    points, size = plan.source.points, plan.spec.points_per_partition
     share = texts / points if points else 1.0
     partitions = [size] * (points // size) + ([points % size] if points % size else [])
     by_count = sum(math.ceil(part * share / per_request) for part in partitions)
@@ -161,7 +153,7 @@ def _embed_seconds(
     """Time to embed ``texts``: from the rate budget, else measured on sample texts."""
     if not texts:
         return 0.0, "no embedding"
-    options = plan.spec.get("provider_options") or {}
+    options = plan.spec.provider_options
     tpm, rpm = options.get("tokens_per_minute"), options.get("requests_per_minute")
     if tpm or rpm:
         tokens = texts * sample.tokens_per_text
@@ -181,9 +173,9 @@ def _embed_seconds(
     if not provider.needs_connection:  # a local model: bounded by this machine's CPU
         rate = len(probe) / seconds
         return texts / rate, f"measured {rate:.0f} texts/s on {len(probe)} sample texts"
-    parallel = int(plan.spec["embed_concurrency"]) * min(
+    parallel = plan.spec.embed_concurrency * min(
         MAX_PARALLEL_PARTITIONS,
-        max(1, math.ceil(plan.source.points / int(plan.spec["points_per_partition"]))),
+        max(1, math.ceil(plan.source.points / plan.spec.points_per_partition)),
     )
     basis = (
         f"measured {seconds:.2f} s for one request of {len(probe)} texts, "
@@ -196,8 +188,8 @@ def _storage(plan: Plan, sample: TextSample) -> dict[str, int]:
     points = plan.source.points
     payload = round(points * sample.payload_bytes)
     source_disk = points * plan.source.size * 4 + payload
-    if plan.strategy == QUANTIZATION_ONLY:
-        wanted = str(plan.spec.get("quantization") or "none")
+    if plan.strategy is Strategy.QUANTIZATION_ONLY:
+        wanted = plan.spec.quantization or "none"
         extra = 0 if wanted == "none" else quantization.ram_bytes(points, plan.source.size, wanted)
         return {
             "source_disk_bytes": source_disk,
@@ -208,7 +200,7 @@ def _storage(plan: Plan, sample: TextSample) -> dict[str, int]:
             ),
             "target_ram_bytes": quantization.ram_bytes(points, plan.source.size, wanted),
         }
-    wanted = str(plan.spec.get("quantization") or plan.source.quantization)
+    wanted = plan.spec.quantization or plan.source.quantization
     target_disk = points * plan.target_dimension * 4 + payload
     return {
         "source_disk_bytes": source_disk,
@@ -219,7 +211,7 @@ def _storage(plan: Plan, sample: TextSample) -> dict[str, int]:
     }
 
 
-def _names(client: QdrantClient, plan: Plan) -> dict[str, Any]:
+def _names(client: QdrantClient, plan: Plan) -> tuple[list[str], str]:
     """The collections a run would create, and what happens to the alias."""
     creates = []
     if plan.creates_target and not client.collection_exists(plan.target_collection):
@@ -230,7 +222,7 @@ def _names(client: QdrantClient, plan: Plan) -> dict[str, Any]:
         alias = f"{plan.alias}: {plan.source.collection} -> {plan.target_collection} on approval"
     else:
         alias = f"{plan.alias}: stays on {plan.source.collection}"
-    return {"creates": creates, "alias": alias}
+    return creates, alias
 
 
 def _duration(
@@ -238,7 +230,7 @@ def _duration(
 ) -> tuple[float | None, str]:
     """Wall time: embedding and copying overlap, so the slower of the two."""
     texts, _, copied = work
-    if plan.strategy == QUANTIZATION_ONLY:
+    if plan.strategy is Strategy.QUANTIZATION_ONLY:
         return 0.0, "nothing copied or embedded; Qdrant re-quantizes in the background"
     requests = _requests(plan, provider, texts, work[1])
     embed_s, basis = _embed_seconds(plan, provider, sample, texts, requests)
@@ -251,31 +243,32 @@ def _duration(
     return round(max(embed_s, copy_s), 1), basis
 
 
-def build(client: QdrantClient, plan: Plan, provider: EmbeddingProvider) -> dict[str, Any]:
-    """The estimate of ``plan`` (a JSON-able dict)."""
-    sample = sample_texts(client, plan.source.collection, plan.spec["text_field"], provider)
+def build(client: QdrantClient, plan: Plan, provider: EmbeddingProvider) -> Estimate:
+    """The estimate of ``plan``."""
+    sample = sample_texts(client, plan.source.collection, plan.spec.text_field, provider)
     work = _work(plan, sample)
     texts, tokens, copied = work
     duration, basis = _duration(plan, provider, sample, work)
-    price = price_per_million(plan.spec["provider"], provider.model)
+    price = price_per_million(plan.spec.provider, provider.model)
     counter = provider.token_counter()
-    return {
-        "strategy": plan.strategy,
-        "points": plan.source.points,
-        "texts_to_embed": texts,
-        "vectors_copied": copied,
-        "tokens": tokens,
-        "tokens_per_text": round(sample.tokens_per_text, 1),
-        "token_sample": sample.points,
-        "tokens_exact": sample.points >= plan.source.points and counter.exact,
-        "tokenizer": counter.description,
-        "embed_requests": _requests(plan, provider, texts, tokens),
-        "price_per_million_tokens": price,
-        "prices_as_of": load_prices()["as_of"],
-        "cost_usd": None if price is None else round(tokens * price / 1e6, 8),
-        "duration_s": duration,
-        "duration_basis": basis,
-        "payload_bytes_per_point": round(sample.payload_bytes),
+    creates, alias_change = _names(client, plan)
+    return Estimate(
+        points=plan.source.points,
+        texts_to_embed=texts,
+        vectors_copied=copied,
+        tokens=tokens,
+        tokens_per_text=round(sample.tokens_per_text, 1),
+        token_sample=sample.points,
+        tokens_exact=sample.points >= plan.source.points and counter.exact,
+        tokenizer=counter.description,
+        embed_requests=_requests(plan, provider, texts, tokens),
+        price_per_million_tokens=price,
+        prices_as_of=str(load_prices()["as_of"]),
+        cost_usd=None if price is None else round(tokens * price / 1e6, 8),
+        duration_s=duration,
+        duration_basis=basis,
+        payload_bytes_per_point=round(sample.payload_bytes),
+        creates=creates,
+        alias_change=alias_change,
         **_storage(plan, sample),
-        **_names(client, plan),
-    }
+    )

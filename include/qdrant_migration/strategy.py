@@ -20,16 +20,11 @@ facts and returns the strategy with the sentences that explain it, or raises
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from include.qdrant_migration.providers import ModelInfo
-from include.qdrant_migration.providers.local import ALIASES as LOCAL_ALIASES
-from include.qdrant_migration.spec import (
-    FULL_REEMBED,
-    LINEAR_MAP,
-    MATRYOSHKA_TRUNCATION,
-    QUANTIZATION_ONLY,
-)
+from include.qdrant_migration.providers.base import ModelInfo
+from include.qdrant_migration.spec import Strategy
 
 
 class CompatibilityError(ValueError):
@@ -42,7 +37,11 @@ class AlreadyMigratedError(RuntimeError):
 
 @dataclass(frozen=True)
 class OldModel:
-    """The model that made the source's vectors, and where we learned it."""
+    """The model that made the source's vectors, and where we learned it.
+
+    ``model`` is the provider's canonical name for it (aliases resolved), so that two
+    spellings of one model compare equal.
+    """
 
     provider: str
     model: str
@@ -68,7 +67,7 @@ class Facts:
     dimensions: int | None
     current_quantization: str
     quantization: str | None = None
-    forced: str = "auto"
+    forced: Strategy | None = None
     allow_linear_map: bool = False
     map_sample_size: int = 2000
     min_map_retention: float = 0.85
@@ -79,12 +78,9 @@ class Facts:
 
     @property
     def same_model(self) -> bool:
-        if self.old is None or self.old.provider != self.new_provider:
+        if self.old is None:
             return False
-        model = self.old.model
-        if self.old.provider == "local":
-            model = LOCAL_ALIASES.get(model, model)
-        return model == self.new_model
+        return self.old.provider == self.new_provider and self.old.model == self.new_model
 
     @property
     def wanted_size(self) -> int | None:
@@ -102,29 +98,34 @@ class Facts:
 
 @dataclass(frozen=True)
 class Decision:
-    strategy: str
+    strategy: Strategy
     reasons: list[str]
 
 
 def old_model(
-    lineage: dict[str, object],
+    lineage: Mapping[str, object],
     source_provider: str | None,
     source_model: str | None,
     new_provider: str,
+    canonical: Callable[[str, str], str] = lambda _provider, model: model,
 ) -> OldModel | None:
-    """The old model: the params win over the lineage this tool wrote into the source."""
+    """The old model: the params win over the lineage this tool wrote into the source.
+
+    ``canonical(provider, model)`` resolves a provider's aliases of a model name.
+    """
     if source_model:
         provider = source_provider or str(lineage.get("provider") or new_provider)
-        return OldModel(provider, source_model, "params")
+        return OldModel(provider, canonical(provider, source_model), "params")
     if lineage.get("provider") and lineage.get("model"):
-        return OldModel(str(lineage["provider"]), str(lineage["model"]), "lineage")
+        provider = str(lineage["provider"])
+        return OldModel(provider, canonical(provider, str(lineage["model"])), "lineage")
     return None
 
 
 def choose_strategy(facts: Facts) -> Decision:
     """The strategy for these facts, with reasons; raises when the request is impossible."""
-    decision = _auto(facts) if facts.forced == "auto" else _forced(facts)
-    if decision.strategy != QUANTIZATION_ONLY:
+    decision = _auto(facts) if facts.forced is None else _forced(facts)
+    if decision.strategy != Strategy.QUANTIZATION_ONLY:
         _check_distance(facts)
     return decision
 
@@ -140,7 +141,7 @@ def _auto(facts: Facts) -> Decision:
             _check_truncatable(facts)
             return _truncation(facts)
         return Decision(
-            FULL_REEMBED,
+            Strategy.FULL_REEMBED,
             [
                 f"Full re-embed: the source holds {facts.source_size}-d vectors of "
                 f"{facts.new_label} and {wanted} dimensions were requested; cutting vectors "
@@ -153,8 +154,8 @@ def _auto(facts: Facts) -> Decision:
 
 
 def _forced(facts: Facts) -> Decision:
-    if facts.forced == QUANTIZATION_ONLY:
-        _require_same_model(facts, QUANTIZATION_ONLY)
+    if facts.forced == Strategy.QUANTIZATION_ONLY:
+        _require_same_model(facts, Strategy.QUANTIZATION_ONLY)
         if facts.wanted_size != facts.source_size:
             raise CompatibilityError(
                 f"quantization_only keeps the vectors as they are ({facts.source_size}-d), but "
@@ -167,11 +168,11 @@ def _forced(facts: Facts) -> Decision:
                 "scalar_int8, binary, product_x16, none."
             )
         return _quantization_only(facts)
-    if facts.forced == MATRYOSHKA_TRUNCATION:
-        _require_same_model(facts, MATRYOSHKA_TRUNCATION)
+    if facts.forced == Strategy.MATRYOSHKA_TRUNCATION:
+        _require_same_model(facts, Strategy.MATRYOSHKA_TRUNCATION)
         _check_truncatable(facts)
         return _truncation(facts)
-    if facts.forced == LINEAR_MAP:
+    if facts.forced == Strategy.LINEAR_MAP:
         if facts.same_model:
             raise CompatibilityError(
                 f"linear_map maps vectors between two models, but the source's vectors already "
@@ -181,7 +182,7 @@ def _forced(facts: Facts) -> Decision:
     return _full_reembed(facts)
 
 
-def _require_same_model(facts: Facts, strategy: str) -> None:
+def _require_same_model(facts: Facts, strategy: Strategy) -> None:
     if facts.old is None:
         raise CompatibilityError(
             f"{strategy} reuses the stored vectors, so it must know which model made them, and "
@@ -245,7 +246,7 @@ def _already_migrated(facts: Facts) -> AlreadyMigratedError:
 
 def _quantization_only(facts: Facts) -> Decision:
     return Decision(
-        QUANTIZATION_ONLY,
+        Strategy.QUANTIZATION_ONLY,
         [
             f"Quantization only: {facts.source_collection!r} already holds {facts.source_size}-d "
             f"vectors of {facts.new_label}, so its quantization is changed in place from "
@@ -258,7 +259,7 @@ def _quantization_only(facts: Facts) -> Decision:
 
 def _truncation(facts: Facts) -> Decision:
     return Decision(
-        MATRYOSHKA_TRUNCATION,
+        Strategy.MATRYOSHKA_TRUNCATION,
         [
             f"Matryoshka truncation: {facts.new_label} is Matryoshka-trained, so the first "
             f"{facts.wanted_size} of the {facts.source_size} stored dimensions, renormalized, "
@@ -283,13 +284,13 @@ def _linear_map(facts: Facts) -> Decision:
             "The sample is the whole source, so the map saves no embedding calls here: a full "
             "re-embed would cost the same and be exact."
         )
-    return Decision(LINEAR_MAP, reasons)
+    return Decision(Strategy.LINEAR_MAP, reasons)
 
 
 def _full_reembed(facts: Facts) -> Decision:
     made_by = f" of {facts.old.label}" if facts.old is not None else ""
     return Decision(
-        FULL_REEMBED,
+        Strategy.FULL_REEMBED,
         [
             f"Full re-embed: {facts.source_points} points of {facts.source_collection!r} "
             f"({facts.source_size}-d{made_by}, {facts.source_distance}) are embedded again with "

@@ -10,20 +10,19 @@ from collections.abc import Mapping
 from typing import Any
 
 from include.qdrant_migration.providers.base import (
-    AuthError,
     Credentials,
-    EmbeddingError,
     EmbeddingProvider,
     ModelInfo,
-    ProviderConfigError,
-    ProviderLimits,
+    ModelLineage,
 )
 from include.qdrant_migration.providers.cohere_provider import CohereProvider
+from include.qdrant_migration.providers.errors import AuthError, EmbeddingError, ProviderConfigError
 from include.qdrant_migration.providers.local import LocalProvider
 from include.qdrant_migration.providers.openai_provider import (
     OpenAICompatibleProvider,
     OpenAIProvider,
 )
+from include.qdrant_migration.providers.packing import ProviderLimits
 
 PROVIDERS: dict[str, type[EmbeddingProvider]] = {
     cls.name: cls
@@ -50,6 +49,12 @@ def get_provider(
     return cls(model, dimensions=dimensions, options=options, credentials=credentials)
 
 
+def canonical_model(provider: str, model: str) -> str:
+    """``provider``'s own name for ``model`` (unknown providers: the name as given)."""
+    cls = PROVIDERS.get(provider)
+    return cls.canonical_model(model) if cls is not None else model
+
+
 __all__ = [
     "PROVIDERS",
     "AuthError",
@@ -57,7 +62,9 @@ __all__ = [
     "EmbeddingError",
     "EmbeddingProvider",
     "ModelInfo",
+    "ModelLineage",
     "ProviderConfigError",
     "ProviderLimits",
+    "canonical_model",
     "get_provider",
 ]

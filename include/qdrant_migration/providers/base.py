@@ -11,36 +11,30 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, TypedDict
 
-if TYPE_CHECKING:
-    from include.qdrant_migration.providers.packing import PreparedTexts, TokenCounter
-
-
-class EmbeddingError(RuntimeError):
-    """An embedding request failed in a way that retrying will not fix."""
-
-
-class AuthError(EmbeddingError):
-    """The provider refused the key (HTTP 401/403): fix the Airflow connection, not the data."""
-
-
-#: What ``prepare``/``embed_documents`` do with a text longer than the model's per-input limit:
-#: ``truncate`` embeds its beginning, ``skip`` leaves it out and reports it, ``error`` fails.
-TOO_LONG_POLICIES = ("truncate", "skip", "error")
+from include.qdrant_migration.providers.errors import ProviderConfigError
+from include.qdrant_migration.providers.packing import (
+    TOO_LONG_POLICIES,
+    ApproximateCounter,
+    PreparedTexts,
+    ProviderLimits,
+    TokenCounter,
+    prepare_texts,
+)
 
 
-class ProviderConfigError(ValueError):
-    """The provider, model or options requested cannot work; the message says how to fix it."""
+class ModelLineage(TypedDict, total=False):
+    """What an application needs to embed queries for vectors made by a provider."""
 
-
-@dataclass(frozen=True)
-class ProviderLimits:
-    """Per-request limits the backfill must respect when it packs texts."""
-
-    max_inputs_per_request: int
-    max_tokens_per_request: int | None = None
-    max_tokens_per_input: int | None = None
+    provider: str
+    model: str
+    dimensions: int
+    document_input: str
+    query_input: str
+    tokenizer: str
+    base_url: str | None
+    embedding_type: str
 
 
 @dataclass(frozen=True)
@@ -111,10 +105,21 @@ class EmbeddingProvider(ABC):
         options: Mapping[str, Any] | None = None,
         credentials: Credentials | None = None,
     ) -> None:
-        self.model = model
+        """The one constructor of every provider; subclasses check and set up in
+        :meth:`_configure`, so a bad model or option fails here, before any work."""
+        self.model = self.canonical_model(model)
         self.requested_dimensions = dimensions
         self.options: Mapping[str, Any] = dict(options or {})
         self.credentials = credentials
+        self._configure()
+
+    @classmethod
+    def canonical_model(cls, model: str) -> str:
+        """The provider's own name for ``model`` (resolving aliases of the same weights)."""
+        return model
+
+    def _configure(self) -> None:  # noqa: B027 - optional hook
+        """Validate the model and options, and set up what the provider needs."""
 
     @property
     @abstractmethod
@@ -159,8 +164,6 @@ class EmbeddingProvider(ABC):
 
     def token_counter(self) -> TokenCounter:
         """How this provider counts tokens per text; the default is an approximation."""
-        from include.qdrant_migration.providers.packing import ApproximateCounter
-
         return ApproximateCounter(bytes_per_token=4.0)
 
     def prepare(self, texts: Sequence[str]) -> PreparedTexts:
@@ -174,8 +177,6 @@ class EmbeddingProvider(ABC):
         prepared.indexes]`` and record ``prepared.skipped`` themselves. This default
         leaves truncation to the model (a local model's tokenizer cuts long texts).
         """
-        from include.qdrant_migration.providers.packing import prepare_texts
-
         return prepare_texts(
             texts,
             counter=self.token_counter(),
@@ -188,15 +189,15 @@ class EmbeddingProvider(ABC):
         """Fail fast (wrong key, unknown model) with a message naming the connection."""
         self.embed_queries(["connection check"])
 
-    def lineage(self) -> dict[str, Any]:
+    def lineage(self) -> ModelLineage:
         """What an application needs to embed queries for vectors made by this provider."""
-        return {
-            "provider": self.name,
-            "model": self.model,
-            "dimensions": self.dimension,
-            "document_input": self.document_input_type(),
-            "query_input": self.query_input_type(),
-        }
+        return ModelLineage(
+            provider=self.name,
+            model=self.model,
+            dimensions=self.dimension,
+            document_input=self.document_input_type(),
+            query_input=self.query_input_type(),
+        )
 
     def document_input_type(self) -> str:
         return "document"

@@ -35,17 +35,14 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from include.qdrant_migration.providers import packing, ratelimit
-from include.qdrant_migration.providers.base import (
-    Credentials,
-    EmbeddingError,
-    ModelInfo,
-    ProviderConfigError,
-    ProviderLimits,
-)
+import include.qdrant_migration.providers.packing as packing
+import include.qdrant_migration.providers.ratelimit as ratelimit
+from include.qdrant_migration.providers.base import ModelInfo, ModelLineage
+from include.qdrant_migration.providers.errors import EmbeddingError, ProviderConfigError
 from include.qdrant_migration.providers.packing import (
     ApproximateCounter,
     PreparedTexts,
+    ProviderLimits,
     TokenCounter,
 )
 from include.qdrant_migration.providers.ratelimit import RetryableError
@@ -83,20 +80,13 @@ class CohereProvider(RemoteProvider):
         "approx_bytes_per_token",
     )
 
-    def __init__(
-        self,
-        model: str,
-        *,
-        dimensions: int | None = None,
-        options: Mapping[str, Any] | None = None,
-        credentials: Credentials | None = None,
-    ) -> None:
-        if model not in COHERE_MODELS:
+    def _configure(self) -> None:
+        if self.model not in COHERE_MODELS:
             known = ", ".join(COHERE_MODELS)
             raise ProviderConfigError(
-                f"Unknown Cohere embedding model {model!r}; choose one of {known}."
+                f"Unknown Cohere embedding model {self.model!r}; choose one of {known}."
             )
-        super().__init__(model, dimensions=dimensions, options=options, credentials=credentials)
+        super()._configure()
         self.embedding_type = _embedding_type(self.options.get("embedding_types", "float"))
         self.output_dimension = self._check_dimensions()
         try:
@@ -168,7 +158,7 @@ class CohereProvider(RemoteProvider):
     def query_input_type(self) -> str:
         return QUERY_INPUT
 
-    def lineage(self) -> dict[str, Any]:
+    def lineage(self) -> ModelLineage:
         info = super().lineage()
         info["embedding_type"] = self.embedding_type
         return info

@@ -15,12 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from include.qdrant_migration.providers.base import (
-    EmbeddingProvider,
-    ModelInfo,
-    ProviderConfigError,
-    ProviderLimits,
-)
+from include.qdrant_migration.providers.base import EmbeddingProvider, ModelInfo
+from include.qdrant_migration.providers.errors import ProviderConfigError
+from include.qdrant_migration.providers.packing import ProviderLimits
 
 
 @dataclass(frozen=True)
@@ -113,15 +110,17 @@ class LocalProvider(EmbeddingProvider):
     name: ClassVar[str] = "local"
     needs_connection: ClassVar[bool] = False
 
-    def __init__(self, model: str, **kwargs: Any) -> None:
-        canonical = ALIASES.get(model, model)
-        if canonical not in MODELS:
+    @classmethod
+    def canonical_model(cls, model: str) -> str:
+        return ALIASES.get(model, model)
+
+    def _configure(self) -> None:
+        if self.model not in MODELS:
             known = ", ".join(sorted(MODELS))
             raise ProviderConfigError(
-                f"Unknown local model {model!r}. Local models available offline: {known}."
+                f"Unknown local model {self.model!r}. Local models available offline: {known}."
             )
-        super().__init__(canonical, **kwargs)
-        self._spec = MODELS[canonical]
+        self._spec = MODELS[self.model]
 
     @property
     def limits(self) -> ProviderLimits:

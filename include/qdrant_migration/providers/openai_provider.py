@@ -29,21 +29,18 @@ import base64
 import logging
 import struct
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 from urllib.parse import urlsplit
 
-from include.qdrant_migration.providers import packing, ratelimit
-from include.qdrant_migration.providers.base import (
-    Credentials,
-    EmbeddingError,
-    ModelInfo,
-    ProviderConfigError,
-    ProviderLimits,
-)
+import include.qdrant_migration.providers.packing as packing
+import include.qdrant_migration.providers.ratelimit as ratelimit
+from include.qdrant_migration.providers.base import ModelInfo, ModelLineage
+from include.qdrant_migration.providers.errors import EmbeddingError, ProviderConfigError
 from include.qdrant_migration.providers.packing import (
     ApproximateCounter,
     PreparedTexts,
+    ProviderLimits,
     TokenCounter,
 )
 from include.qdrant_migration.providers.ratelimit import RetryableError
@@ -77,15 +74,8 @@ class _OpenAIAPIProvider(RemoteProvider):
 
     known_options: ClassVar[tuple[str, ...]] = _COMMON_OPTIONS
 
-    def __init__(
-        self,
-        model: str,
-        *,
-        dimensions: int | None = None,
-        options: Mapping[str, Any] | None = None,
-        credentials: Credentials | None = None,
-    ) -> None:
-        super().__init__(model, dimensions=dimensions, options=options, credentials=credentials)
+    def _configure(self) -> None:
+        super()._configure()
         self.encoding_format = str(self.options.get("encoding_format", "base64"))
         if self.encoding_format not in ("base64", "float"):
             raise ProviderConfigError("encoding_format must be 'base64' or 'float'.")
@@ -136,7 +126,7 @@ class _OpenAIAPIProvider(RemoteProvider):
     def query_input_type(self) -> str:
         return "plain text"
 
-    def lineage(self) -> dict[str, Any]:
+    def lineage(self) -> ModelLineage:
         info = super().lineage()
         info["tokenizer"] = self.token_counter().description
         return info
@@ -264,13 +254,14 @@ class OpenAIProvider(_OpenAIAPIProvider):
 
     name: ClassVar[str] = "openai"
 
-    def __init__(self, model: str, **kwargs: Any) -> None:
+    def _configure(self) -> None:
+        model = self.model
         if model not in OPENAI_MODELS:
             raise ProviderConfigError(
                 f"Unknown OpenAI embedding model {model!r}; choose one of "
                 f"{', '.join(OPENAI_MODELS)} (other models: provider 'openai_compatible')."
             )
-        super().__init__(model, **kwargs)
+        super()._configure()
         info = OPENAI_MODELS[model]
         wanted = self.requested_dimensions
         if wanted is not None and wanted != info.native_dimension:
@@ -321,8 +312,8 @@ class OpenAICompatibleProvider(_OpenAIAPIProvider):
         "base_url",
     )
 
-    def __init__(self, model: str, **kwargs: Any) -> None:
-        super().__init__(model, **kwargs)
+    def _configure(self) -> None:
+        super()._configure()
         if not self.base_url():
             raise ProviderConfigError(
                 f"openai_compatible needs a base URL: set the host of Airflow connection "
@@ -391,7 +382,7 @@ class OpenAICompatibleProvider(_OpenAIAPIProvider):
                 self._probed = len(vectors[0])
             return self._probed
 
-    def lineage(self) -> dict[str, Any]:
+    def lineage(self) -> ModelLineage:
         info = super().lineage()
         info["base_url"] = self.base_url()
         return info

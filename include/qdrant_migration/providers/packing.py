@@ -40,17 +40,26 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from include.qdrant_migration.providers.base import (
-    TOO_LONG_POLICIES,
-    EmbeddingError,
-    ProviderConfigError,
-    ProviderLimits,
-)
+from include.qdrant_migration.providers.errors import EmbeddingError, ProviderConfigError
 
 if TYPE_CHECKING:
     import tiktoken
 
 log = logging.getLogger(__name__)
+
+#: What ``prepare``/``embed_documents`` do with a text longer than the model's per-input limit:
+#: ``truncate`` embeds its beginning, ``skip`` leaves it out and reports it, ``error`` fails.
+TOO_LONG_POLICIES = ("truncate", "skip", "error")
+
+
+@dataclass(frozen=True)
+class ProviderLimits:
+    """Per-request limits the backfill must respect when it packs texts."""
+
+    max_inputs_per_request: int
+    max_tokens_per_request: int | None = None
+    max_tokens_per_input: int | None = None
+
 
 #: Option keys this module reads from a provider's ``options``.
 OPTION_KEYS = ("too_long_policy", "max_inputs_per_request", "max_tokens_per_request")

@@ -44,7 +44,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from include.qdrant_migration.providers.base import AuthError, EmbeddingError, ProviderConfigError
+from include.qdrant_migration.providers.errors import AuthError, EmbeddingError, ProviderConfigError
 
 log = logging.getLogger(__name__)
 

@@ -7,12 +7,11 @@ in how they are paced, retried and named in error messages; that part lives here
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from include.qdrant_migration.providers import ratelimit
-from include.qdrant_migration.providers.base import Credentials, EmbeddingProvider
+import include.qdrant_migration.providers.ratelimit as ratelimit
+from include.qdrant_migration.providers.base import EmbeddingProvider
 from include.qdrant_migration.providers.ratelimit import LimiterSettings
 
 
@@ -29,18 +28,12 @@ class RemoteProvider(EmbeddingProvider):
 
     known_options: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(
-        self,
-        model: str,
-        *,
-        dimensions: int | None = None,
-        options: Mapping[str, Any] | None = None,
-        credentials: Credentials | None = None,
-    ) -> None:
-        super().__init__(model, dimensions=dimensions, options=options, credentials=credentials)
+    def _configure(self) -> None:
+        super()._configure()
         ratelimit.warn_unknown_options(self.options, self.known_options, self.name)
         self.settings = LimiterSettings.from_options(self.options)
         self.too_long_policy  # noqa: B018 - validate the option now, not mid-backfill
+        credentials = self.credentials
         self.conn_id = credentials.conn_id if credentials is not None else "<no connection>"
         self.what = f"{self.name} model {self.model!r} (Airflow connection {self.conn_id!r})"
         # One limiter per endpoint, model and budget in this process: every thread and every

@@ -11,32 +11,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import uuid
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from qdrant_client import QdrantClient
 
-from include.qdrant_migration.qdrant import scroll_all
-from include.qdrant_migration.state import StateStore, now_iso
-
-if TYPE_CHECKING:
-    from include.qdrant_migration.compatibility import Plan
+from include.qdrant_migration.plan import Plan
+from include.qdrant_migration.qdrant import PointId, id_key, scroll_ids
+from include.qdrant_migration.state import RecordKind, StateStore, now_iso
 
 log = logging.getLogger(__name__)
 
-PointId = int | str
-ID_PAGE = 1000
 #: Airflow refuses to map more than ``[core] max_map_length`` (default 1024) task instances.
 MAX_PARTITIONS = 1000
-
-
-def id_key(point_id: PointId) -> tuple[int, int]:
-    """Qdrant's id order: integers first (numerically), then UUIDs (by value)."""
-    if isinstance(point_id, int):
-        return (0, point_id)
-    return (1, uuid.UUID(str(point_id)).int)
 
 
 @dataclass(frozen=True)
@@ -74,11 +61,6 @@ def _short(point_id: PointId | None) -> str:
     return text if len(text) <= 10 else text[:8] + "…"
 
 
-def scroll_ids(client: QdrantClient, collection: str) -> Iterator[PointId]:
-    """Every id of ``collection`` in Qdrant's order, reading ids only."""
-    return (point.id for point in scroll_all(client, collection, page=ID_PAGE))
-
-
 def compute_boundaries(
     client: QdrantClient, collection: str, points_per_partition: int
 ) -> tuple[list[PointId], list[int]]:
@@ -106,7 +88,7 @@ def plan_partitions(
 
     ``points_per_partition`` grows when needed to stay under :data:`MAX_PARTITIONS`.
     """
-    stored = state.get("plan", migration_id)
+    stored = state.get(RecordKind.PARTITION_PLAN, migration_id)
     if stored:
         log.info("Reusing partition plan %s of %s", stored["fingerprint"], migration_id)
         return [Partition.from_dict(p) for p in stored["partitions"]]
@@ -136,7 +118,7 @@ def plan_partitions(
         for i, (start, end, count) in enumerate(zip(starts, ends, counts, strict=True))
     ]
     state.put(
-        "plan",
+        RecordKind.PARTITION_PLAN,
         migration_id,
         {
             "migration_id": migration_id,
@@ -164,6 +146,6 @@ def partitions_for(client: QdrantClient, state: StateStore, plan: Plan) -> list[
         state,
         migration_id=plan.migration_id,
         source_collection=plan.source.collection,
-        points_per_partition=int(plan.spec["points_per_partition"]),
+        points_per_partition=plan.spec.points_per_partition,
         expected_points=plan.source.points,
     )

@@ -15,6 +15,7 @@ is held beyond the sub-batches in flight: memory is flat whatever the collection
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -28,18 +29,15 @@ from typing import Any
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from include.qdrant_migration.compatibility import Plan
-from include.qdrant_migration.partitions import Partition, PointId
+from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.providers import EmbeddingError, EmbeddingProvider
-from include.qdrant_migration.qdrant import supports
-from include.qdrant_migration.state import StateStore, now_iso
-from include.qdrant_migration.texts import extract_text
+from include.qdrant_migration.qdrant import PointId, point_id, supports
+from include.qdrant_migration.state import Doc, RecordKind, StateStore, now_iso
+from include.qdrant_migration.sync.partitions import Partition
+from include.qdrant_migration.sync.skips import record_skips
+from include.qdrant_migration.texts import Skipped, select_texts
 
 log = logging.getLogger(__name__)
-
-
-class BadTextError(ValueError):
-    """A point has no usable text and bad_text_policy is 'fail'."""
 
 
 @dataclass(frozen=True)
@@ -49,17 +47,56 @@ class BackfillSettings:
     bad_text_policy: str = "skip"
     progress_interval_s: float = 30.0
 
+    @classmethod
+    def of(cls, plan: Plan) -> BackfillSettings:
+        spec = plan.spec
+        return cls(spec.batch_size, spec.embed_concurrency, spec.bad_text_policy)
+
 
 @dataclass
 class Batch:
-    records: list[Any]
-    skipped: list[tuple[PointId, str]]
+    records: list[qm.Record]
+    skipped: list[Skipped]
     next_offset: PointId | None
     vectors: Future[list[list[float]]] | None
     tokens: int = 0
     truncated: int = 0
     #: Embedding calls this batch makes (0 when its vectors are derived from stored ones).
     requests: int = 0
+
+
+@dataclass
+class Checkpoint:
+    """Where one partition stands; saved after every write, so a retry resumes from it."""
+
+    migration_id: str
+    fingerprint: str
+    partition: int
+    next_offset: PointId | None = None
+    done: bool = False
+    done_points: int = 0
+    embedded: int = 0
+    transformed: int = 0
+    tokens: int = 0
+    truncated: int = 0
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)
+    updated_at: str = field(default_factory=now_iso)
+
+    @staticmethod
+    def key_of(partition: Partition) -> str:
+        return f"{partition.migration_id}/{partition.fingerprint}/{partition.index}"
+
+    @property
+    def key(self) -> str:
+        return f"{self.migration_id}/{self.fingerprint}/{self.partition}"
+
+    def to_doc(self) -> Doc:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_doc(cls, doc: Doc) -> Checkpoint:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in doc.items() if k in names})
 
 
 @dataclass
@@ -73,6 +110,18 @@ class Progress:
     skipped: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.monotonic)
     last_log: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def resume(cls, total: int, checkpoint: Checkpoint | None) -> Progress:
+        progress = cls(total=total)
+        if checkpoint is not None:
+            progress.done = checkpoint.done_points
+            progress.embedded = checkpoint.embedded
+            progress.transformed = checkpoint.transformed
+            progress.tokens = checkpoint.tokens
+            progress.truncated = checkpoint.truncated
+            progress.skipped.update(checkpoint.skipped_by_reason)
+        return progress
 
     def line(self, label: str) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-6)
@@ -89,94 +138,103 @@ class Progress:
 
 
 @dataclass(frozen=True)
-class UsableTexts:
-    """The records worth embedding, the texts to send, and what was left out and why."""
+class PartitionResult:
+    """What one backfill task did: the ``backfill_batch`` XCom."""
 
-    records: list[Any]
-    texts: list[str]
-    skipped: list[tuple[PointId, str]]
+    partition: int
+    label: str
+    embedded: int = 0
+    transformed: int = 0
     tokens: int = 0
     truncated: int = 0
+    skipped: int = 0
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)
+    embed_requests: int = 0
+    resumed: bool = False
+    seconds: float = 0.0
+    #: When this run worked on it (None when a retry found it already finished).
+    started_at: str | None = None
+    finished_at: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PartitionResult:
+        return cls(**data)
 
 
-def select_texts(
-    records: Sequence[Any],
-    provider: EmbeddingProvider,
-    *,
-    text_field: str,
-    policy: str,
-    collection: str,
-) -> UsableTexts:
-    """Apply the bad-data policy (missing, empty, non-string, too long) to a page of points.
+@dataclass(frozen=True)
+class BackfillSummary:
+    """The run's totals over every partition, for the checks and the report."""
 
-    Under ``policy='fail'`` the first bad point raises :class:`BadTextError`; under
-    ``'skip'`` it is returned in ``skipped`` with its reason, for the caller to record.
+    partitions: int = 0
+    embedded: int = 0
+    transformed: int = 0
+    tokens: int = 0
+    truncated: int = 0
+    skipped: int = 0
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)
+    embed_requests: int = 0
+    resumed_partitions: int = 0
+    wall_seconds: float | None = None
+
+    @classmethod
+    def of(cls, results: Sequence[PartitionResult]) -> BackfillSummary:
+        reasons: Counter[str] = Counter()
+        for result in results:
+            reasons.update(result.skipped_by_reason)
+        return cls(
+            partitions=len(results),
+            embedded=sum(r.embedded for r in results),
+            transformed=sum(r.transformed for r in results),
+            tokens=sum(r.tokens for r in results),
+            truncated=sum(r.truncated for r in results),
+            skipped=sum(reasons.values()),
+            skipped_by_reason=dict(reasons),
+            embed_requests=sum(r.embed_requests for r in results),
+            resumed_partitions=sum(1 for r in results if r.resumed),
+            wall_seconds=wall_seconds(results),
+        )
+
+
+def wall_seconds(results: Sequence[PartitionResult]) -> float | None:
+    """From the first partition's start to the last one's end (partitions run in parallel).
+
+    Partitions a retry found already finished did no work in this run and are left out.
     """
-    candidates: list[Any] = []
-    texts: list[str] = []
-    skipped: list[tuple[PointId, str]] = []
-    for record in records:
-        text, reason = extract_text(record.payload, text_field)
-        if text is None:
-            skipped.append((record.id, reason or "unknown"))
-        else:
-            candidates.append(record)
-            texts.append(text)
-    prepared = provider.prepare(texts) if texts else None
-    if prepared is not None:
-        skipped += [(candidates[s.index].id, s.reason) for s in prepared.skipped]
-    if skipped and policy == "fail":
-        point_id, reason = skipped[0]
-        raise BadTextError(
-            f"Point {point_id!r} of {collection!r} has no usable text in {text_field!r} "
-            f"({reason}). Fix the point, or trigger with bad_text_policy='skip' to record and "
-            "skip such points."
-        )
-    if prepared is None:
-        return UsableTexts([], [], skipped)
-    return UsableTexts(
-        [candidates[i] for i in prepared.indexes],
-        list(prepared.texts),
-        skipped,
-        prepared.total_tokens,
-        len(prepared.truncated),
-    )
+    spans = [
+        (datetime.fromisoformat(r.started_at), datetime.fromisoformat(r.finished_at))
+        for r in results
+        if r.started_at and r.finished_at
+    ]
+    if not spans:
+        return None
+    return (max(end for _, end in spans) - min(start for start, _ in spans)).total_seconds()
 
 
-def skipped_ids(state: StateStore, migration_id: str) -> set[str]:
-    """Ids (as strings) of the points a migration recorded as skipped."""
-    return {str(doc["point_id"]) for doc in state.scan("skip", migration_id=migration_id)}
-
-
-def record_skips(
-    state: StateStore, migration_id: str, skipped: Sequence[tuple[PointId, str]]
-) -> None:
-    for point_id, reason in skipped:
-        state.put(
-            "skip",
-            f"{migration_id}/{point_id}",
-            {"migration_id": migration_id, "point_id": point_id, "reason": reason},
-        )
-
-
-def checkpoint_key(partition: Partition) -> str:
-    return f"{partition.migration_id}/{partition.fingerprint}/{partition.index}"
+def forget_progress(state: StateStore, migration_id: str) -> None:
+    """A freshly created target holds nothing: drop plans and checkpoints of an older one."""
+    state.delete(RecordKind.PARTITION_PLAN, migration_id)
+    for doc in list(state.scan(RecordKind.CHECKPOINT, migration_id=migration_id)):
+        state.delete(RecordKind.CHECKPOINT, Checkpoint.from_doc(doc).key)
 
 
 def _pages(
     client: QdrantClient,
     collection: str,
     partition: Partition,
-    offset: Any,
+    offset: PointId | None,
     size: int,
     vectors: bool | list[str] = False,
-) -> Iterator[tuple[list[Any], PointId | None]]:
+) -> Iterator[tuple[list[qm.Record], PointId | None]]:
     """Pages of the partition (payloads; vectors if asked) with the offset that follows each."""
     while True:
-        points, next_offset = client.scroll(
+        points, following = client.scroll(
             collection, limit=size, offset=offset, with_payload=True, with_vectors=vectors
         )
-        inside = [p for p in points if partition.contains(p.id)]
+        next_offset = None if following is None else point_id(following)
+        inside = [p for p in points if partition.contains(point_id(p.id))]
         finished = (
             len(inside) < len(points) or next_offset is None or not partition.contains(next_offset)
         )
@@ -207,9 +265,11 @@ def write_points(client: QdrantClient, collection: str, points: Sequence[qm.Poin
         client.upsert(collection, fresh, wait=True)
 
 
-def _vector(plan: Plan, values: list[float]) -> Any:
-    name = plan.source.vector_name
-    return values if name is None else {name: values}
+def vector_struct(name: str | None, values: list[float]) -> qm.VectorStruct:
+    """A point's vector as written: bare for the unnamed vector, else under its name."""
+    if name is None:
+        return values
+    return {name: values}
 
 
 class PartitionJob(ABC):
@@ -237,22 +297,18 @@ class PartitionJob(ABC):
         self.partition = partition
         self.state = state
         self.settings = settings
-        self.key = checkpoint_key(partition)
+        self.key = Checkpoint.key_of(partition)
         self.dimension = plan.target_dimension
 
-    def run(self) -> dict[str, Any]:
-        checkpoint = self.state.get("checkpoint", self.key) or {}
-        if checkpoint.get("done"):
+    def run(self) -> PartitionResult:
+        doc = self.state.get(RecordKind.CHECKPOINT, self.key)
+        saved = Checkpoint.from_doc(doc) if doc is not None else None
+        if saved is not None and saved.done:
             log.info("%s already finished; nothing to do", self.partition.label)
-            return self._summary(checkpoint, resumed=True, calls=0, seconds=0.0)
-        offset = checkpoint.get("next_offset", self.partition.start)
-        progress = Progress(total=self.partition.points, done=int(checkpoint.get("done_points", 0)))
-        progress.embedded = int(checkpoint.get("embedded", 0))
-        progress.transformed = int(checkpoint.get("transformed", 0))
-        progress.tokens = int(checkpoint.get("tokens", 0))
-        progress.truncated = int(checkpoint.get("truncated", 0))
-        progress.skipped.update(checkpoint.get("skipped_by_reason", {}))
-        if checkpoint:
+            return self._result(saved, resumed=True, calls=0, seconds=0.0)
+        offset = saved.next_offset if saved is not None else self.partition.start
+        progress = Progress.resume(self.partition.points, saved)
+        if saved is not None:
             log.info(
                 "Resuming %s at offset %s (%d done)", self.partition.label, offset, progress.done
             )
@@ -285,23 +341,23 @@ class PartitionJob(ABC):
             pool.shutdown(wait=True, cancel_futures=True)
         final = self._checkpoint(None, progress, done=True)
         log.info(progress.line(self.partition.label))
-        summary = self._summary(
+        result = self._result(
             final,
-            resumed=bool(checkpoint),
+            resumed=saved is not None,
             calls=calls,
             seconds=time.monotonic() - progress.started,
         )
-        return summary | {"started_at": started_at, "finished_at": now_iso()}
+        return dataclasses.replace(result, started_at=started_at, finished_at=now_iso())
 
     def _vectors_to_read(self) -> bool | list[str]:
         if not self.reads_vectors:
             return False
-        name = self.plan.source.vector_name
+        name = self.plan.vector_name
         return [name] if name else True
 
     @abstractmethod
     def _prepare(
-        self, records: list[Any], next_offset: PointId | None, pool: ThreadPoolExecutor
+        self, records: list[qm.Record], next_offset: PointId | None, pool: ThreadPoolExecutor
     ) -> Batch:
         """Start making the vectors of one page (in ``pool`` when that is slow)."""
 
@@ -312,8 +368,9 @@ class PartitionJob(ABC):
                 f"Provider returned {len(vectors)} vectors for {len(batch.records)} texts "
                 f"(expected {self.dimension}-d each); nothing from this batch was written."
             )
+        name = self.plan.vector_name
         points = [
-            qm.PointStruct(id=r.id, vector=_vector(self.plan, v), payload=r.payload or {})
+            qm.PointStruct(id=r.id, vector=vector_struct(name, v), payload=r.payload or {})
             for r, v in zip(batch.records, vectors, strict=True)
         ]
         write_points(self.client, self.plan.target_collection, points)
@@ -334,41 +391,39 @@ class PartitionJob(ABC):
 
     def _checkpoint(
         self, next_offset: PointId | None, progress: Progress, *, done: bool
-    ) -> dict[str, Any]:
-        doc = {
-            "migration_id": self.plan.migration_id,
-            "fingerprint": self.partition.fingerprint,
-            "partition": self.partition.index,
-            "next_offset": next_offset,
-            "done": done or next_offset is None,
-            "done_points": progress.done,
-            "embedded": progress.embedded,
-            "transformed": progress.transformed,
-            "tokens": progress.tokens,
-            "truncated": progress.truncated,
-            "skipped_by_reason": dict(progress.skipped),
-            "updated_at": now_iso(),
-        }
-        self.state.put("checkpoint", self.key, doc)
-        return doc
+    ) -> Checkpoint:
+        checkpoint = Checkpoint(
+            migration_id=self.plan.migration_id,
+            fingerprint=self.partition.fingerprint,
+            partition=self.partition.index,
+            next_offset=next_offset,
+            done=done or next_offset is None,
+            done_points=progress.done,
+            embedded=progress.embedded,
+            transformed=progress.transformed,
+            tokens=progress.tokens,
+            truncated=progress.truncated,
+            skipped_by_reason=dict(progress.skipped),
+        )
+        self.state.put(RecordKind.CHECKPOINT, self.key, checkpoint.to_doc())
+        return checkpoint
 
-    def _summary(
-        self, checkpoint: dict[str, Any], *, resumed: bool, calls: int, seconds: float
-    ) -> dict[str, Any]:
-        skipped = dict(checkpoint.get("skipped_by_reason", {}))
-        return {
-            "partition": self.partition.index,
-            "label": self.partition.label,
-            "embedded": int(checkpoint.get("embedded", 0)),
-            "transformed": int(checkpoint.get("transformed", 0)),
-            "tokens": int(checkpoint.get("tokens", 0)),
-            "truncated": int(checkpoint.get("truncated", 0)),
-            "skipped": sum(skipped.values()),
-            "skipped_by_reason": skipped,
-            "embed_requests": calls,
-            "resumed": resumed,
-            "seconds": round(seconds, 2),
-        }
+    def _result(
+        self, checkpoint: Checkpoint, *, resumed: bool, calls: int, seconds: float
+    ) -> PartitionResult:
+        return PartitionResult(
+            partition=self.partition.index,
+            label=self.partition.label,
+            embedded=checkpoint.embedded,
+            transformed=checkpoint.transformed,
+            tokens=checkpoint.tokens,
+            truncated=checkpoint.truncated,
+            skipped=sum(checkpoint.skipped_by_reason.values()),
+            skipped_by_reason=dict(checkpoint.skipped_by_reason),
+            embed_requests=calls,
+            resumed=resumed,
+            seconds=round(seconds, 2),
+        )
 
 
 class PartitionBackfill(PartitionJob):
@@ -387,13 +442,13 @@ class PartitionBackfill(PartitionJob):
         self.provider = provider
 
     def _prepare(
-        self, records: list[Any], next_offset: PointId | None, pool: ThreadPoolExecutor
+        self, records: list[qm.Record], next_offset: PointId | None, pool: ThreadPoolExecutor
     ) -> Batch:
         """Apply the bad-data policies, then start embedding what is left."""
         usable = select_texts(
             records,
             self.provider,
-            text_field=self.plan.spec["text_field"],
+            text_field=self.plan.spec.text_field,
             policy=self.settings.bad_text_policy,
             collection=self.plan.source.collection,
         )
@@ -409,37 +464,3 @@ class PartitionBackfill(PartitionJob):
             usable.truncated,
             requests=1,
         )
-
-
-def summarize(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The run's totals over every partition, for recall_check and the report."""
-    reasons: Counter[str] = Counter()
-    for result in results:
-        reasons.update(result.get("skipped_by_reason", {}))
-    return {
-        "partitions": len(results),
-        "embedded": sum(int(r.get("embedded", 0)) for r in results),
-        "transformed": sum(int(r.get("transformed", 0)) for r in results),
-        "tokens": sum(int(r.get("tokens", 0)) for r in results),
-        "truncated": sum(int(r.get("truncated", 0)) for r in results),
-        "skipped": sum(reasons.values()),
-        "skipped_by_reason": dict(reasons),
-        "embed_requests": sum(int(r.get("embed_requests", 0)) for r in results),
-        "resumed_partitions": sum(1 for r in results if r.get("resumed")),
-        "wall_seconds": wall_seconds(results),
-    }
-
-
-def wall_seconds(results: Sequence[dict[str, Any]]) -> float | None:
-    """From the first partition's start to the last one's end (partitions run in parallel).
-
-    Partitions a retry found already finished did no work in this run and are left out.
-    """
-    spans = [
-        (datetime.fromisoformat(r["started_at"]), datetime.fromisoformat(r["finished_at"]))
-        for r in results
-        if r.get("started_at") and r.get("finished_at")
-    ]
-    if not spans:
-        return None
-    return (max(end for _, end in spans) - min(start for start, _ in spans)).total_seconds()

@@ -16,9 +16,11 @@ APPROVAL_TASK = "approve_swap"
 
 
 class HttpClient(Protocol):
-    def get(self, url: str, **kwargs: Any) -> Any: ...
+    """What of httpx.Client (and FastAPI's TestClient, which is one) this client uses."""
 
-    def patch(self, url: str, **kwargs: Any) -> Any: ...
+    def get(self, url: str, *, params: Any = ..., headers: Any = ...) -> Any: ...
+
+    def patch(self, url: str, *, json: Any = ..., headers: Any = ...) -> Any: ...
 
 
 class ApprovalError(RuntimeError):

@@ -17,7 +17,7 @@ from qdrant_client import models as qm
 
 from include.qdrant_migration.providers import EmbeddingProvider
 
-CORPUS = Path(__file__).resolve().parents[2] / "demo" / "corpus.jsonl"
+CORPUS = Path(__file__).resolve().parents[1] / "demo" / "corpus.jsonl"
 
 
 def read_corpus(path: Path = CORPUS, limit: int | None = None) -> Iterator[dict[str, Any]]:

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
 
 from qdrant_client import QdrantClient
+from qdrant_client import models as qm
 
 from include.qdrant_migration import linear_map
-from include.qdrant_migration.backfill import BackfillSettings, Batch, PartitionJob
-from include.qdrant_migration.compatibility import Plan
-from include.qdrant_migration.partitions import Partition, PointId
-from include.qdrant_migration.spec import LINEAR_MAP, MATRYOSHKA_TRUNCATION
+from include.qdrant_migration.plan import Plan
+from include.qdrant_migration.qdrant import PointId, dense_vector, point_id
+from include.qdrant_migration.spec import Strategy
 from include.qdrant_migration.state import StateStore
+from include.qdrant_migration.sync.backfill import BackfillSettings, Batch, PartitionJob
+from include.qdrant_migration.sync.partitions import Partition
 
 #: Skip reason of a point that has no stored vector to transform.
 NO_VECTOR = "no stored vector"
@@ -47,10 +48,10 @@ def truncate(vectors: Sequence[Sequence[float]], dimension: int) -> list[list[fl
 
 def transform_for(plan: Plan, state: StateStore) -> Transform:
     """The vector transform of ``plan``'s strategy."""
-    if plan.strategy == MATRYOSHKA_TRUNCATION:
+    if plan.strategy is Strategy.MATRYOSHKA_TRUNCATION:
         dimension = plan.target_dimension
         return lambda vectors: truncate(vectors, dimension)
-    if plan.strategy == LINEAR_MAP:
+    if plan.strategy is Strategy.LINEAR_MAP:
         return linear_map.load(state, plan.migration_id).apply
     raise ValueError(f"Strategy {plan.strategy!r} does not transform stored vectors.")
 
@@ -73,12 +74,12 @@ class PartitionTransform(PartitionJob):
         self.transform = transform
 
     def _prepare(
-        self, records: list[Any], next_offset: PointId | None, pool: ThreadPoolExecutor
+        self, records: list[qm.Record], next_offset: PointId | None, pool: ThreadPoolExecutor
     ) -> Batch:
-        name = self.plan.source.vector_name
-        stored = [(r, linear_map.vector_of(r, name)) for r in records]
+        name = self.plan.vector_name
+        stored = [(r, dense_vector(r, name)) for r in records]
         usable = [(r, v) for r, v in stored if v]
-        skipped = [(r.id, NO_VECTOR) for r, v in stored if not v]
+        skipped = [(point_id(r.id), NO_VECTOR) for r, v in stored if not v]
         done: Future[list[list[float]]] = Future()
         done.set_result(self.transform([v for _, v in usable]))
         return Batch([r for r, _ in usable], skipped, next_offset, done)

@@ -19,9 +19,10 @@ collections are streamed in id order.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -29,12 +30,13 @@ from typing import Any
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from include.qdrant_migration.backfill import record_skips, select_texts, skipped_ids
-from include.qdrant_migration.partitions import PointId, id_key
+from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.providers import EmbeddingError, EmbeddingProvider
-from include.qdrant_migration.qdrant import scroll_all
-from include.qdrant_migration.state import StateStore, now_iso
-from include.qdrant_migration.texts import extract_text
+from include.qdrant_migration.qdrant import PointId, id_key, point_id, scroll_all
+from include.qdrant_migration.state import RecordKind, StateStore, now_iso
+from include.qdrant_migration.sync.backfill import vector_struct
+from include.qdrant_migration.sync.skips import forget_skip, record_skips, skipped_ids
+from include.qdrant_migration.texts import extract_text, select_texts
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,37 @@ class CatchUpJob:
     #: The state key of the watermark: one per direction (forward, or mirror back).
     direction: str = "forward"
 
+    @classmethod
+    def forward(cls, plan: Plan, provider: EmbeddingProvider) -> CatchUpJob:
+        """Source to target, embedding with the new model (before the swap)."""
+        spec = plan.spec
+        return cls(
+            migration_id=plan.migration_id,
+            source=plan.source.collection,
+            target=plan.target_collection,
+            text_field=spec.text_field,
+            vector_name=plan.vector_name,
+            provider=provider,
+            updated_at_field=spec.updated_at_field,
+            batch_size=spec.batch_size,
+            bad_text_policy=spec.bad_text_policy,
+        )
+
+    def mirror(self, old_model: EmbeddingProvider) -> CatchUpJob:
+        """The same pair the other way round, embedding with the old model (after the swap).
+
+        The application writes to the new collection then; mirroring keeps the old one
+        level so that a rollback loses nothing.
+        """
+        return dataclasses.replace(
+            self,
+            migration_id=f"{self.migration_id}/mirror",
+            source=self.target,
+            target=self.source,
+            provider=old_model,
+            direction="mirror",
+        )
+
 
 @dataclass
 class CatchUpResult:
@@ -75,17 +108,28 @@ class CatchUpResult:
     skipped_by_reason: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CatchUpResult:
+        return cls(**data)
 
 
-def _merge(left: Iterator[Any], right: Iterator[Any]) -> Iterator[tuple[Any | None, Any | None]]:
+Pair = tuple[qm.Record | None, qm.Record | None]
+
+
+def _key(record: qm.Record) -> tuple[int, int]:
+    return id_key(point_id(record.id))
+
+
+def _merge(left: Iterator[qm.Record], right: Iterator[qm.Record]) -> Iterator[Pair]:
     """Pairs of records with the same id from two id-ordered streams (None where absent)."""
     a, b = next(left, None), next(right, None)
     while a is not None or b is not None:
-        if b is None or (a is not None and id_key(a.id) < id_key(b.id)):
+        if b is None or (a is not None and _key(a) < _key(b)):
             yield a, None
             a = next(left, None)
-        elif a is None or id_key(b.id) < id_key(a.id):
+        elif a is None or _key(b) < _key(a):
             yield None, b
             b = next(right, None)
         else:
@@ -96,20 +140,31 @@ def _merge(left: Iterator[Any], right: Iterator[Any]) -> Iterator[tuple[Any | No
 class CatchUp:
     """One catch-up pass; collects work in batches and applies it as it goes."""
 
-    def __init__(self, client: QdrantClient, job: CatchUpJob, state: StateStore) -> None:
+    def __init__(
+        self,
+        client: QdrantClient,
+        job: CatchUpJob,
+        state: StateStore,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(tz=UTC),
+    ) -> None:
         self.client = client
         self.job = job
         self.state = state
-        self.to_embed: list[Any] = []
+        #: When a pass starts (the next watermark); tests move it by hand.
+        self.clock = clock
+        self.to_embed: list[qm.Record] = []
         self.to_delete: list[PointId] = []
         # Read once: looked up for every point missing from the target.
         self.skips = skipped_ids(state, job.migration_id)
+        #: Known skips seen again in this pass, whose text is checked once more.
+        self.rechecks: set[str] = set()
 
     def run(self) -> CatchUpResult:
         started = time.monotonic()
-        pass_start = datetime.now(tz=UTC)
+        pass_start = self.clock()
         key = f"{self.job.migration_id}/{self.job.direction}"
-        mark = self.state.get("watermark", key) if self.job.updated_at_field else None
+        mark = self.state.get(RecordKind.WATERMARK, key) if self.job.updated_at_field else None
         if mark:
             result = CatchUpResult(mode="watermark", watermark=mark["since"])
             self._changed_since(result, mark["since"])
@@ -122,7 +177,7 @@ class CatchUp:
         if self.job.updated_at_field:
             since = datetime.fromtimestamp(pass_start.timestamp() - self.job.overlap_s, tz=UTC)
             self.state.put(
-                "watermark",
+                RecordKind.WATERMARK,
                 key,
                 {"since": since.isoformat(), "field": self.job.updated_at_field, "at": now_iso()},
             )
@@ -147,7 +202,7 @@ class CatchUp:
             with_payload=True,
             scroll_filter=self._since_filter(since),
         )
-        batch: list[Any] = []
+        batch: list[qm.Record] = []
         for record in changed:
             batch.append(record)
             if len(batch) >= PAGE:
@@ -156,7 +211,7 @@ class CatchUp:
         if batch:
             self._compare_batch(batch, result)
 
-    def _compare_batch(self, records: Sequence[Any], result: CatchUpResult) -> None:
+    def _compare_batch(self, records: Sequence[qm.Record], result: CatchUpResult) -> None:
         found = self.client.retrieve(
             self.job.target, [r.id for r in records], with_payload=True, with_vectors=False
         )
@@ -171,8 +226,8 @@ class CatchUp:
         for src, tgt in _merge(source, target):
             if src is None:
                 assert tgt is not None
-                self._delete(tgt.id, result)
-            elif tgt is None and not self._known_skip(src.id):
+                self._delete(point_id(tgt.id), result)
+            elif tgt is None and not self._known_skip(point_id(src.id)):
                 full = self.client.retrieve(self.job.source, [src.id], with_payload=True)
                 if full:
                     self._classify(full[0], None, result)
@@ -194,14 +249,20 @@ class CatchUp:
 
     # -- applying changes ----------------------------------------------------------------
 
-    def _classify(self, src: Any | None, tgt: Any | None, result: CatchUpResult) -> None:
+    def _classify(
+        self, src: qm.Record | None, tgt: qm.Record | None, result: CatchUpResult
+    ) -> None:
         if src is None:
             assert tgt is not None
-            self._delete(tgt.id, result)
+            self._delete(point_id(tgt.id), result)
             return
         if tgt is None:
             self.to_embed.append(src)
-            result.inserted += 1
+            if self._known_skip(point_id(src.id)):
+                # Skipped before: an insert only if its text has become usable (_embed_and_write).
+                self.rechecks.add(str(src.id))
+            else:
+                result.inserted += 1
         elif (src.payload or {}) == (tgt.payload or {}):
             result.unchanged += 1
             return
@@ -215,7 +276,7 @@ class CatchUp:
             result.payload_updated += 1
         self._flush(result)
 
-    def _text(self, record: Any) -> str | None:
+    def _text(self, record: qm.Record) -> str | None:
         return extract_text(record.payload, self.job.text_field)[0]
 
     def _delete(self, point_id: PointId, result: CatchUpResult) -> None:
@@ -225,15 +286,14 @@ class CatchUp:
 
     def _flush(self, result: CatchUpResult, *, final: bool = False) -> None:
         if self.to_delete and (final or len(self.to_delete) >= PAGE):
-            self.client.delete(
-                self.job.target, qm.PointIdsList(points=list(self.to_delete)), wait=True
-            )
+            ids: list[qm.ExtendedPointId] = list(self.to_delete)
+            self.client.delete(self.job.target, qm.PointIdsList(points=ids), wait=True)
             self.to_delete = []
         if self.to_embed and (final or len(self.to_embed) >= self.job.batch_size):
             self._embed_and_write(self.to_embed, result)
             self.to_embed = []
 
-    def _embed_and_write(self, records: list[Any], result: CatchUpResult) -> None:
+    def _embed_and_write(self, records: list[qm.Record], result: CatchUpResult) -> None:
         usable = select_texts(
             records,
             self.job.provider,
@@ -241,14 +301,18 @@ class CatchUp:
             policy=self.job.bad_text_policy,
             collection=self.job.source,
         )
-        stale = [point_id for point_id, _ in usable.skipped]
+        still = [(p, r) for p, r in usable.skipped if str(p) in self.rechecks]
+        fresh = [(p, r) for p, r in usable.skipped if str(p) not in self.rechecks]
+        result.unchanged += len(still)  # a known skip whose text is still unusable
+        result.inserted += sum(1 for r in usable.records if str(r.id) in self.rechecks)
+        stale: list[qm.ExtendedPointId] = [skipped for skipped, _ in fresh]
         if stale:  # a point whose text became unusable must not keep its old vector
             self.client.delete(self.job.target, qm.PointIdsList(points=stale), wait=True)
-        record_skips(self.state, self.job.migration_id, usable.skipped)
-        self.skips.update(str(point_id) for point_id, _ in usable.skipped)
-        for _, reason in usable.skipped:
+        record_skips(self.state, self.job.migration_id, fresh)
+        self.skips.update(str(skipped) for skipped, _ in fresh)
+        for _, reason in fresh:
             result.skipped_by_reason[reason] = result.skipped_by_reason.get(reason, 0) + 1
-        result.skipped += len(usable.skipped)
+        result.skipped += len(fresh)
         if not usable.records:
             return
         vectors = self.job.provider.embed_documents(usable.texts)
@@ -261,7 +325,7 @@ class CatchUp:
         self.client.upsert(
             self.job.target,
             [
-                qm.PointStruct(id=r.id, vector=v if name is None else {name: v}, payload=r.payload)
+                qm.PointStruct(id=r.id, vector=vector_struct(name, v), payload=r.payload)
                 for r, v in zip(usable.records, vectors, strict=True)
             ],
             wait=True,
@@ -269,6 +333,6 @@ class CatchUp:
         for record in usable.records:  # a point that was skipped has usable text now
             if str(record.id) in self.skips:
                 self.skips.discard(str(record.id))
-                self.state.delete("skip", f"{self.job.migration_id}/{record.id}")
+                forget_skip(self.state, self.job.migration_id, point_id(record.id))
         result.embedded += len(usable.records)
         result.tokens += usable.tokens

@@ -1,0 +1,31 @@
+"""The Airflow Assets this project publishes: one event each time an alias moves.
+
+``swap_alias`` and the lifecycle DAG's ``rollback`` emit an event for the moved alias's
+asset (``x-qdrant-alias://<alias>``) through the asset alias :data:`ALIAS_MOVES`, with the
+collections, migration and action in the event's extra. A downstream DAG follows one
+alias with ``schedule=[alias_asset("articles")]``, or every alias with
+``schedule=ALIAS_MOVES``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from airflow.sdk import Asset, AssetAlias
+
+from include.qdrant_migration.aliases import AliasMove
+
+ALIAS_MOVES = AssetAlias(name="qdrant_alias_moves", group="qdrant")
+
+
+def alias_asset(alias: str) -> Asset:
+    """The asset that stands for what ``alias`` serves."""
+    return Asset(uri=f"x-qdrant-alias://{alias}", group="qdrant")
+
+
+def publish(context: Any, move: AliasMove) -> None:
+    """Add the asset event of ``move`` to the running task's outlet events."""
+    context["outlet_events"][ALIAS_MOVES].add(
+        alias_asset(move.alias), extra=dataclasses.asdict(move)
+    )

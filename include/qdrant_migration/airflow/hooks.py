@@ -1,0 +1,101 @@
+"""Connections, resolved the Airflow way: Qdrant through a hook, providers' keys from their
+connections. Nothing outside this subpackage sees a connection; secrets stay here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cached_property
+
+from airflow.sdk import BaseHook
+from qdrant_client import QdrantClient
+
+from include.qdrant_migration.compatibility import old_model_of
+from include.qdrant_migration.plan import Plan
+from include.qdrant_migration.providers import Credentials, EmbeddingProvider, get_provider
+from include.qdrant_migration.qdrant import QdrantSettings, connect, open_client
+from include.qdrant_migration.spec import MigrationSpec
+
+
+class MigrationQdrantHook(BaseHook):
+    """Qdrant for one task: a server, or an embedded local-mode store (extra ``path``).
+
+    The connection's fields are read as the Qdrant provider reads them (host/port or extra
+    ``url``, the API key as password, ``grpc_port``, ``prefer_gprc``, ``https``, ``prefix``),
+    by :meth:`QdrantSettings.from_connection`. There is deliberately no cached client: an
+    embedded store allows one opener, so a client is opened per block (:meth:`client`) and
+    closed after it, releasing the store's lock.
+    """
+
+    conn_name_attr = "conn_id"
+    default_conn_name = "qdrant_default"
+    conn_type = "qdrant"
+    hook_name = "Qdrant (server or embedded)"
+
+    def __init__(self, conn_id: str = default_conn_name) -> None:
+        super().__init__()
+        self.conn_id = conn_id
+
+    @cached_property
+    def settings(self) -> QdrantSettings:
+        conn = self.get_connection(self.conn_id)
+        return QdrantSettings.from_connection(
+            host=conn.host, port=conn.port, password=conn.password, extra=conn.extra_dejson
+        )
+
+    def get_conn(self) -> QdrantClient:
+        """An open client; close it when done (that releases an embedded store's lock)."""
+        return connect(self.settings)
+
+    @contextmanager
+    def client(self) -> Iterator[QdrantClient]:
+        """A client for one block, closed after it."""
+        with open_client(self.settings) as client:
+            yield client
+
+    def test_connection(self) -> tuple[bool, str]:
+        try:
+            with self.client() as client:
+                count = len(client.get_collections().collections)
+        except Exception as error:
+            return False, f"{self.settings.describe()}: {type(error).__name__}: {error}"
+        return True, f"{self.settings.describe()}: {count} collections"
+
+
+def provider_credentials(conn_id: str) -> Credentials:
+    """The API key (password), base URL (host or extra ``base_url``) and extras of a connection."""
+    conn = BaseHook.get_connection(conn_id)
+    extra = dict(conn.extra_dejson)
+    base_url = extra.pop("base_url", None) or conn.host or None
+    return Credentials(
+        conn_id=conn_id, api_key=conn.password or None, base_url=base_url, extra=extra
+    )
+
+
+def build_provider(spec: MigrationSpec, *, partitions: int = 1) -> EmbeddingProvider:
+    """The new model's provider; with ``partitions``, one backfill task's share of the budget."""
+    conn_id = spec.provider_conn_id
+    return get_provider(
+        spec.provider,
+        spec.model,
+        dimensions=spec.dimensions,
+        options=spec.backfill_options(partitions),
+        credentials=provider_credentials(conn_id) if conn_id else None,
+    )
+
+
+def build_source_provider(plan: Plan) -> EmbeddingProvider | None:
+    """The old model, from the params or the source's lineage; None when unknown."""
+    spec = plan.spec
+    old = old_model_of(spec, plan.source)
+    if old is None:
+        return None
+    conn_id = spec.source_provider_conn_id
+    if not conn_id and old.provider == spec.provider:  # same provider: same connection
+        conn_id = spec.provider_conn_id
+    return get_provider(
+        old.provider,
+        old.model,
+        dimensions=plan.source.size if plan.source.lineage.get("dimensions") else None,
+        credentials=provider_credentials(conn_id) if conn_id else None,
+    )

@@ -1,0 +1,324 @@
+"""Search quality of the old collection with the old model vs the new one with the new model.
+
+Index recall (approximate vs exact) says the new index finds what the new vectors say is
+nearest; it says nothing about whether the new model is better. With an evaluation set
+(queries with the ids that should be found) we measure recall@k, MRR and nDCG@10 for both
+sides, list the queries that regressed most, and fail when the new side is worse by more
+than a tolerance. Without labels we report how much the two top-k lists overlap and how
+the score distribution moved: score thresholds tuned for the old model do not carry over.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qdrant_client import QdrantClient
+from qdrant_client import models as qm
+
+from include.qdrant_migration.checks import CheckFailedError
+from include.qdrant_migration.plan import Plan
+from include.qdrant_migration.providers import EmbeddingProvider
+from include.qdrant_migration.qdrant import PointId, point_id
+from include.qdrant_migration.spec import EvalRow
+from include.qdrant_migration.texts import extract_text, query_like
+
+WORST = 5
+
+
+class QualityRegressionError(RuntimeError):
+    """The new model retrieves worse than the old one by more than the tolerance."""
+
+
+@dataclass(frozen=True)
+class EvalQuery:
+    query: str
+    relevant_ids: list[PointId]
+
+
+@dataclass(frozen=True)
+class Regression:
+    query: str
+    old_ndcg10: float
+    new_ndcg10: float
+
+
+@dataclass(frozen=True)
+class Quality:
+    """Old model on the old collection vs new model on the new one.
+
+    ``labeled``: measured on an evaluation set (recall, MRR, nDCG@10 per side); otherwise
+    the overlap of both top-k lists and how the scores moved; ``skipped`` says why there
+    was no comparison at all.
+    """
+
+    labeled: bool = False
+    skipped: str | None = None
+    queries: int = 0
+    k: int = 0
+    old: dict[str, float] = field(default_factory=dict)
+    new: dict[str, float] = field(default_factory=dict)
+    tolerance: float | None = None
+    worst_regressions: list[Regression] = field(default_factory=list)
+    mean_overlap_at_k: float | None = None
+    old_top1_scores: dict[str, float] = field(default_factory=dict)
+    new_top1_scores: dict[str, float] = field(default_factory=dict)
+    old_topk_scores: dict[str, float] = field(default_factory=dict)
+    new_topk_scores: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Quality:
+        fields = dict(data)
+        fields["worst_regressions"] = [Regression(**r) for r in fields.get("worst_regressions", [])]
+        return cls(**fields)
+
+
+@dataclass(frozen=True)
+class SelfRetrieval:
+    """How often a document's own text, as a new-model query, finds it first."""
+
+    queries: int = 0
+    hit_at_1: float | None = None
+    mrr: float | None = None
+    k: int = 0
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of the comparison: a collection searched with the model that built it."""
+
+    collection: str
+    provider: EmbeddingProvider
+    vector_name: str | None
+
+
+def load_eval_set(value: str | Sequence[EvalRow] | None) -> list[EvalQuery]:
+    """An evaluation set from a JSONL path, inline JSONL text, or a list of objects."""
+    if not value:
+        return []
+    if isinstance(value, str):
+        path = Path(value)
+        text = path.read_text(encoding="utf-8") if path.is_file() else value
+        rows: list[object] = [json.loads(line) for line in text.splitlines() if line.strip()]
+    else:
+        rows = list(value)
+    queries = []
+    for number, row in enumerate(rows, 1):
+        ids = row.get("relevant_ids") if isinstance(row, dict) else None
+        if (
+            not isinstance(row, dict)
+            or not row.get("query")
+            or not isinstance(ids, list)
+            or not ids
+        ):
+            raise ValueError(
+                f"Evaluation set row {number} must be an object with 'query' (text) and "
+                f"'relevant_ids' (a list of point ids); got {str(row)[:120]!r}."
+            )
+        queries.append(
+            EvalQuery(str(row["query"]), [i if isinstance(i, int) else str(i) for i in ids])
+        )
+    return queries
+
+
+def _ranked(
+    client: QdrantClient, side: Side, texts: Sequence[str], k: int
+) -> list[list[qm.ScoredPoint]]:
+    vectors = side.provider.embed_queries(list(texts))
+    results = []
+    for vector in vectors:
+        found = client.query_points(side.collection, query=vector, using=side.vector_name, limit=k)
+        results.append(found.points)
+    return results
+
+
+def _metrics(hits: list[PointId], relevant: set[PointId], k: int) -> dict[str, float]:
+    """recall@k and MRR@k over the first k hits; nDCG@10 over the first 10, whatever k is."""
+    ids = hits[:k]
+    found = [i for i in ids if i in relevant]
+    first = next((rank for rank, i in enumerate(ids, 1) if i in relevant), None)
+    dcg = sum(1 / math.log2(rank + 1) for rank, i in enumerate(hits[:10], 1) if i in relevant)
+    ideal = sum(1 / math.log2(rank + 1) for rank in range(1, min(len(relevant), 10) + 1))
+    return {
+        "recall": len(found) / len(relevant),
+        "mrr": 1 / first if first else 0.0,
+        "ndcg10": dcg / ideal if ideal else 0.0,
+    }
+
+
+def compare_labeled(
+    client: QdrantClient, old: Side, new: Side, queries: list[EvalQuery], k: int, tolerance: float
+) -> Quality:
+    """Side-by-side metrics; raises QualityRegressionError past the tolerance."""
+    texts = [q.query for q in queries]
+    old_hits = _ranked(client, old, texts, max(k, 10))
+    new_hits = _ranked(client, new, texts, max(k, 10))
+    rows: list[tuple[str, dict[str, float], dict[str, float]]] = []
+    for query, o, n in zip(queries, old_hits, new_hits, strict=True):
+        relevant = set(query.relevant_ids)
+        rows.append(
+            (
+                query.query,
+                _metrics([point_id(p.id) for p in o], relevant, k),
+                _metrics([point_id(p.id) for p in n], relevant, k),
+            )
+        )
+    metrics = list(rows[0][1])
+    old_table = {m: round(statistics.fmean(r[1][m] for r in rows), 4) for m in metrics}
+    new_table = {m: round(statistics.fmean(r[2][m] for r in rows), 4) for m in metrics}
+    worst = sorted(rows, key=lambda r: r[2]["ndcg10"] - r[1]["ndcg10"])[:WORST]
+    result = Quality(
+        labeled=True,
+        queries=len(rows),
+        k=k,
+        old=old_table,
+        new=new_table,
+        tolerance=tolerance,
+        worst_regressions=[
+            Regression(text, round(o["ndcg10"], 3), round(n["ndcg10"], 3))
+            for text, o, n in worst
+            if n["ndcg10"] < o["ndcg10"]
+        ],
+    )
+    drop = old_table["ndcg10"] - new_table["ndcg10"]
+    if drop > tolerance:
+        raise QualityRegressionError(
+            f"nDCG@10 falls from {old_table['ndcg10']:.3f} (old model) to "
+            f"{new_table['ndcg10']:.3f} (new model) on {len(rows)} evaluation queries, more "
+            f"than the tolerance {tolerance}. Worst query: {worst[0][0]!r}. Keep the old "
+            "model, or raise quality_tolerance if the trade-off is intended."
+        )
+    return result
+
+
+def compare_unlabeled(
+    client: QdrantClient, old: Side, new: Side, texts: list[str], k: int
+) -> Quality:
+    """Overlap of old and new top-k, and how the score distribution moved."""
+    old_hits = _ranked(client, old, texts, k)
+    new_hits = _ranked(client, new, texts, k)
+    # Over the longer list: a collection smaller than k returns fewer than k hits.
+    overlaps = [
+        len({p.id for p in o} & {p.id for p in n}) / max(len(o), len(n), 1)
+        for o, n in zip(old_hits, new_hits, strict=True)
+    ]
+
+    return Quality(
+        labeled=False,
+        queries=len(texts),
+        k=k,
+        mean_overlap_at_k=round(statistics.fmean(overlaps), 4) if overlaps else None,
+        old_top1_scores=_score_quantiles(old_hits, 0),
+        new_top1_scores=_score_quantiles(new_hits, 0),
+        old_topk_scores=_score_quantiles(old_hits, k - 1),
+        new_topk_scores=_score_quantiles(new_hits, k - 1),
+    )
+
+
+def _score_quantiles(hits: list[list[qm.ScoredPoint]], rank: int) -> dict[str, float]:
+    values = [h[rank].score for h in hits if len(h) > rank]
+    if not values:
+        return {}
+    cuts = statistics.quantiles(values, n=10) if len(values) > 1 else values * 9
+    return {
+        "p10": round(cuts[0], 4),
+        "p50": round(statistics.median(values), 4),
+        "p90": round(cuts[-1], 4),
+    }
+
+
+def self_retrieval(
+    client: QdrantClient,
+    side: Side,
+    samples: Sequence[qm.ScoredPoint | qm.Record],
+    text_field: str,
+    k: int,
+) -> SelfRetrieval:
+    """Embed each sampled document's own text as a query with the new model: where does it rank?
+
+    Proves the vectors really come from the new model (a vector from another model would
+    not find its document) and gives a first, label-free quality signal.
+    """
+    texts, ids = [], []
+    for point in samples:
+        text, _ = extract_text(point.payload, text_field)
+        if text is not None:
+            texts.append(text)
+            ids.append(point.id)
+    if not texts:
+        return SelfRetrieval(k=k)
+    queries = side.provider.embed_queries(texts)
+    ranks = []
+    for wanted, query in zip(ids, queries, strict=True):
+        found = client.query_points(
+            side.collection,
+            query=query,
+            using=side.vector_name,
+            limit=k,
+            search_params=qm.SearchParams(exact=True),
+        )
+        hits = [p.id for p in found.points]
+        ranks.append(hits.index(wanted) + 1 if wanted in hits else None)
+    return SelfRetrieval(
+        queries=len(ranks),
+        hit_at_1=round(sum(1 for r in ranks if r == 1) / len(ranks), 4),
+        mrr=round(statistics.fmean(1 / r if r else 0.0 for r in ranks), 4),
+        k=k,
+    )
+
+
+#: Sample documents whose first sentence is a query of the label-free comparison.
+UNLABELED_QUERIES = 50
+
+
+def evaluate(
+    client: QdrantClient,
+    plan: Plan,
+    new_model: EmbeddingProvider,
+    old_model: EmbeddingProvider | None,
+) -> tuple[SelfRetrieval, Quality]:
+    """Self-retrieval with the new model, and old vs new quality; raises on a failure.
+
+    Reads both collections and embeds queries (never stored documents) with both models.
+    """
+    spec = plan.spec
+    name = plan.vector_name
+    samples = client.query_points(
+        plan.target_collection,
+        query=qm.SampleQuery(sample=qm.Sample.RANDOM),
+        limit=spec.recall_sample_size,
+        with_payload=True,
+    ).points
+    new = Side(plan.target_collection, new_model, name)
+    own = self_retrieval(client, new, samples, spec.text_field, spec.recall_k)
+    if own.hit_at_1 is not None and own.hit_at_1 < spec.min_self_retrieval:
+        raise CheckFailedError(
+            f"Only {own.hit_at_1:.0%} of {own.queries} sampled documents are found first "
+            f"by a query of their own text embedded with {plan.target_lineage.get('model')} "
+            f"(minimum {spec.min_self_retrieval:.0%}): the target's vectors do not look like "
+            "this model's. Check that the target was not written by another model."
+        )
+    if old_model is None:
+        skipped = "the old model is unknown: set source_provider and source_model"
+        return own, Quality(skipped=skipped)
+    old = Side(plan.source.collection, old_model, name)
+    labeled = load_eval_set(spec.eval_set)
+    if labeled:
+        return own, compare_labeled(
+            client, old, new, labeled, spec.recall_k, spec.quality_tolerance
+        )
+    texts = [
+        query_like(text)
+        for point in samples
+        if (text := extract_text(point.payload, spec.text_field)[0]) is not None
+    ]
+    return own, compare_unlabeled(client, old, new, texts[:UNLABELED_QUERIES], spec.recall_k)

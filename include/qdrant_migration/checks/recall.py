@@ -1,0 +1,147 @@
+"""What the ``recall_check`` sensor measures: the target is indexed, complete, and its
+approximate search finds what exact search finds.
+
+Each call of :func:`poke` is one poke of the sensor and only reads. It answers "not yet"
+(None) while Qdrant is still optimizing or indexing, and raises
+:class:`~include.qdrant_migration.checks.CheckFailedError` as soon as waiting cannot help
+(points missing, points without vectors, recall below the threshold on a fully indexed
+collection).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+from qdrant_client import QdrantClient
+from qdrant_client import models as qm
+
+from include.qdrant_migration.checks import CheckFailedError
+from include.qdrant_migration.checks.completeness import Completeness, measure, require_complete
+from include.qdrant_migration.plan import Plan
+from include.qdrant_migration.qdrant import dense_vector, server_version
+from include.qdrant_migration.state import StateStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class RecallResult:
+    """The sensor's evidence: the ``recall_check`` XCom."""
+
+    readiness: str
+    recall_at_k: float | None
+    k: int
+    threshold: float
+    sample_queries: int
+    completeness: Completeness
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RecallResult:
+        fields = dict(data)
+        fields["completeness"] = Completeness(**fields["completeness"])
+        return cls(**fields)
+
+
+def _vector_params(info: qm.CollectionInfo, name: str | None) -> qm.VectorParams | None:
+    vectors = info.config.params.vectors
+    if isinstance(vectors, qm.VectorParams):
+        return vectors
+    return (vectors or {}).get(name or "")
+
+
+def readiness(client: QdrantClient, collection: str, vector_name: str | None = None) -> Readiness:
+    """Green, and (on a server) HNSW built for every vector that should be indexed."""
+    info = client.get_collection(collection)
+    if info.status != qm.CollectionStatus.GREEN:
+        return Readiness(False, f"collection status is {info.status.value} (optimizing)")
+    if server_version(client) is None:
+        return Readiness(True, "embedded store: searches are exact, there is no index to build")
+    points = info.points_count or 0
+    threshold_kb = info.config.optimizer_config.indexing_threshold or 0
+    indexed = info.indexed_vectors_count or 0
+    params = _vector_params(info, vector_name)
+    size_kb = points * (params.size if params is not None else 0) * 4 / 1024
+    # The server indexes segments above indexing_threshold KB of vectors; smaller ones are
+    # searched exactly, which is what recall is measured against anyway.
+    if threshold_kb and size_kb >= threshold_kb and indexed < points:
+        return Readiness(False, f"{indexed}/{points} vectors indexed")
+    return Readiness(True, f"green, {indexed}/{points} vectors indexed")
+
+
+def sample_points(
+    client: QdrantClient, collection: str, size: int, vector_name: str | None
+) -> list[qm.ScoredPoint]:
+    """A random sample of points with payloads and the migrated vector."""
+    return client.query_points(
+        collection,
+        query=qm.SampleQuery(sample=qm.Sample.RANDOM),
+        limit=size,
+        with_vectors=[vector_name] if vector_name else True,
+        with_payload=True,
+    ).points
+
+
+def index_recall(
+    client: QdrantClient,
+    collection: str,
+    vector_name: str | None,
+    queries: list[list[float]],
+    k: int,
+) -> float | None:
+    """Mean recall@k of approximate search against exact search (None: no queries)."""
+    recalls = []
+    for vector in queries:
+        ann = client.query_points(collection, query=vector, using=vector_name, limit=k)
+        exact = client.query_points(
+            collection,
+            query=vector,
+            using=vector_name,
+            limit=k,
+            search_params=qm.SearchParams(exact=True),
+        )
+        truth = {p.id for p in exact.points}
+        recalls.append(len(truth & {p.id for p in ann.points}) / max(len(truth), 1))
+    return statistics.fmean(recalls) if recalls else None
+
+
+def poke(client: QdrantClient, plan: Plan, state: StateStore) -> RecallResult | None:
+    """One poke: None while not indexed yet, the evidence once every check passes."""
+    spec = plan.spec
+    target = plan.target_collection
+    ready = readiness(client, target, plan.vector_name)
+    if not ready.ready:
+        log.info("%s not ready: %s", target, ready.reason)
+        return None
+    completeness = measure(client, plan, state)
+    require_complete(plan, completeness)
+    samples = sample_points(client, target, spec.recall_sample_size, plan.vector_name)
+    queries = [v for p in samples if (v := dense_vector(p, plan.vector_name))]
+    recall = index_recall(client, target, plan.vector_name, queries, spec.recall_k)
+    if recall is not None and recall < spec.recall_threshold:
+        raise CheckFailedError(
+            f"recall@{spec.recall_k} of approximate vs exact search on {target!r} is "
+            f"{recall:.3f}, below the threshold {spec.recall_threshold}. Raise hnsw_ef/"
+            "ef_construct or m on the collection, or lower recall_threshold if that is "
+            "acceptable."
+        )
+    return RecallResult(
+        readiness=ready.reason,
+        recall_at_k=None if recall is None else round(recall, 4),
+        k=spec.recall_k,
+        threshold=spec.recall_threshold,
+        sample_queries=len(queries),
+        completeness=completeness,
+    )

@@ -1,0 +1,118 @@
+"""The plan: what ``assess_compatibility`` decided, and what every later task works from.
+
+Types only (the deciding happens in compatibility.py, the estimating in estimate.py), so
+any module can import them without importing the logic. A plan crosses task boundaries as
+an XCom: :meth:`Plan.to_dict` and :meth:`Plan.from_dict` are the only places it is a dict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from include.qdrant_migration.providers.base import ModelLineage
+from include.qdrant_migration.qdrant import PointId
+from include.qdrant_migration.spec import MigrationSpec, Strategy
+
+
+class Lineage(ModelLineage, total=False):
+    """Which model made a collection's vectors, as stored in its metadata and the report.
+
+    Applications read it to embed queries the same way (model, input type, dimensions).
+    """
+
+    strategy: str
+    truncated_from: int
+    quantization: str | None
+    migration_id: str
+    source_collection: str
+    source_lineage: Lineage
+    alias: str
+    text_field: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """The collection behind the alias, as ``assess_compatibility`` found it."""
+
+    collection: str
+    vector_name: str | None
+    size: int
+    distance: str
+    points: int
+    sample_ids: list[PointId]
+    text_coverage: float
+    lineage: Lineage = field(default_factory=lambda: Lineage())
+    quantization: str = "none"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What a migration will cost before it runs (the dry run), beside the actuals later."""
+
+    points: int = 0
+    texts_to_embed: int = 0
+    vectors_copied: int = 0
+    tokens: int = 0
+    tokens_per_text: float = 0.0
+    token_sample: int = 0
+    tokens_exact: bool = False
+    tokenizer: str = ""
+    embed_requests: int = 0
+    price_per_million_tokens: float | None = None
+    prices_as_of: str = ""
+    cost_usd: float | None = None
+    duration_s: float | None = None
+    duration_basis: str = ""
+    payload_bytes_per_point: int = 0
+    source_disk_bytes: int = 0
+    target_disk_bytes: int = 0
+    peak_disk_bytes: int = 0
+    target_ram_bytes: int = 0
+    #: RAM of the vectors before a quantization change (quantization_only only).
+    ram_before_bytes: int | None = None
+    #: Collections a run would create, and what happens to the alias.
+    creates: list[str] = field(default_factory=list)
+    alias_change: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything later tasks need; the ``assess_compatibility`` XCom."""
+
+    migration_id: str
+    alias: str
+    strategy: Strategy
+    reasons: list[str]
+    source: SourceInfo
+    target_collection: str
+    target_dimension: int
+    target_lineage: Lineage
+    spec: MigrationSpec
+    estimate: Estimate = field(default_factory=Estimate)
+
+    @property
+    def creates_target(self) -> bool:
+        return self.strategy.creates_target
+
+    @property
+    def vector_name(self) -> str | None:
+        """The name of the migrated vector (None: the collection's single unnamed one)."""
+        return self.source.vector_name
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types only (enums as their values): what an XCom can hold."""
+        plain: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(self)))
+        return plain
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Plan:
+        fields = dict(data)
+        fields["strategy"] = Strategy(fields["strategy"])
+        fields["source"] = SourceInfo(**fields["source"])
+        fields["spec"] = MigrationSpec.from_dict(fields["spec"])
+        fields["estimate"] = Estimate(**fields.get("estimate") or {})
+        return cls(**fields)
