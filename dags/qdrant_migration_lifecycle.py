@@ -4,8 +4,9 @@
 The companion of `qdrant_model_migration`:
 
 * **rollback** points an alias back at the collection it served before its last swap, in
-  one atomic alias operation. Until the migration is retired, the nightly catch-up keeps
-  the old collection level with the new one, so nothing written since the swap is lost.
+  one atomic alias operation, and publishes an Asset event (`x-qdrant-alias://<alias>`).
+  Until the migration is retired, the catch-up DAG keeps the old collection level with the
+  new one, so nothing written since the swap is lost.
 * **retire** deletes the collection a migration left unused and stops its nightly
   catch-up: after a swap, the old collection, and only once `observation_days` have
   passed; after a rejection or a rollback, the new one. A collection an alias points at
@@ -22,7 +23,8 @@ from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from include.qdrant_migration import tasks
+from include.qdrant_migration.airflow import tasks
+from include.qdrant_migration.airflow.assets import ALIAS_MOVES
 from include.qdrant_migration.spec import LIFECYCLE_PARAM_SCHEMA
 
 
@@ -37,11 +39,19 @@ from include.qdrant_migration.spec import LIFECYCLE_PARAM_SCHEMA
     max_active_runs=1,
 )
 def qdrant_migration_lifecycle() -> None:
-    @task
-    def change_lifecycle() -> dict[str, Any]:
-        return tasks.change_lifecycle(dict(get_current_context()["params"]))
+    @task.branch
+    def choose_action() -> str:
+        return str(get_current_context()["params"]["action"])
 
-    change_lifecycle()
+    @task(outlets=[ALIAS_MOVES])
+    def rollback() -> dict[str, Any]:
+        return tasks.rollback(dict(get_current_context()["params"]))
+
+    @task
+    def retire() -> dict[str, Any]:
+        return tasks.retire(dict(get_current_context()["params"]))
+
+    choose_action() >> [rollback(), retire()]
 
 
 qdrant_migration_lifecycle()

@@ -24,16 +24,16 @@ Moves the collection behind a Qdrant **alias** to a new embedding model with zer
    stored vectors, and writes the target, checkpointing after every sub-batch so retries
    resume;
 4. `catch_up` copies what changed in the source meanwhile (inserts, edits, deletions);
-5. `recall_check` waits until the target is complete and indexed and measures its recall;
-6. `approve_swap` shows that evidence, with the plan's estimate beside the actuals, to a human;
-7. `swap_alias` catches up once more, then moves the alias atomically; the old collection
-   stays for rollback.
+5. `restore_indexing` lets Qdrant build the index the bulk load deferred;
+6. `recall_check` (a sensor that only reads) waits until the target is indexed, checks it
+   is complete, and measures recall@k of approximate vs exact search;
+7. `build_report` compares the old and new models' search quality and writes the report;
+8. `approve_swap` shows that evidence, with the plan's estimate beside the actuals, to a human;
+9. `swap_alias` catches up once more, then moves the alias atomically and publishes an
+   Asset event (`x-qdrant-alias://<alias>`); the old collection stays for rollback.
 
-Tasks of the strategies not chosen are skipped.
-
-Runs without an alias (the nightly schedule) take `catch_up_all` instead: every migration
-that has a target and is not retired is brought level with its source (or, after the
-swap, changes are mirrored back to the old collection so a rollback loses nothing).
+Tasks of the strategies not chosen are skipped. The nightly catch-up of every migration
+is the `qdrant_migration_catch_up` DAG; rollback and retire are `qdrant_migration_lifecycle`.
 
 Trigger from the UI form or `airflow dags trigger qdrant_model_migration --conf '{"alias": ...}'`.
 """
@@ -45,22 +45,29 @@ from typing import Any
 
 from airflow.sdk import Param, PokeReturnValue, dag, get_current_context, task
 
-from include.qdrant_migration import tasks
-from include.qdrant_migration.operators import SwapApprovalOperator
+from include.qdrant_migration.airflow import tasks
+from include.qdrant_migration.airflow.assets import ALIAS_MOVES
+from include.qdrant_migration.airflow.operators import SwapApprovalOperator
 from include.qdrant_migration.spec import (
     BACKFILL_POOL,
-    CATCH_UP_SCHEDULE,
+    MAX_ACTIVE_MIGRATIONS,
     MAX_PARALLEL_PARTITIONS,
     PARAM_SCHEMA,
 )
 
+#: The first tasks of each strategy's path after assess_compatibility.
+STRATEGY_PATHS: dict[str, list[str]] = {
+    "quantization_only": ["quantization_report"],
+    "matryoshka_truncation": ["create_collection"],
+    "linear_map": ["fit_linear_map", "create_collection"],
+    "full_reembed": ["create_collection"],
+}
 
-# The strategy-specific tasks (the DAG below wires them); each is skipped unless its
-# strategy is chosen.
+
 @task.branch
 def choose_path(plan: dict[str, Any]) -> list[str] | None:
     """The chosen strategy's tasks; none after a dry run."""
-    return tasks.choose_path(plan)
+    return None if plan["spec"]["dry_run"] else STRATEGY_PATHS[plan["strategy"]]
 
 
 @task
@@ -80,26 +87,16 @@ def apply_quantization(plan: dict[str, Any]) -> dict[str, Any]:
 
 @dag(
     dag_id="qdrant_model_migration",
-    schedule=CATCH_UP_SCHEDULE,
+    schedule=None,
     catchup=False,
     doc_md=__doc__,
     tags=["qdrant", "embeddings", "migration"],
     params={name: Param(**schema) for name, schema in PARAM_SCHEMA.items()},
     default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
-    # A migration waiting days for approval must not block the nightly catch-up.
-    max_active_runs=3,
+    # Migrations of different aliases side by side; one waiting for approval holds no worker.
+    max_active_runs=MAX_ACTIVE_MIGRATIONS,
 )
 def qdrant_model_migration() -> None:
-    @task.branch
-    def route() -> str:
-        """A run with an alias migrates it; a run without (the nightly one) catches up."""
-        params = get_current_context()["params"]
-        return "assess_compatibility" if params.get("alias") else "catch_up_all"
-
-    @task
-    def catch_up_all() -> list[dict[str, Any]]:
-        return tasks.catch_up_all(dict(get_current_context()["params"]))
-
     @task
     def assess_compatibility() -> dict[str, Any]:
         return tasks.assess_compatibility(dict(get_current_context()["params"]))
@@ -117,7 +114,7 @@ def qdrant_model_migration() -> None:
 
     @task
     def plan_partitions(plan: dict[str, Any], _created: dict[str, Any]) -> list[dict[str, Any]]:
-        return tasks.partitions(plan)
+        return tasks.plan_partitions(plan)
 
     @task(
         map_index_template="{{ partition_label }}",
@@ -132,25 +129,35 @@ def qdrant_model_migration() -> None:
     def catch_up(plan: dict[str, Any], _results: list[dict[str, Any]]) -> dict[str, Any]:
         return tasks.catch_up(plan)
 
+    @task
+    def restore_indexing(plan: dict[str, Any], _caught_up: dict[str, Any]) -> None:
+        tasks.restore_indexing(plan)
+
     @task.sensor(poke_interval=30, timeout=6 * 3600, mode="reschedule")
-    def recall_check(
-        plan: dict[str, Any], results: list[dict[str, Any]], caught_up: dict[str, Any]
-    ) -> PokeReturnValue:
-        report = tasks.recall_check(plan, list(results), caught_up)
-        return PokeReturnValue(is_done=report is not None, xcom_value=report)
+    def recall_check(plan: dict[str, Any]) -> PokeReturnValue:
+        evidence = tasks.recall_check(plan)
+        return PokeReturnValue(is_done=evidence is not None, xcom_value=evidence)
+
+    @task
+    def build_report(
+        plan: dict[str, Any],
+        results: list[dict[str, Any]],
+        caught_up: dict[str, Any],
+        recall: dict[str, Any],
+    ) -> dict[str, Any]:
+        return tasks.build_report(plan, list(results), caught_up, recall)
 
     approve_swap = SwapApprovalOperator(
         task_id="approve_swap",
         subject="Swap alias '{{ params.alias }}' to the new collection?",
-        body="{{ ti.xcom_pull(task_ids='recall_check')['markdown'] }}",
+        body="{{ ti.xcom_pull(task_ids='build_report')['markdown'] }}",
     )
 
-    @task
+    @task(outlets=[ALIAS_MOVES])
     def swap_alias(plan: dict[str, Any]) -> dict[str, Any]:
         return tasks.swap_alias(plan)
 
     plan = assess_compatibility()
-    route() >> [plan, catch_up_all()]
     path = choose_path(plan)
     fitted = fit_linear_map(plan)
     created = create_collection(plan)
@@ -161,7 +168,10 @@ def qdrant_model_migration() -> None:
     parts = plan_partitions(plan, created)
     results = backfill_batch.partial(plan=plan).expand(partition=parts)
     caught_up = catch_up(plan, results)
-    report = recall_check(plan, results, caught_up)
+    indexing = restore_indexing(plan, caught_up)
+    evidence = recall_check(plan)
+    indexing >> evidence
+    report = build_report(plan, results, caught_up, evidence)
     report >> approve_swap >> swap_alias(plan)
 
 
