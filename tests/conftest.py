@@ -2,6 +2,11 @@
 
 Airflow reads its configuration at import time, so the environment is set here, before
 any test module imports Airflow.
+
+Tiers: a test that uses a fixture of :data:`INTEGRATION_FIXTURES` (a real model, Airflow's
+metadata DB, a service) is marked ``integration`` here; ``e2e`` tests mark themselves. What
+is left is the fast tier (``make check``): pure logic, the embedded store, the wire-level
+stand-ins, and :class:`tests.fakes.HashingProvider` where the model is not what is tested.
 """
 
 from __future__ import annotations
@@ -36,13 +41,26 @@ if str(ROOT) not in sys.path:
 
 from qdrant_client import QdrantClient  # noqa: E402
 
-from include.qdrant_migration.demo import read_corpus, seed_collection  # noqa: E402
 from include.qdrant_migration.providers import get_provider  # noqa: E402
 from include.qdrant_migration.qdrant import QdrantSettings, open_client  # noqa: E402
+from scripts.seeding import read_corpus, seed_collection  # noqa: E402
+from tests.fakes import HashingProvider  # noqa: E402
 
 SOURCE_MODEL = "all-MiniLM-L6-v2"
 TARGET_MODEL = "multilingual-e5-small"
 SEED_POINTS = 240
+
+#: Fixtures that load a real model, run Airflow or start a service.
+INTEGRATION_FIXTURES = frozenset(
+    {"airflow_db", "_seeded_template", "store_path", "client", "qdrant_conn", "e5", "migrated"}
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        uses = set(getattr(item, "fixturenames", ()))
+        if uses & INTEGRATION_FIXTURES and not item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")
@@ -101,3 +119,46 @@ def qdrant_conn(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         json.dumps({"conn_type": "qdrant", "extra": {"path": str(store_path)}}),
     )
     return store_path
+
+
+# -- the fast tier: the same corpus, embedded by deterministic hashing "models" ------------
+
+
+@pytest.fixture(scope="session")
+def old_model() -> HashingProvider:
+    """Stands for the model that made the source's vectors."""
+    return HashingProvider("hash-old")
+
+
+@pytest.fixture(scope="session")
+def new_model() -> HashingProvider:
+    """Stands for the model being migrated to: another vector space."""
+    return HashingProvider("hash-new")
+
+
+@pytest.fixture(scope="session")
+def _hashed_template(
+    tmp_path_factory: pytest.TempPathFactory,
+    corpus: list[dict[str, Any]],
+    old_model: HashingProvider,
+) -> Path:
+    path = tmp_path_factory.mktemp("hashed") / "qdrant"
+    with open_client(QdrantSettings(path=str(path))) as client:
+        seed_collection(
+            client, collection="articles_v1", alias="articles", records=corpus, provider=old_model
+        )
+    return path
+
+
+@pytest.fixture
+def fast_store_path(tmp_path: Path, _hashed_template: Path) -> Path:
+    """A private store: alias 'articles' -> 'articles_v1', vectors of ``old_model``."""
+    path = tmp_path / "hashed"
+    shutil.copytree(_hashed_template, path)
+    return path
+
+
+@pytest.fixture
+def fast_client(fast_store_path: Path) -> Iterator[QdrantClient]:
+    with open_client(QdrantSettings(path=str(fast_store_path))) as qdrant:
+        yield qdrant

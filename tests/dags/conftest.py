@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from include.qdrant_migration.approvals import ApprovalClient
+from scripts.approvals_client import ApprovalClient
 
 DAG_ID = "qdrant_model_migration"
 

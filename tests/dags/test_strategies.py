@@ -22,7 +22,7 @@ from include.qdrant_migration import linear_map
 from include.qdrant_migration.aliases import current_target
 from include.qdrant_migration.providers import ratelimit
 from include.qdrant_migration.qdrant import QdrantSettings, open_client
-from include.qdrant_migration.state import STATE_COLLECTION, QdrantStateStore
+from include.qdrant_migration.state import STATE_COLLECTION, QdrantStateStore, RecordKind
 from tests.conftest import SEED_POINTS, SOURCE_MODEL
 from tests.dags.conftest import task_states
 from tests.qdrant_migration.helpers import all_points, seed_standin_source
@@ -32,7 +32,15 @@ pytestmark = pytest.mark.integration
 
 SMALL = {"points_per_partition": 100, "batch_size": 32}
 #: Tasks of each path; a run takes one path and skips the others.
-REEMBED_PATH = {"create_collection", "plan_partitions", "catch_up", "recall_check", "swap_alias"}
+REEMBED_PATH = {
+    "create_collection",
+    "plan_partitions",
+    "catch_up",
+    "restore_indexing",
+    "recall_check",
+    "build_report",
+    "swap_alias",
+}
 QUANTIZATION_PATH = {"quantization_report", "approve_quantization", "apply_quantization"}
 
 
@@ -127,7 +135,7 @@ def test_quantization_only_changes_the_source_in_place(
         assert names == {"articles_v1", STATE_COLLECTION}  # no new collection
         assert current_target(client, "articles") == "articles_v1"
         after = [(p.id, p.payload, p.vector) for p in all_points(client, "articles_v1")]
-        docs = list(QdrantStateStore(client).scan("migration"))
+        docs = list(QdrantStateStore(client).scan(RecordKind.MIGRATION))
     assert after == before  # no point written
     assert [d["status"] for d in docs] == ["quantized"]
     assert docs[0]["quantization"]["requested"] == "scalar_int8"
@@ -256,7 +264,7 @@ def test_an_impossible_request_is_refused_in_assess_with_its_reason(
 def test_dry_run_only_assesses_and_writes_nothing(
     dag: Any, qdrant_conn: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level("INFO", logger="include.qdrant_migration.tasks")
+    caplog.set_level("INFO", logger="include.qdrant_migration.airflow.tasks")
     with _store(qdrant_conn) as client:
         before = [(p.id, p.payload, p.vector) for p in all_points(client, "articles_v1")]
 
@@ -312,9 +320,10 @@ def test_dry_run_token_estimate_matches_what_the_provider_received(
 
 
 def test_the_strategy_branch_is_wired(dag: Any) -> None:
-    from include.qdrant_migration.tasks import choose_path
+    from include.qdrant_migration.spec import Strategy
 
     branch = dag.get_task("choose_path")
+    choose_path = branch.python_callable
     assert branch.downstream_task_ids == {
         "fit_linear_map",
         "create_collection",
@@ -324,7 +333,7 @@ def test_the_strategy_branch_is_wired(dag: Any) -> None:
     assert dag.get_task("create_collection").upstream_task_ids >= {"fit_linear_map"}
     assert dag.get_task("approve_quantization").downstream_task_ids == {"apply_quantization"}
     # every id the branch can return is a real task
-    for strategy in ("full_reembed", "matryoshka_truncation", "linear_map", "quantization_only"):
-        chosen = choose_path({"strategy": strategy, "spec": {}})
+    for strategy in Strategy:
+        chosen = choose_path({"strategy": strategy.value, "spec": {"dry_run": False}})
         assert chosen and set(chosen) <= branch.downstream_task_ids
     assert choose_path({"strategy": "linear_map", "spec": {"dry_run": True}}) is None

@@ -32,10 +32,10 @@ import httpx
 import psutil
 import pytest
 
-from include.qdrant_migration.approvals import ApprovalClient
-from include.qdrant_migration.demo import read_corpus, seed_collection
 from include.qdrant_migration.providers import get_provider
 from include.qdrant_migration.qdrant import QdrantSettings, open_client
+from scripts.approvals_client import ApprovalClient
+from scripts.seeding import read_corpus, seed_collection
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_ID = "qdrant_model_migration"

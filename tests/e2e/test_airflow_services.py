@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from include.qdrant_migration.approvals import ApprovalClient
+from scripts.approvals_client import ApprovalClient
 from tests.e2e.conftest import (
     ALIAS,
     DAG_ID,

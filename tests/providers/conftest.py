@@ -6,7 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from include.qdrant_migration.providers import ratelimit
+from include.qdrant_migration.providers import EmbeddingProvider, ratelimit
+from tests.providers.helpers import Closing
 from tests.standin import standin, standin_server  # noqa: F401
 
 
@@ -16,3 +17,12 @@ def _fresh_limiters() -> Iterator[None]:
     ratelimit.reset_shared_limiters()
     yield
     ratelimit.reset_shared_limiters()
+
+
+@pytest.fixture
+def closing() -> Iterator[Closing]:
+    """Register providers to be closed after the test, pass or fail (SDK clients hold sockets)."""
+    built: list[EmbeddingProvider] = []
+    yield built.append
+    for provider in built:
+        provider.close()

@@ -8,13 +8,10 @@ import random
 import pytest
 
 from include.qdrant_migration.providers import packing
-from include.qdrant_migration.providers.base import (
-    EmbeddingError,
-    ProviderConfigError,
-    ProviderLimits,
-)
+from include.qdrant_migration.providers.errors import EmbeddingError, ProviderConfigError
 from include.qdrant_migration.providers.packing import (
     ApproximateCounter,
+    ProviderLimits,
     SkippedTextsError,
     check_vectors,
     effective_limits,

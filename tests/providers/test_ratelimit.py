@@ -1,19 +1,21 @@
 """The limiter: exact sliding-window budgets, server hints, bounded retries, thread safety.
 
-Budget arithmetic runs on a fake clock (instant and exact); thread safety runs on the real
-clock with windows of a quarter second.
+Budgets run on a fake clock, from one thread or many: instant, exact, and free of
+wall-clock bounds that a loaded machine could break. Concurrency is checked with events.
 """
 
 from __future__ import annotations
 
+import email.utils
 import random
 import threading
-import time
-from collections.abc import Sequence
+import types
+from collections.abc import Callable, Sequence
 
 import pytest
 
-from include.qdrant_migration.providers.base import AuthError, EmbeddingError, ProviderConfigError
+from include.qdrant_migration.providers import ratelimit
+from include.qdrant_migration.providers.errors import AuthError, EmbeddingError, ProviderConfigError
 from include.qdrant_migration.providers.ratelimit import (
     Budget,
     LimiterSettings,
@@ -29,18 +31,20 @@ from include.qdrant_migration.providers.ratelimit import (
 
 
 class FakeClock:
-    """A clock that only moves when someone sleeps."""
+    """A clock that only moves when someone sleeps (safe to share between threads)."""
 
     def __init__(self) -> None:
         self.now = 1000.0
         self.sleeps: list[float] = []
+        self._lock = threading.Lock()
 
     def __call__(self) -> float:
         return self.now
 
     def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += max(0.0, seconds)
+        with self._lock:
+            self.sleeps.append(seconds)
+            self.now += max(0.0, seconds)
 
 
 def fake_limiter(budget: Budget) -> tuple[RateLimiter, FakeClock]:
@@ -242,12 +246,16 @@ def test_parse_duration_rejects_garbage() -> None:
     assert parse_duration(None) is None
 
 
-def test_parse_retry_after_variants() -> None:
+def test_parse_retry_after_variants(monkeypatch: pytest.MonkeyPatch) -> None:
     assert parse_retry_after({"Retry-After": "0.35"}) == pytest.approx(0.35)
     assert parse_retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
     assert parse_retry_after({}) is None
-    date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
-    assert 25 <= (parse_retry_after({"retry-after": date}) or 0) <= 31
+    now = 1_700_000_000  # an HTTP date is relative to the wall clock: pin it
+    monkeypatch.setattr(ratelimit, "time", types.SimpleNamespace(time=lambda: float(now)))
+    date = email.utils.formatdate(now + 30, usegmt=True)
+    assert parse_retry_after({"retry-after": date}) == 30.0
+    past = email.utils.formatdate(now - 30, usegmt=True)
+    assert parse_retry_after({"retry-after": past}) == 0.0
 
 
 def test_classify_http_error() -> None:
@@ -264,10 +272,10 @@ def test_classify_http_error() -> None:
     assert "/v1" in str(missing) and "my_conn" in str(missing)
 
 
-# -- real threads, real clock --------------------------------------------------------------
+# -- many threads ------------------------------------------------------------------------
 
 
-def run_threads(count: int, target) -> None:  # type: ignore[no-untyped-def]
+def run_threads(count: int, target: Callable[[], None]) -> None:
     threads = [threading.Thread(target=target) for _ in range(count)]
     for thread in threads:
         thread.start()
@@ -277,8 +285,8 @@ def run_threads(count: int, target) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_concurrent_acquires_keep_the_request_budget() -> None:
-    # 5 requests per 0.25 s window; 24 requests from 6 threads need at least 4 windows.
-    limiter = RateLimiter(Budget(requests_per_minute=1200, window_s=0.25))
+    # 5 requests per 0.25 s window: 24 requests from 6 threads start in 5 windows.
+    limiter, clock = fake_limiter(Budget(requests_per_minute=1200, window_s=0.25))
     times: list[float] = []
     lock = threading.Lock()
 
@@ -288,15 +296,14 @@ def test_concurrent_acquires_keep_the_request_budget() -> None:
             with lock:
                 times.append(t)
 
-    started = time.monotonic()
     run_threads(6, worker)
-    assert len(times) == 24
-    assert max_in_window(sorted(times), 0.25) <= 5
-    assert time.monotonic() - started >= 0.75
+    assert sorted(times) == [1000.0 + 0.25 * (i // 5) for i in range(24)]
+    assert max_in_window(sorted(times), 0.25) == 5
+    assert clock.now == 1001.0
 
 
 def test_concurrent_acquires_keep_the_token_budget() -> None:
-    limiter = RateLimiter(Budget(tokens_per_minute=24_000, window_s=0.25))  # 100 per window
+    limiter, _ = fake_limiter(Budget(tokens_per_minute=24_000, window_s=0.25))  # 100 a window
     spent: list[tuple[float, int]] = []
     lock = threading.Lock()
 
@@ -308,28 +315,45 @@ def test_concurrent_acquires_keep_the_token_budget() -> None:
 
     run_threads(5, worker)
     spent.sort()
+    assert len(spent) == 15
     assert max_in_window([t for t, _ in spent], 0.25, [n for _, n in spent]) <= 100
+    assert spent[-1][0] - spent[0][0] >= 0.75  # 400 tokens at 100 a window: four windows
 
 
 def test_max_concurrency_bounds_requests_in_flight() -> None:
     limiter = RateLimiter(Budget(max_concurrency=3))
     in_flight = 0
     peak = 0
-    lock = threading.Lock()
+    changed = threading.Condition()
+    release = threading.Event()
 
     def attempt(timeout: float) -> None:
         nonlocal in_flight, peak
-        with lock:
+        with changed:
             in_flight += 1
             peak = max(peak, in_flight)
-        time.sleep(0.03)
-        with lock:
+            changed.notify_all()
+        release.wait(timeout=30)  # held until the test has looked
+        with changed:
             in_flight -= 1
 
     def worker() -> None:
         for _ in range(3):
             limiter.call(attempt, tokens=1, retry=RetryPolicy(), what="t")
 
-    run_threads(8, worker)
-    assert 1 < peak <= 3
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    try:
+        with changed:
+            assert changed.wait_for(lambda: in_flight >= 3, timeout=30)
+            # Eight threads are trying: none of the other five may get in while three hold
+            # their slots (with a correct limiter this wait always times out).
+            assert not changed.wait_for(lambda: in_flight > 3, timeout=0.1)
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads)
+    assert peak == 3
     assert limiter.stats()["succeeded"] == 24

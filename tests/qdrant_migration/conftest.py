@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
-from include.qdrant_migration.compatibility import Plan
+from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.providers import EmbeddingProvider, get_provider
 from include.qdrant_migration.qdrant import QdrantSettings, open_client
 from include.qdrant_migration.state import QdrantStateStore
+from include.qdrant_migration.sync.backfill import PartitionResult
 from tests.qdrant_migration.helpers import TARGET_MODEL, Migrated, migrate, small_spec
 
 
@@ -35,7 +36,7 @@ def _migrated_template(
     shutil.copytree(_seeded_template, path)
     with open_client(QdrantSettings(path=str(path))) as client:
         run = migrate(client, small_spec(), e5, QdrantStateStore(client))
-    return path, run.plan.to_dict(), run.results
+    return path, run.plan.to_dict(), [r.to_dict() for r in run.results]
 
 
 @pytest.fixture
@@ -46,4 +47,10 @@ def migrated(
     path = tmp_path / "migrated"
     shutil.copytree(template, path)
     with open_client(QdrantSettings(path=str(path))) as client:
-        yield Migrated(path, client, QdrantStateStore(client), Plan.from_dict(plan), results)
+        yield Migrated(
+            path,
+            client,
+            QdrantStateStore(client),
+            Plan.from_dict(plan),
+            [PartitionResult.from_dict(r) for r in results],
+        )

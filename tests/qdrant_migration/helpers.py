@@ -17,12 +17,22 @@ from typing import Any, ClassVar
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from include.qdrant_migration import collections, compatibility, partitions
-from include.qdrant_migration.backfill import BackfillSettings, PartitionBackfill
-from include.qdrant_migration.compatibility import Plan
-from include.qdrant_migration.providers import EmbeddingProvider, ModelInfo, ProviderLimits
+from include.qdrant_migration import collections, compatibility
+from include.qdrant_migration.plan import Plan
+from include.qdrant_migration.providers import (
+    EmbeddingProvider,
+    ModelInfo,
+    ModelLineage,
+    ProviderLimits,
+)
 from include.qdrant_migration.spec import MigrationSpec
 from include.qdrant_migration.state import QdrantStateStore, StateStore
+from include.qdrant_migration.sync import partitions
+from include.qdrant_migration.sync.backfill import (
+    BackfillSettings,
+    PartitionBackfill,
+    PartitionResult,
+)
 
 SOURCE_MODEL = "all-MiniLM-L6-v2"
 TARGET_MODEL = "multilingual-e5-small"
@@ -46,11 +56,7 @@ def small_spec(**overrides: Any) -> MigrationSpec:
 
 
 def settings_of(spec: MigrationSpec) -> BackfillSettings:
-    return BackfillSettings(
-        batch_size=spec.batch_size,
-        embed_concurrency=spec.embed_concurrency,
-        bad_text_policy=spec.bad_text_policy,
-    )
+    return BackfillSettings(spec.batch_size, spec.embed_concurrency, spec.bad_text_policy)
 
 
 class SimulatedCrashError(RuntimeError):
@@ -68,9 +74,9 @@ class CountingProvider(EmbeddingProvider):
     needs_connection: ClassVar[bool] = False
 
     def __init__(self, inner: EmbeddingProvider, *, fail_on_call: int | None = None) -> None:
-        super().__init__(inner.model)
         self.inner = inner
         self.fail_on_call = fail_on_call
+        super().__init__(inner.model)
         self.calls = 0
         self.texts_embedded = 0
         self.batch_sizes: list[int] = []
@@ -184,14 +190,14 @@ class Migrated:
     client: QdrantClient
     state: QdrantStateStore
     plan: Plan
-    results: list[dict[str, Any]]
+    results: list[PartitionResult]
 
 
 @dataclass
 class MigrationRun:
     plan: Plan
     partitions: list[partitions.Partition]
-    results: list[dict[str, Any]] = field(default_factory=list)
+    results: list[PartitionResult] = field(default_factory=list)
 
 
 def prepare(
@@ -211,7 +217,7 @@ def run_partition(
     provider: EmbeddingProvider,
     state: StateStore,
     spec: MigrationSpec,
-) -> dict[str, Any]:
+) -> PartitionResult:
     job = PartitionBackfill(
         client, run.plan, run.partitions[index], provider, state, settings_of(spec)
     )
@@ -288,8 +294,8 @@ class NoEmbeddingProvider(EmbeddingProvider):
     needs_connection: ClassVar[bool] = False
 
     def __init__(self, inner: EmbeddingProvider) -> None:
-        super().__init__(inner.model, dimensions=inner.requested_dimensions)
         self.inner = inner
+        super().__init__(inner.model, dimensions=inner.requested_dimensions)
 
     @property
     def limits(self) -> ProviderLimits:
@@ -304,5 +310,5 @@ class NoEmbeddingProvider(EmbeddingProvider):
     def embed_queries(self, texts: Sequence[str]) -> list[list[float]]:
         raise AssertionError(f"embed_queries called with {len(texts)} texts")
 
-    def lineage(self) -> dict[str, Any]:
+    def lineage(self) -> ModelLineage:
         return self.inner.lineage()

@@ -4,21 +4,27 @@ nothing."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, ClassVar
 
 import pytest
 from qdrant_client import QdrantClient
 
 from include.qdrant_migration import compatibility, estimate
-from include.qdrant_migration.demo import read_corpus
+from include.qdrant_migration.collections import create_target
+from include.qdrant_migration.plan import Estimate
 from include.qdrant_migration.providers import Credentials, EmbeddingProvider, get_provider
 from include.qdrant_migration.report import render_plan
+from include.qdrant_migration.spec import Strategy
 from include.qdrant_migration.state import STATE_COLLECTION, QdrantStateStore
+from scripts.seeding import read_corpus
+from tests.fakes import HashingProvider
+from tests.qdrant_migration.hashed import HASH_DIMENSION, HASH_TARGET, OLD_MODEL, hash_spec
 from tests.qdrant_migration.helpers import (
     SEED_POINTS,
-    SOURCE_MODEL,
     NoEmbeddingProvider,
     make_source,
     seed_standin_source,
@@ -65,27 +71,89 @@ def test_price_table_is_one_dated_file() -> None:
 
 
 def test_estimate_of_a_full_reembed_with_a_local_model(
-    client: QdrantClient, e5: EmbeddingProvider
+    fast_client: QdrantClient, new_model: HashingProvider
 ) -> None:
-    plan = compatibility.assess(client, small_spec(), e5, QdrantStateStore(client))
+    plan = compatibility.assess(fast_client, hash_spec(), new_model, QdrantStateStore(fast_client))
     est = plan.estimate
-    assert est["strategy"] == "full_reembed"
-    assert est["points"] == est["texts_to_embed"] == est["token_sample"] == SEED_POINTS
-    assert est["tokens"] > 20 * SEED_POINTS
-    assert est["cost_usd"] == 0.0 and est["prices_as_of"] == "2026-11"
-    assert est["embed_requests"] == 7 + 7 + 3  # partitions of 100, 100, 40 in batches of 16
-    assert est["duration_s"] > 0 and est["duration_basis"].startswith("measured")
-    vectors = SEED_POINTS * 384 * 4
-    payload = SEED_POINTS * est["payload_bytes_per_point"]
-    assert est["target_disk_bytes"] == pytest.approx(vectors + payload, abs=SEED_POINTS)
-    assert est["peak_disk_bytes"] == est["source_disk_bytes"] + est["target_disk_bytes"]
-    assert est["target_ram_bytes"] == vectors + SEED_POINTS * estimate.HNSW_BYTES_PER_POINT
-    assert est["creates"] == [plan.target_collection, STATE_COLLECTION]
-    assert est["alias"] == f"articles: articles_v1 -> {plan.target_collection} on approval"
-    text = render_plan(plan.to_dict())
+    assert plan.strategy is Strategy.FULL_REEMBED
+    assert est.points == est.texts_to_embed == est.token_sample == SEED_POINTS
+    assert est.vectors_copied == 0
+    texts = [p.payload["text"] for p in fast_client.scroll("articles_v1", limit=SEED_POINTS)[0]]  # type: ignore[index]
+    counted = new_model.prepare(texts).total_tokens
+    # every text was counted, but with an approximate counter: not exact
+    assert est.tokens == counted and not est.tokens_exact
+    assert est.tokens_per_text == round(counted / SEED_POINTS, 1)
+    assert est.tokenizer == new_model.token_counter().description
+    assert est.cost_usd == 0.0 and est.price_per_million_tokens == 0.0  # local/*
+    assert est.prices_as_of == "2026-11"
+    assert est.embed_requests == 7 + 7 + 3  # partitions of 100, 100, 40 in batches of 16
+    assert est.duration_s is not None and est.duration_s > 0  # timed: see below
+    vectors = SEED_POINTS * HASH_DIMENSION * 4
+    payload = SEED_POINTS * est.payload_bytes_per_point
+    assert est.target_disk_bytes == pytest.approx(vectors + payload, abs=SEED_POINTS)
+    assert est.source_disk_bytes == est.target_disk_bytes  # same size, same payloads
+    assert est.peak_disk_bytes == est.source_disk_bytes + est.target_disk_bytes
+    assert est.target_ram_bytes == vectors + SEED_POINTS * estimate.HNSW_BYTES_PER_POINT
+    assert est.ram_before_bytes is None
+    assert est.creates == [HASH_TARGET, STATE_COLLECTION]
+    assert est.alias_change == f"articles: articles_v1 -> {HASH_TARGET} on approval"
+    text = render_plan(plan)
     assert text.startswith("### Plan for alias `articles`: **full_reembed**")
-    assert f"Would create: `{plan.target_collection}`, `{STATE_COLLECTION}`." in text
+    assert f"Would create: `{HASH_TARGET}`, `{STATE_COLLECTION}`." in text
     assert "| cost | $0.0000 ($0.0/1M tokens, prices of 2026-11: check before quoting) |" in text
+
+
+def test_a_resumed_migration_creates_nothing_new(
+    fast_client: QdrantClient, new_model: HashingProvider
+) -> None:
+    state = QdrantStateStore(fast_client)
+    plan = compatibility.assess(fast_client, hash_spec(), new_model, state)
+    create_target(fast_client, plan, state)
+    again = compatibility.assess(fast_client, hash_spec(), new_model, state)
+    assert again.estimate.creates == []
+    assert "Would create: nothing." in render_plan(again)
+
+
+class RemoteHashing(HashingProvider):
+    """The hashing model behind an API: requests, not this machine's CPU, set the pace."""
+
+    needs_connection: ClassVar[bool] = True
+
+
+@pytest.fixture
+def two_second_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every timed embedding call takes two seconds."""
+    ticks = itertools.count(step=2.0)
+    monkeypatch.setattr(estimate, "time", SimpleNamespace(monotonic=lambda: next(ticks)))
+    monkeypatch.setattr(estimate, "MAX_PARALLEL_PARTITIONS", 4)
+
+
+@pytest.mark.usefixtures("two_second_requests")
+def test_without_a_budget_the_duration_is_measured_on_sample_texts(
+    fast_client: QdrantClient,
+) -> None:
+    state = QdrantStateStore(fast_client)
+    local = compatibility.assess(fast_client, hash_spec(), HashingProvider("hash-new"), state)
+    # a local model is bounded by this machine: 16 texts in 2 s, 240 texts in 30 s
+    assert local.estimate.duration_s == 30.0
+    assert local.estimate.duration_basis == "measured 8 texts/s on 16 sample texts"
+    remote = compatibility.assess(fast_client, hash_spec(), RemoteHashing("hash-new"), state)
+    # an API is bounded by requests in flight: 17 requests of 2 s, 2 per task x 3 tasks
+    assert remote.estimate.duration_s == round(17 * 2.0 / 6, 1)
+    assert remote.estimate.duration_basis == (
+        "measured 2.00 s for one request of 16 texts, 6 requests in flight; no rate budget set"
+    )
+
+
+def test_when_embedding_is_fast_writing_bounds_the_duration(
+    fast_client: QdrantClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ticks = itertools.count(step=0.001)  # 16 texts in a millisecond
+    monkeypatch.setattr(estimate, "time", SimpleNamespace(monotonic=lambda: next(ticks)))
+    state = QdrantStateStore(fast_client)
+    est = compatibility.assess(fast_client, hash_spec(), HashingProvider("hash-new"), state)
+    assert est.estimate.duration_s == round(SEED_POINTS / estimate.COPY_POINTS_PER_S, 1)
+    assert est.estimate.duration_basis == f"writing {SEED_POINTS} points at about 700 points/s"
 
 
 def test_tokens_are_counted_with_tiktoken_and_extrapolated_within_10_percent(
@@ -108,17 +176,17 @@ def test_tokens_are_counted_with_tiktoken_and_extrapolated_within_10_percent(
     plan = compatibility.assess(client, spec, openai, QdrantStateStore(client))
     est = plan.estimate
     exact = openai.prepare([r["text"] for r in records]).total_tokens
-    assert est["token_sample"] == estimate.TOKEN_SAMPLE < len(records)
-    assert est["tokenizer"].startswith("tiktoken cl100k_base") and not est["tokens_exact"]
-    assert abs(est["tokens"] - exact) / exact < 0.10
-    assert est["cost_usd"] == pytest.approx(est["tokens"] * 0.02 / 1e6, rel=1e-3)
-    assert est["embed_requests"] == 8 + 8 + 7  # partitions of 1000, 1000, 817; batches of 128
+    assert est.token_sample == estimate.TOKEN_SAMPLE < len(records)
+    assert est.tokenizer.startswith("tiktoken cl100k_base") and not est.tokens_exact
+    assert abs(est.tokens - exact) / exact < 0.10
+    assert est.price_per_million_tokens == 0.02
+    assert est.cost_usd == pytest.approx(est.tokens * 0.02 / 1e6, rel=1e-3)
+    assert est.embed_requests == 8 + 8 + 7  # partitions of 1000, 1000, 817; batches of 128
     # the duration follows the budget: whichever of tokens and requests runs out first
-    minutes = max(est["tokens"] / 1_000_000, est["embed_requests"] / 3000)
-    assert est["duration_s"] == pytest.approx(minutes * 60, rel=0.02)
-    assert (
+    minutes = max(est.tokens / 1_000_000, est.embed_requests / 3000)
+    assert est.duration_s == pytest.approx(minutes * 60, rel=0.02)
+    assert est.duration_basis == (
         "the rate budget (tokens_per_minute=1000000, requests_per_minute=3000)"
-        in (est["duration_basis"])
     )
 
 
@@ -141,11 +209,18 @@ def test_estimate_of_a_truncation_costs_nothing(
         dimensions=512,
         provider_conn_id="standin",
     )
-    est = compatibility.assess(client, spec, provider, QdrantStateStore(client)).estimate
-    assert est["strategy"] == "matryoshka_truncation"
-    assert est["tokens"] == est["cost_usd"] == est["embed_requests"] == 0
-    assert est["duration_basis"].startswith(f"writing {SEED_POINTS} points at about")
-    assert est["target_disk_bytes"] < est["source_disk_bytes"]  # 512-d instead of 1536-d
+    plan = compatibility.assess(client, spec, provider, QdrantStateStore(client))
+    est = plan.estimate
+    assert plan.strategy is Strategy.MATRYOSHKA_TRUNCATION
+    assert est.tokens == est.cost_usd == est.embed_requests == est.texts_to_embed == 0
+    assert est.vectors_copied == SEED_POINTS
+    assert est.token_sample == SEED_POINTS and est.tokens_exact  # tiktoken, every text
+    assert est.duration_basis == f"writing {SEED_POINTS} points at about 700 points/s"
+    assert est.duration_s == round(SEED_POINTS / estimate.COPY_POINTS_PER_S, 1)
+    payload = SEED_POINTS * est.payload_bytes_per_point
+    assert est.source_disk_bytes == pytest.approx(SEED_POINTS * 1536 * 4 + payload, abs=SEED_POINTS)
+    assert est.target_disk_bytes == pytest.approx(SEED_POINTS * 512 * 4 + payload, abs=SEED_POINTS)
+    provider.close()
 
 
 @pytest.mark.parametrize(
@@ -153,25 +228,56 @@ def test_estimate_of_a_truncation_costs_nothing(
     [
         {},
         {"allow_linear_map": True},
-        {
-            "model": SOURCE_MODEL,
-            "source_provider": "local",
-            "source_model": SOURCE_MODEL,
-            "quantization": "binary",
-        },
+        {"model": OLD_MODEL, "source_model": OLD_MODEL, "quantization": "binary"},
     ],
     ids=["full_reembed", "linear_map", "quantization_only"],
 )
 def test_a_dry_run_writes_nothing(
-    client: QdrantClient, e5: EmbeddingProvider, overrides: dict[str, Any]
+    fast_client: QdrantClient,
+    new_model: HashingProvider,
+    old_model: HashingProvider,
+    overrides: dict[str, Any],
 ) -> None:
-    provider = (
-        e5 if "model" not in overrides else NoEmbeddingProvider(get_provider("local", SOURCE_MODEL))
-    )
-    before = _store_snapshot(client)
+    provider = new_model if "model" not in overrides else NoEmbeddingProvider(old_model)
+    before = _store_snapshot(fast_client)
     plan = compatibility.assess(
-        client, small_spec(dry_run=True, **overrides), provider, QdrantStateStore(client)
+        fast_client, hash_spec(dry_run=True, **overrides), provider, QdrantStateStore(fast_client)
     )
-    assert plan.estimate["creates"]  # what it would create...
-    assert _store_snapshot(client) == before  # ...and did not
+    assert plan.estimate.creates  # what it would create...
+    assert _store_snapshot(fast_client) == before  # ...and did not
     assert STATE_COLLECTION not in before["collections"]
+
+
+def test_estimate_of_a_linear_map(fast_client: QdrantClient, new_model: HashingProvider) -> None:
+    """The sample is embedded (documents, and held-out queries); every vector is copied."""
+    spec = hash_spec(allow_linear_map=True, map_sample_size=100)
+    plan = compatibility.assess(fast_client, spec, new_model, QdrantStateStore(fast_client))
+    est = plan.estimate
+    assert plan.strategy is Strategy.LINEAR_MAP
+    assert est.texts_to_embed == 100 and est.vectors_copied == SEED_POINTS
+    assert est.embed_requests == 7  # 100 sample texts in requests of 16
+    # 100 documents and 20 held-out queries (first sentences, so fewer tokens each)
+    assert 100 * est.tokens_per_text < est.tokens < 120 * est.tokens_per_text
+
+
+def test_estimate_of_a_quantization_change(
+    fast_client: QdrantClient, old_model: HashingProvider
+) -> None:
+    spec = hash_spec(model=OLD_MODEL, source_model=OLD_MODEL, quantization="scalar_int8")
+    plan = compatibility.assess(
+        fast_client, spec, NoEmbeddingProvider(old_model), QdrantStateStore(fast_client)
+    )
+    est = plan.estimate
+    assert plan.strategy is Strategy.QUANTIZATION_ONLY
+    assert (est.texts_to_embed, est.vectors_copied, est.tokens, est.embed_requests) == (0, 0, 0, 0)
+    assert est.duration_s == 0.0 and "re-quantizes in the background" in est.duration_basis
+    floats = SEED_POINTS * HASH_DIMENSION * 4
+    assert est.ram_before_bytes == floats
+    assert est.target_ram_bytes == est.target_disk_bytes == floats // 4
+    assert est.peak_disk_bytes == est.source_disk_bytes + est.target_disk_bytes
+    assert est.creates == [STATE_COLLECTION]
+    assert est.alias_change == "articles: stays on articles_v1"
+
+
+def test_an_empty_estimate_prices_nothing() -> None:
+    assert Estimate().cost_usd is None and Estimate().creates == []

@@ -1,43 +1,135 @@
+"""The approver's report: typed plan and evidence in, markdown and an XCom-safe dict out.
+
+Plans and evidence are built directly (no migration runs), except one report of a real
+migration of the fast store with the hashing models.
+"""
+
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 import pytest
+from qdrant_client import QdrantClient
 
-from include.qdrant_migration.report import build_report, render_markdown, render_quantization
-from tests.qdrant_migration.helpers import Migrated
+from include.qdrant_migration.checks import quality, recall
+from include.qdrant_migration.checks.completeness import Completeness
+from include.qdrant_migration.checks.quality import Quality, Regression, SelfRetrieval
+from include.qdrant_migration.checks.recall import RecallResult
+from include.qdrant_migration.linear_map import MapSummary
+from include.qdrant_migration.plan import Estimate, Lineage, Plan, SourceInfo
+from include.qdrant_migration.report import (
+    Actuals,
+    Evidence,
+    Report,
+    render_plan,
+    render_quantization,
+)
+from include.qdrant_migration.spec import MigrationSpec, Strategy
+from include.qdrant_migration.state import QdrantStateStore
+from include.qdrant_migration.sync.backfill import BackfillSummary
+from include.qdrant_migration.sync.catchup import CatchUpResult
+from tests.fakes import HashingProvider
+from tests.qdrant_migration.hashed import HASH_TARGET, hash_spec
+from tests.qdrant_migration.helpers import SEED_POINTS, migrate
 
-EVIDENCE: dict[str, Any] = {
-    "source_points": 1234,
-    "target_points": 1230,
-    "reconciliation": {"missing": 0, "extra": 2, "skipped": 4},
-    "points_without_vector": 0,
-    "readiness": "green, 1230/1230 vectors indexed",
-    "recall_at_k": 0.9876,
-    "k": 10,
-    "recall_threshold": 0.95,
-    "sample_queries": 100,
-    "self_retrieval": {"queries": 100, "hit_at_1": 0.93, "mrr": 0.961, "k": 10},
-    "backfill": {
-        "embedded": 1230,
-        "skipped": 4,
-        "skipped_by_reason": {"empty": 3, "missing": 1},
-        "embed_requests": 97,
-    },
-}
+TARGET = "articles_v1__multilingual-e5-small__v1"
+REASON = (
+    "Full re-embed: 1234 points of 'articles_v1' (384-d of local/all-MiniLM-L6-v2, Cosine) "
+    "are embedded again with local/multilingual-e5-small (384-d); vectors of different "
+    "models cannot share a space."
+)
+ESTIMATE = Estimate(
+    points=1234,
+    texts_to_embed=1230,
+    vectors_copied=0,
+    tokens=61_500,
+    tokens_per_text=50.0,
+    token_sample=1000,
+    tokens_exact=False,
+    tokenizer="tiktoken cl100k_base (exact)",
+    embed_requests=10,
+    price_per_million_tokens=0.02,
+    prices_as_of="2026-11",
+    cost_usd=0.00123,
+    duration_s=95.0,
+    duration_basis="the rate budget (tokens_per_minute=1000000)",
+    target_disk_bytes=3 * 1024 * 1024,
+    peak_disk_bytes=9 * 1024 * 1024,
+    target_ram_bytes=2 * 1024 * 1024,
+    creates=[TARGET, "qdrant_migration_state"],
+    alias_change=f"articles: articles_v1 -> {TARGET} on approval",
+)
 
 
-def test_markdown_carries_the_numbers_the_approver_needs(migrated: Migrated) -> None:
-    plan = migrated.plan.to_dict()
-    report = build_report(plan, EVIDENCE)
-    assert json.loads(json.dumps(report)) == report  # it is an XCom
-    text = render_markdown(report)
-    target = plan["target_collection"]
-    assert text.startswith(f"### Swap `articles` to `{target}`?")
-    assert f"`articles_v1` → `{target}`" in text
+def make_plan(**changes: Any) -> Plan:
+    """A full re-embed of 1234 MiniLM points to e5-small, as assess_compatibility plans it."""
+    plan = Plan(
+        migration_id="mig-0123456789ab",
+        alias="articles",
+        strategy=Strategy.FULL_REEMBED,
+        reasons=[REASON],
+        source=SourceInfo(
+            collection="articles_v1",
+            vector_name=None,
+            size=384,
+            distance="Cosine",
+            points=1234,
+            sample_ids=[1, 2, 3],
+            text_coverage=1.0,
+            lineage=Lineage(provider="local", model="all-MiniLM-L6-v2"),
+        ),
+        target_collection=TARGET,
+        target_dimension=384,
+        target_lineage=Lineage(
+            provider="local",
+            model="multilingual-e5-small",
+            dimensions=384,
+            document_input="'passage: ' prefix",
+            query_input="'query: ' prefix",
+            strategy="full_reembed",
+        ),
+        spec=MigrationSpec(alias="articles"),
+        estimate=ESTIMATE,
+    )
+    return dataclasses.replace(plan, **changes)
+
+
+RECALL = RecallResult(
+    readiness="green, 1230/1230 vectors indexed",
+    recall_at_k=0.9876,
+    k=10,
+    threshold=0.95,
+    sample_queries=100,
+    completeness=Completeness(source_points=1234, target_points=1230, skipped=4, extra=2),
+)
+BACKFILL = BackfillSummary(
+    partitions=3,
+    embedded=1230,
+    tokens=60_000,
+    skipped=4,
+    skipped_by_reason={"empty": 3, "missing": 1},
+    embed_requests=97,
+    wall_seconds=80.4,
+)
+EVIDENCE = Evidence(
+    recall=RECALL,
+    self_retrieval=SelfRetrieval(queries=100, hit_at_1=0.93, mrr=0.961, k=10),
+    quality=Quality(skipped="the old model is unknown: set source_provider and source_model"),
+    backfill=BACKFILL,
+)
+
+
+def _lines(report: Report) -> list[str]:
+    return report.markdown.splitlines()
+
+
+def test_markdown_carries_the_numbers_the_approver_needs() -> None:
+    text = Report(make_plan(), EVIDENCE).markdown
+    assert text.startswith(f"### Swap `articles` to `{TARGET}`?")
+    assert f"Migration `mig-0123456789ab`: `articles_v1` → `{TARGET}`" in text
     assert "**local/multilingual-e5-small** (384-d)" in text
-    assert plan["migration_id"] in text
     for row in (
         "| source points | 1234 |",
         "| target points | 1230 |",
@@ -50,90 +142,127 @@ def test_markdown_carries_the_numbers_the_approver_needs(migrated: Migrated) -> 
         "| embedded / embedding requests | 1230 / 97 |",
     ):
         assert row in text.splitlines(), row
-    assert "Full re-embed: 240 points" in text
-    assert "`multilingual-e5-small` as 'query: ' prefix" in text
+    assert "vectors derived from the stored ones" not in text  # nothing was derived
+    assert "linear map" not in text
+    assert f"**Plan:** {REASON}" in text
+    assert "`multilingual-e5-small` as 'query: ' prefix. Approve" in text  # no dimensions note
     assert "`articles_v1` stays for rollback" in text
 
 
-def test_markdown_with_sparse_evidence_says_none_and_na(migrated: Migrated) -> None:
-    evidence = {"source_points": 5, "target_points": 5, "self_retrieval": {"hit_at_1": None}}
-    text = render_markdown(build_report(migrated.plan.to_dict(), evidence))
+def test_the_report_is_an_xcom() -> None:
+    report = Report(make_plan(), EVIDENCE)
+    xcom = report.to_dict()
+    assert json.loads(json.dumps(xcom)) == xcom
+    assert xcom["migration_id"] == "mig-0123456789ab"
+    assert (xcom["alias"], xcom["source_collection"], xcom["target_collection"]) == (
+        "articles",
+        "articles_v1",
+        TARGET,
+    )
+    assert xcom["strategy"] == "full_reembed" and type(xcom["strategy"]) is str
+    assert xcom["reasons"] == [REASON]
+    assert xcom["lineage"]["model"] == "multilingual-e5-small"
+    assert xcom["estimate"] == dataclasses.asdict(ESTIMATE)
+    assert xcom["actual"] == dataclasses.asdict(report.actual)
+    assert RecallResult.from_dict(xcom["evidence"]["recall"]) == RECALL
+    assert xcom["evidence"]["backfill"]["skipped_by_reason"] == {"empty": 3, "missing": 1}
+    assert xcom["evidence"]["catch_up"] is None and xcom["evidence"]["linear_map"] is None
+    assert xcom["markdown"] == report.markdown
+
+
+def test_markdown_with_sparse_evidence_says_none_and_na() -> None:
+    evidence = dataclasses.replace(
+        EVIDENCE,
+        recall=dataclasses.replace(
+            RECALL, completeness=Completeness(source_points=5, target_points=5)
+        ),
+        self_retrieval=SelfRetrieval(),
+        backfill=BackfillSummary(),
+    )
+    text = Report(make_plan(), evidence).markdown
     assert "| skipped (recorded) | 0 (none) |" in text
-    assert "| own document at rank 1 (new model queries) | n/a (MRR n/a," in text
+    assert "| own document at rank 1 (new model queries) | n/a (MRR n/a, 0 queries) |" in text
 
 
-ESTIMATE: dict[str, Any] = {
-    "strategy": "full_reembed",
-    "points": 1234,
-    "texts_to_embed": 1230,
-    "vectors_copied": 0,
-    "tokens": 61_500,
-    "token_sample": 1000,
-    "tokens_exact": False,
-    "tokenizer": "tiktoken cl100k_base (exact)",
-    "embed_requests": 10,
-    "price_per_million_tokens": 0.02,
-    "prices_as_of": "2026-11",
-    "cost_usd": 0.00123,
-    "duration_s": 95.0,
-    "duration_basis": "the rate budget (tokens_per_minute=1000000)",
-    "target_disk_bytes": 3 * 1024 * 1024,
-    "peak_disk_bytes": 9 * 1024 * 1024,
-    "target_ram_bytes": 2 * 1024 * 1024,
-    "creates": ["articles_v1__x__v1"],
-    "alias": "articles: articles_v1 -> articles_v1__x__v1 on approval",
-}
+def test_recall_with_nothing_to_measure_is_not_reported_as_a_number() -> None:
+    empty = dataclasses.replace(RECALL, recall_at_k=None, sample_queries=0)
+    lines = _lines(Report(make_plan(), dataclasses.replace(EVIDENCE, recall=empty)))
+    assert (
+        "| recall@10 ANN vs exact | n/a: nothing to measure (no points with a vector) "
+        "(threshold 0.95, 0 queries) |"
+    ) in lines
 
 
-def test_plan_and_actuals_side_by_side(migrated: Migrated) -> None:
-    plan = migrated.plan.to_dict() | {"estimate": ESTIMATE}
-    evidence = EVIDENCE | {
-        "backfill": EVIDENCE["backfill"]
-        | {"tokens": 60_000, "wall_seconds": 80.4, "catch_up": {"embedded": 2, "tokens": 90}},
-    }
-    report = build_report(plan, evidence)
-    assert report["estimate"] == ESTIMATE
-    assert report["actual"] == {
-        "texts_embedded": 1230,
-        "texts_embedded_catch_up": 2,
-        "vectors_copied": 0,
-        "tokens": 60_090,
-        "embed_requests": 97,
-        "cost_usd": pytest.approx(60_090 * 0.02 / 1e6),
-        "duration_s": 80.4,
-    }
-    lines = render_markdown(report).splitlines()
+def test_plan_and_actuals_side_by_side() -> None:
+    caught_up = CatchUpResult(mode="full compare", inserted=2, embedded=2, tokens=90)
+    report = Report(make_plan(), dataclasses.replace(EVIDENCE, catch_up=caught_up))
+    assert report.actual == Actuals(
+        texts_embedded=1230,
+        texts_embedded_catch_up=2,
+        vectors_copied=0,
+        tokens=60_090,
+        embed_requests=97,
+        cost_usd=pytest.approx(60_090 * 0.02 / 1e6),  # type: ignore[arg-type]
+        duration_s=80.4,
+    )
+    lines = _lines(report)
     assert "| | plan | actual |" in lines
     for row in (
         "| texts embedded | 1230 | 1230 (+2 catch-up) |",
+        "| vectors copied without embedding | 0 | 0 |",
         "| tokens | 61500 (tiktoken cl100k_base (exact), extrapolated from 1000 sampled texts)"
         " | 60090 |",
         "| embedding requests | 10 | 97 |",
         "| cost | $0.0012 ($0.02/1M tokens, prices of 2026-11: check before quoting) | $0.0012 |",
         "| duration | 1m 35s (the rate budget (tokens_per_minute=1000000)) | 1m 20s |",
         "| disk: new data / peak while both exist | 3.0 MiB / 9.0 MiB | n/a |",
+        "| RAM of the vectors and index | 2.0 MiB | n/a |",
     ):
         assert row in lines, row
 
 
-def test_linear_map_retention_sits_with_the_checks(migrated: Migrated) -> None:
-    fitted = {
-        "sample": 2000,
-        "held_out": 400,
-        "retention": 0.8812,
-        "k": 10,
-        "min_retention": 0.85,
-        "known_item": {"mapped_recall": 0.9, "reembedded_recall": 0.95, "ratio": 0.947},
-        "tokens": 70_000,
-        "embedded": 2000,
-        "seconds": 30.0,
-    }
-    evidence = EVIDENCE | {"linear_map": fitted}
-    evidence["backfill"] = EVIDENCE["backfill"] | {"embedded": 0, "transformed": 1230}
-    report = build_report(migrated.plan.to_dict(), evidence)
-    assert report["actual"]["tokens"] == 70_000
-    assert report["actual"]["texts_embedded"] == 2000
-    lines = render_markdown(report).splitlines()
+def test_actuals_without_a_price_or_a_timed_partition() -> None:
+    plan = make_plan(estimate=dataclasses.replace(ESTIMATE, price_per_million_tokens=None))
+    evidence = dataclasses.replace(
+        EVIDENCE, backfill=dataclasses.replace(BACKFILL, wall_seconds=None)
+    )
+    report = Report(plan, evidence)
+    assert report.actual.cost_usd is None and report.actual.duration_s is None
+    lines = _lines(report)
+    assert any(
+        line.startswith("| cost | $0.0012 (no price in the table) | unknown (no price")
+        for line in lines
+    )
+    assert any(
+        line.startswith("| duration | 1m 35s (") and line.endswith("| n/a |") for line in lines
+    )
+
+
+def test_linear_map_retention_sits_with_the_checks() -> None:
+    fitted = MapSummary(
+        migration_id="mig-0123456789ab",
+        sample=2000,
+        train=1600,
+        held_out=400,
+        lam=0.3,
+        validation_cosine=0.93,
+        retention=0.8812,
+        k=10,
+        known_item={"mapped_recall": 0.9, "reembedded_recall": 0.95, "ratio": 0.947},
+        min_retention=0.85,
+        tokens=70_000,
+        embedded=2000,
+        queries_embedded=400,
+        seconds=30.0,
+    )
+    backfill = dataclasses.replace(BACKFILL, embedded=0, tokens=0, transformed=1230)
+    plan = make_plan(strategy=Strategy.LINEAR_MAP)
+    report = Report(plan, dataclasses.replace(EVIDENCE, backfill=backfill, linear_map=fitted))
+    assert report.actual.tokens == 70_000
+    assert report.actual.texts_embedded == 2000
+    assert report.actual.vectors_copied == 1230
+    assert report.actual.duration_s == 110.4  # the backfill after the fit
+    lines = _lines(report)
     assert (
         "| linear map: re-embedded top-10 kept (held-out) | 0.881 (minimum 0.85, 400 held-out "
         "of 2000 sampled; own document in top-10: 0.900 mapped vs 0.950 re-embedded) |"
@@ -141,16 +270,131 @@ def test_linear_map_retention_sits_with_the_checks(migrated: Migrated) -> None:
     assert "| vectors derived from the stored ones (no embedding) | 1230 |" in lines
 
 
-def test_quantization_report(migrated: Migrated) -> None:
-    plan = migrated.plan.to_dict()
-    plan["spec"] = plan["spec"] | {"quantization": "scalar_int8"}
-    plan["estimate"] = {
-        "ram_before_bytes": 4 * 2**20,
-        "target_ram_bytes": 2**20,
-        "target_disk_bytes": 2**20,
-    }
-    text = render_quantization(plan)
-    assert text.startswith("### Change the quantization of `articles_v1` (alias `articles`)?")
-    assert "| quantization | none → scalar_int8 |" in text
-    assert "| RAM of the vectors | 4.0 MiB → 1.0 MiB |" in text
-    assert "| points written / embedding calls | 0 / 0 |" in text
+def test_a_truncated_target_says_which_dimensions_to_ask_for() -> None:
+    lineage = Lineage(
+        provider="openai", model="text-embedding-3-small", dimensions=256, query_input="query"
+    )
+    plan = make_plan(strategy=Strategy.MATRYOSHKA_TRUNCATION, target_lineage=lineage)
+    text = Report(plan, EVIDENCE).markdown
+    assert "**openai/text-embedding-3-small** (256-d)" in text
+    assert "as query, asking for dimensions=256. Approve" in text
+
+
+def test_labeled_quality_table_and_worst_regressions() -> None:
+    compared = Quality(
+        labeled=True,
+        queries=40,
+        k=10,
+        old={"recall": 0.8, "mrr": 0.7, "ndcg10": 0.72},
+        new={"recall": 0.85, "mrr": 0.74, "ndcg10": 0.71},
+        tolerance=0.02,
+        worst_regressions=[
+            Regression("sort a list", 1.0, 0.5),
+            Regression("open a file", 0.6, 0.4),
+        ],
+    )
+    lines = _lines(Report(make_plan(), dataclasses.replace(EVIDENCE, quality=compared)))
+    assert (
+        "**Quality on 40 labeled queries** (old model on the old collection vs new model on "
+        "the new one):"
+    ) in lines
+    for row in (
+        "| metric | old | new |",
+        "| recall | 0.800 | 0.850 |",
+        "| mrr | 0.700 | 0.740 |",
+        "| ndcg10 | 0.720 | 0.710 |",
+        "Queries that regressed most (nDCG@10 old → new):",
+        "- 'sort a list': 1.0 → 0.5",
+        "- 'open a file': 0.6 → 0.4",
+    ):
+        assert row in lines, row
+
+
+def test_unlabeled_quality_and_the_skipped_comparison() -> None:
+    compared = Quality(
+        queries=50,
+        k=10,
+        mean_overlap_at_k=0.4321,
+        old_top1_scores={"p10": 0.5, "p50": 0.61, "p90": 0.7},
+        new_top1_scores={"p10": 0.8, "p50": 0.87, "p90": 0.9},
+    )
+    text = Report(make_plan(), dataclasses.replace(EVIDENCE, quality=compared)).markdown
+    assert (
+        "**Old vs new top-10 overlap** on 50 sample queries: 0.432. Top-1 score median moved "
+        "from 0.610 to 0.870: re-tune score thresholds."
+    ) in text
+    nothing = Report(make_plan(), dataclasses.replace(EVIDENCE, quality=Quality(k=10))).markdown
+    assert "**Quality:** not compared (no sample text to query with)." in nothing
+    skipped = Report(make_plan(), EVIDENCE).markdown
+    assert (
+        "**Quality:** not compared (the old model is unknown: set source_provider and "
+        "source_model)."
+    ) in skipped
+
+
+def test_render_plan_is_the_dry_run() -> None:
+    text = render_plan(make_plan())
+    lines = text.splitlines()
+    assert lines[0] == "### Plan for alias `articles`: **full_reembed**"
+    assert "Migration `mig-0123456789ab` of `articles_v1` (1234 points, 384-d, Cosine)." in lines
+    assert f"- {REASON}" in lines
+    assert "| estimate | value |" in lines
+    assert "| embedding requests | 10 |" in lines  # two columns: no actuals yet
+    assert "| cost | $0.0012 ($0.02/1M tokens, prices of 2026-11: check before quoting) |" in lines
+    assert lines[-1] == (
+        f"Would create: `{TARGET}`, `qdrant_migration_state`. "
+        f"Alias: articles: articles_v1 -> {TARGET} on approval."
+    )
+    resumed = make_plan(estimate=dataclasses.replace(ESTIMATE, creates=[]))
+    assert render_plan(resumed).splitlines()[-1].startswith("Would create: nothing. Alias:")
+
+
+def test_quantization_report() -> None:
+    plan = make_plan(
+        strategy=Strategy.QUANTIZATION_ONLY,
+        reasons=["Quantization only: in place."],
+        target_collection="articles_v1",
+        spec=MigrationSpec(alias="articles", quantization="scalar_int8"),
+        estimate=Estimate(
+            ram_before_bytes=4 * 2**20, target_ram_bytes=2**20, target_disk_bytes=2**20
+        ),
+    )
+    lines = render_quantization(plan).splitlines()
+    assert lines[0] == "### Change the quantization of `articles_v1` (alias `articles`)?"
+    for row in (
+        "Quantization only: in place.",
+        "| points | 1234 (384-d, Cosine) |",
+        "| quantization | none → scalar_int8 |",
+        "| RAM of the vectors | 4.0 MiB → 1.0 MiB |",
+        "| extra disk for quantized copies | 1.0 MiB |",
+        "| points written / embedding calls | 0 / 0 |",
+    ):
+        assert row in lines, row
+
+
+def test_report_of_a_migration_of_the_fast_store(
+    fast_client: QdrantClient, new_model: HashingProvider, old_model: HashingProvider
+) -> None:
+    state = QdrantStateStore(fast_client)
+    run = migrate(fast_client, hash_spec(), new_model, state)
+    found = recall.poke(fast_client, run.plan, state)
+    assert found is not None
+    own, compared = quality.evaluate(fast_client, run.plan, new_model, old_model)
+    evidence = Evidence(found, own, compared, BackfillSummary.of(run.results))
+    report = Report(run.plan, evidence)
+    assert report.actual.texts_embedded == SEED_POINTS
+    assert report.actual.embed_requests == sum(r.embed_requests for r in run.results) > 0
+    assert report.actual.cost_usd == 0.0  # local/* is free
+    lines = _lines(report)
+    assert lines[0] == f"### Swap `articles` to `{HASH_TARGET}`?"
+    for row in (
+        f"| source points | {SEED_POINTS} |",
+        f"| target points | {SEED_POINTS} |",
+        "| missing / extra ids | 0 / 0 |",
+        "| recall@5 ANN vs exact | 1.000 (threshold 0.95, 20 queries) |",
+        f"| texts embedded | {SEED_POINTS} | {SEED_POINTS} |",
+    ):
+        assert row in lines, row
+    assert "**hashing/hash-new** (64-d)" in report.markdown
+    assert "**Old vs new top-5 overlap** on 20 sample queries" in report.markdown
+    assert json.loads(json.dumps(report.to_dict())) == report.to_dict()

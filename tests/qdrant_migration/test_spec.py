@@ -6,7 +6,16 @@ from typing import Any
 import jsonschema
 import pytest
 
-from include.qdrant_migration.spec import PARAM_SCHEMA, MigrationSpec, SpecError
+from include.qdrant_migration import spec as spec_module
+from include.qdrant_migration.spec import (
+    CATCH_UP_PARAM_SCHEMA,
+    LIFECYCLE_PARAM_SCHEMA,
+    PARAM_SCHEMA,
+    STRATEGY_CHOICES,
+    MigrationSpec,
+    SpecError,
+    Strategy,
+)
 
 
 def test_schema_and_dataclass_agree_on_fields_and_defaults() -> None:
@@ -19,12 +28,69 @@ def test_schema_and_dataclass_agree_on_fields_and_defaults() -> None:
         assert getattr(spec, name) == schema["default"], name
 
 
-@pytest.mark.parametrize("name", sorted(PARAM_SCHEMA))
-def test_every_param_has_form_text_and_a_valid_default(name: str) -> None:
-    schema = PARAM_SCHEMA[name]
+FORMS = {
+    "migration": PARAM_SCHEMA,
+    "lifecycle": LIFECYCLE_PARAM_SCHEMA,
+    "catch_up": CATCH_UP_PARAM_SCHEMA,
+}
+
+
+@pytest.mark.parametrize(
+    ("form", "name"), [(form, name) for form, schema in FORMS.items() for name in sorted(schema)]
+)
+def test_every_param_has_form_text_and_a_valid_default(form: str, name: str) -> None:
+    schema = FORMS[form][name]
     assert schema["title"] and len(schema["description"]) > 20
     if name != "alias":  # the empty alias default is caught by from_params, with advice
         jsonschema.validate(schema["default"], schema)
+
+
+def test_the_strategy_choices_are_auto_and_every_strategy() -> None:
+    assert PARAM_SCHEMA["strategy"]["enum"] == list(STRATEGY_CHOICES)
+    assert ("auto", *(s.value for s in Strategy)) == STRATEGY_CHOICES
+    assert [s.value for s in Strategy] == [
+        "quantization_only",
+        "matryoshka_truncation",
+        "linear_map",
+        "full_reembed",
+    ]
+
+
+def test_what_each_strategy_does_to_collections_and_vectors() -> None:
+    creates = {s for s in Strategy if s.creates_target}
+    derives = {s for s in Strategy if s.derives_vectors}
+    assert creates == set(Strategy) - {Strategy.QUANTIZATION_ONLY}
+    assert derives == {Strategy.MATRYOSHKA_TRUNCATION, Strategy.LINEAR_MAP}
+
+
+def test_forced_strategy_is_typed() -> None:
+    assert MigrationSpec(alias="a").forced_strategy is None  # "auto"
+    for strategy in Strategy:
+        forced = MigrationSpec(alias="a", strategy=strategy.value).forced_strategy
+        assert forced is strategy
+    with pytest.raises(ValueError, match="'cheapest' is not a valid Strategy"):
+        _ = MigrationSpec(alias="a", strategy="cheapest").forced_strategy
+
+
+def test_backfill_options_share_the_budget_among_parallel_tasks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(spec_module, "MAX_PARALLEL_PARTITIONS", 4)
+    options = {"requests_per_minute": 3000, "tokens_per_minute": 1_000_000, "max_concurrency": 4}
+    spec = MigrationSpec(alias="a", provider_options=options)
+    # at most 4 of 10 partitions run at once: each gets a quarter
+    assert spec.backfill_options(10) == {
+        "requests_per_minute": 750.0,
+        "tokens_per_minute": 250_000.0,
+        "max_concurrency": 4,
+    }
+    assert spec.backfill_options(2)["requests_per_minute"] == 1500.0
+    for alone in (1, 0):
+        assert spec.backfill_options(alone)["tokens_per_minute"] == 1_000_000.0
+    assert spec.provider_options == options  # the spec's own options are left alone
+    unlimited = MigrationSpec(alias="a", provider_options={"requests_per_minute": None})
+    assert unlimited.backfill_options(10) == {"requests_per_minute": None}
+    assert MigrationSpec(alias="a").backfill_options(10) == {}
 
 
 @pytest.mark.parametrize(
@@ -67,6 +133,7 @@ def test_from_params_ignores_unknown_keys_and_round_trips() -> None:
     assert spec.batch_size == 32
     assert "surprise" not in spec.to_dict()
     assert MigrationSpec.from_params(spec.to_dict()) == spec
+    assert MigrationSpec.from_dict(spec.to_dict() | {"surprise": 1}) == spec
 
 
 @pytest.mark.parametrize(
@@ -100,3 +167,17 @@ def test_migration_id_depends_on_what_changes_the_vectors_only() -> None:
         dataclasses.replace(base, provider="openai").migration_id("articles_v1"),
     }
     assert mid not in others and len(others) == 5
+
+
+def test_migration_id_of_a_cheaper_strategy_or_another_quantization() -> None:
+    base = MigrationSpec(alias="articles")
+    mid = base.migration_id("articles_v1")
+    # a full re-embed keeps the id it always had (runs started earlier continue)
+    assert base.migration_id("articles_v1", Strategy.FULL_REEMBED) == mid
+    ids = {base.migration_id("articles_v1", s) for s in Strategy}
+    assert len(ids) == len(Strategy)  # vectors made in different ways are never mixed
+    quantized = dataclasses.replace(base, quantization="scalar_int8")
+    assert quantized.migration_id("articles_v1") != mid
+    assert quantized.migration_id("articles_v1") != dataclasses.replace(
+        base, quantization="binary"
+    ).migration_id("articles_v1")

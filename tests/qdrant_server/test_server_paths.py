@@ -18,18 +18,20 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 from qdrant_client.http.exceptions import UnexpectedResponse
 
-from include.qdrant_migration import aliases, collections, compatibility, partitions, recall
-from include.qdrant_migration.backfill import (
-    BackfillSettings,
-    PartitionBackfill,
-    summarize,
-    write_points,
-)
-from include.qdrant_migration.demo import read_corpus, seed_collection
+from include.qdrant_migration import aliases, collections, compatibility
+from include.qdrant_migration.checks import quality, recall
 from include.qdrant_migration.providers import EmbeddingProvider, get_provider
 from include.qdrant_migration.qdrant import open_client, server_version, supports
 from include.qdrant_migration.spec import MigrationSpec
-from include.qdrant_migration.state import QdrantStateStore
+from include.qdrant_migration.state import Migrations, MigrationStatus, QdrantStateStore
+from include.qdrant_migration.sync import partitions
+from include.qdrant_migration.sync.backfill import (
+    BackfillSettings,
+    BackfillSummary,
+    PartitionBackfill,
+    write_points,
+)
+from scripts.seeding import read_corpus, seed_collection
 from tests.qdrant_server import QdrantServer
 
 pytestmark = pytest.mark.integration
@@ -139,28 +141,30 @@ def test_core_flow_over_http(
         settings = BackfillSettings(batch_size=BATCH, embed_concurrency=2)
         results = [PartitionBackfill(client, plan, p, e5, state, settings).run() for p in parts]
         rerun = PartitionBackfill(client, plan, parts[0], e5, state, settings).run()
-        assert rerun["resumed"] and rerun["embed_requests"] == 0  # its checkpoint says done
+        assert rerun.resumed and rerun.embed_requests == 0  # its checkpoint says done
+        assert BackfillSummary.of(results).embedded == POINTS
         collections.finish_bulk_load(client, plan, state)
         loaded = client.get_collection(plan.target_collection).config.optimizer_config
         assert loaded.indexing_threshold == collections.DEFAULT_INDEXING_THRESHOLD
 
-        evidence = recall.check_target(client, plan, summarize(results), e5, state)
-        assert evidence is not None
-        assert evidence["reconciliation"]["missing"] == evidence["reconciliation"]["extra"] == 0
-        assert evidence["source_points"] == evidence["target_points"] == POINTS
-        assert evidence["points_without_vector"] == 0
-        assert evidence["self_retrieval"]["hit_at_1"] >= 0.9
-        assert evidence["readiness"].startswith("green")
+        found = recall.poke(client, plan, state)
+        assert found is not None
+        assert found.completeness.missing == found.completeness.extra == 0
+        assert found.completeness.source_points == found.completeness.target_points == POINTS
+        assert found.completeness.points_without_vector == 0
+        assert found.readiness.startswith("green")
+        assert found.recall_at_k is not None and found.recall_at_k >= 0.95
+        own, compared = quality.evaluate(client, plan, e5, minilm)
+        assert own.hit_at_1 is not None and own.hit_at_1 >= 0.9
+        assert not compared.labeled and compared.queries == 20
 
-        moved = aliases.swap_alias(
-            client,
-            state,
-            migration_id=plan.migration_id,
-            alias="articles",
-            source="articles_v1",
-            target=plan.target_collection,
+        migrations = Migrations(state)
+        ready = migrations.transition(migrations.require(plan.migration_id), MigrationStatus.READY)
+        moved = aliases.swap_alias(client, state, ready)
+        assert (moved.from_collection, moved.to_collection) == (
+            "articles_v1",
+            plan.target_collection,
         )
-        assert moved["to"] == plan.target_collection
         assert aliases.current_target(client, "articles") == plan.target_collection
 
         source = _points(client, "articles_v1")
@@ -172,9 +176,9 @@ def test_core_flow_over_http(
         np.testing.assert_allclose(got, want, atol=1e-5)
 
         metadata = client.get_collection(plan.target_collection).config.metadata
-        migration = state.get("migration", plan.migration_id)
-        assert migration is not None and migration["status"] == "swapped"
-        assert migration["lineage"]["model"] == "multilingual-e5-small"
+        migration = migrations.require(plan.migration_id)
+        assert migration.status is MigrationStatus.SWAPPED
+        assert migration.lineage["model"] == "multilingual-e5-small"
 
     counts = server.stats()["counts"]
     sub_batches = sum(-(-p.points // BATCH) for p in parts)

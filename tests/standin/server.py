@@ -673,6 +673,9 @@ def _cohere_error(message: str) -> dict[str, Any]:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the SDKs expect
+    # Headers and body go out in two writes: with Nagle's algorithm on, the body waits for
+    # the client's delayed ACK of the headers, about 40 ms a request. Real servers disable it.
+    disable_nagle_algorithm = True
     standin: StandIn
 
     def do_POST(self) -> None:

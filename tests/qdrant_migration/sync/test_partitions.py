@@ -1,3 +1,5 @@
+"""plan_partitions: the id space split into ranges that cover every point exactly once."""
+
 from __future__ import annotations
 
 import uuid
@@ -7,18 +9,16 @@ import pytest
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from include.qdrant_migration import partitions
-from include.qdrant_migration.backfill import _pages, checkpoint_key
-from include.qdrant_migration.partitions import (
+from include.qdrant_migration.qdrant import PointId, QdrantSettings, id_key, open_client
+from include.qdrant_migration.state import MemoryStateStore, QdrantStateStore, RecordKind
+from include.qdrant_migration.sync import partitions
+from include.qdrant_migration.sync.backfill import Checkpoint, _pages
+from include.qdrant_migration.sync.partitions import (
     Partition,
-    PointId,
     compute_boundaries,
-    id_key,
     plan_partitions,
 )
-from include.qdrant_migration.qdrant import QdrantSettings, open_client
-from include.qdrant_migration.state import MemoryStateStore, QdrantStateStore
-from tests.qdrant_migration.helpers import SEED_POINTS, all_points, make_source
+from tests.qdrant_migration.helpers import SEED_POINTS, make_source
 
 INT_IDS = [i * 7 + 3 for i in range(150)]
 UUID_IDS = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"doc-{i}")) for i in range(150)]
@@ -35,16 +35,6 @@ def mixed() -> QdrantClient:
 
 def _ids_in(client: QdrantClient, collection: str, part: Partition) -> list[PointId]:
     return [p.id for page, _ in _pages(client, collection, part, part.start, 16) for p in page]
-
-
-def test_id_key_matches_qdrants_scroll_order(mixed: QdrantClient) -> None:
-    scrolled = [p.id for p in all_points(mixed, "mixed", vectors=False)]
-    assert scrolled == sorted([*INT_IDS, *UUID_IDS], key=id_key)
-    assert id_key(10**12) < id_key("00000000-0000-0000-0000-000000000000")
-    assert id_key(2) < id_key(10)  # numerically, not as text
-    # UUIDs compare by value, whatever their spelling
-    upper = "5B0F6A5E-8D0C-4D57-9B1C-2A5B8D3C7E11"
-    assert id_key(upper) == id_key(upper.lower())
 
 
 def test_boundaries_with_int_and_uuid_ids(mixed: QdrantClient) -> None:
@@ -74,6 +64,8 @@ def test_partitions_cover_every_id_exactly_once(mixed: QdrantClient, size: int) 
         assert all(part.contains(i) for i in ids)
         seen.extend(ids)
     assert len(seen) == len(set(seen)) == 300
+    assert [p.index for p in parts] == list(range(len(parts)))
+    assert {p.of for p in parts} == {len(parts)}  # each task knows how many share the budget
     assert set(seen) == {*INT_IDS, *UUID_IDS}
     assert parts[0].start is None and parts[-1].end is None
     assert [p.end for p in parts[:-1]] == [p.start for p in parts[1:]]
@@ -90,7 +82,7 @@ def test_plan_is_stored_and_reused_by_fingerprint(tmp_path: Path, mixed: QdrantC
             points_per_partition=100,
             expected_points=300,
         )
-        stored = state.get("plan", "m")
+        stored = state.get(RecordKind.PARTITION_PLAN, "m")
         assert stored is not None
         assert stored["fingerprint"] == first[0].fingerprint
         assert stored["total_points"] == 300
@@ -107,7 +99,7 @@ def test_plan_is_stored_and_reused_by_fingerprint(tmp_path: Path, mixed: QdrantC
         )
     assert again == first
     assert [type(p.start) for p in again] == [type(None), int, str]  # ids keep their type
-    assert len({checkpoint_key(p) for p in again}) == 3
+    assert len({Checkpoint.key_of(p) for p in again}) == 3
 
 
 def test_fingerprint_identifies_the_split() -> None:
@@ -131,10 +123,12 @@ def test_fingerprint_identifies_the_split() -> None:
     assert fingerprint(100) != same
 
 
-def test_partition_count_is_capped(client: QdrantClient, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_partition_count_is_capped(
+    fast_client: QdrantClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(partitions, "MAX_PARTITIONS", 4)
     parts = plan_partitions(
-        client,
+        fast_client,
         MemoryStateStore(),
         migration_id="m",
         source_collection="articles_v1",
@@ -145,17 +139,36 @@ def test_partition_count_is_capped(client: QdrantClient, monkeypatch: pytest.Mon
     assert [p.points for p in parts] == [60, 60, 60, 60]
 
 
-def test_real_cap_grows_partitions_for_huge_collections(client: QdrantClient) -> None:
+def test_partition_count_stays_capped_when_the_source_grew_since_it_was_counted(
+    fast_client: QdrantClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(partitions, "MAX_PARTITIONS", 4)
     state = MemoryStateStore()
     parts = plan_partitions(
-        client,
+        fast_client,
+        state,
+        migration_id="m",
+        source_collection="articles_v1",
+        points_per_partition=10,
+        expected_points=100,  # counted earlier: 25 per partition; 240 points now
+    )
+    assert [p.points for p in parts] == [60, 60, 60, 60]
+    stored = state.get(RecordKind.PARTITION_PLAN, "m")
+    assert stored is not None
+    assert (stored["points_per_partition"], stored["total_points"]) == (60, SEED_POINTS)
+
+
+def test_real_cap_grows_partitions_for_huge_collections(fast_client: QdrantClient) -> None:
+    state = MemoryStateStore()
+    parts = plan_partitions(
+        fast_client,
         state,
         migration_id="m",
         source_collection="articles_v1",
         points_per_partition=100,
         expected_points=10_000_000,  # 100k tasks at 100 points each
     )
-    stored = state.get("plan", "m")
+    stored = state.get(RecordKind.PARTITION_PLAN, "m")
     assert stored is not None and stored["points_per_partition"] == 10_000
     assert len(parts) == 1
 

@@ -1,0 +1,116 @@
+"""The Airflow adapters of connections: the Qdrant hook and the providers' credentials."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from include.qdrant_migration.airflow.hooks import (
+    MigrationQdrantHook,
+    build_provider,
+    provider_credentials,
+)
+from include.qdrant_migration.spec import MigrationSpec
+
+
+def _connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, **fields: object) -> None:
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(fields))
+
+
+def test_server_connection_is_read_the_qdrant_providers_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _connection(
+        monkeypatch,
+        "qdrant_default",
+        conn_type="qdrant",
+        host="qdrant.internal",
+        port=6334,
+        password="the-api-key",
+        extra={"https": True, "prefix": "db", "grpc_port": 7334, "prefer_gprc": True},
+    )
+    settings = MigrationQdrantHook().settings
+    assert (settings.host, settings.port, settings.api_key) == (
+        "qdrant.internal",
+        6334,
+        "the-api-key",
+    )
+    assert (settings.https, settings.prefix, settings.grpc_port, settings.prefer_grpc) == (
+        True,
+        "db",
+        7334,
+        True,
+    )
+    assert not settings.embedded
+    assert "the-api-key" not in repr(settings)
+
+
+def test_url_extra_wins_over_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    _connection(monkeypatch, "cloud", conn_type="qdrant", extra={"url": "https://x.cloud:6333"})
+    settings = MigrationQdrantHook("cloud").settings
+    assert settings.client_kwargs()["url"] == "https://x.cloud:6333"
+    assert settings.client_kwargs()["host"] is None
+
+
+def test_get_conn_holds_the_embedded_stores_lock_until_closed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _connection(monkeypatch, "embedded", conn_type="qdrant", extra={"path": str(tmp_path / "q")})
+    hook = MigrationQdrantHook("embedded")
+    client = hook.get_conn()
+    entered = threading.Event()
+
+    def second_opener() -> None:
+        with MigrationQdrantHook("embedded").client():
+            entered.set()
+
+    other = threading.Thread(target=second_opener, daemon=True)
+    other.start()
+    # While get_conn's client is open, nobody else gets in (a wait that can only pass early
+    # if the lock is broken, never fail on a slow machine).
+    assert not entered.wait(0.5)
+    ok, message = hook.test_connection()  # this thread holds the store: a clear refusal
+    assert not ok and "already has the embedded store" in message
+    client.close()
+    assert entered.wait(60), "the second opener never got the store after close()"
+    other.join(60)
+    ok, message = hook.test_connection()
+    assert ok and "embedded store" in message
+
+
+def test_provider_credentials_take_the_key_and_base_url_from_the_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _connection(
+        monkeypatch,
+        "openai_default",
+        conn_type="generic",
+        password="sk-secret-key",
+        extra={"base_url": "http://localhost:9/v1", "organization": "org-1"},
+    )
+    credentials = provider_credentials("openai_default")
+    assert credentials.api_key == "sk-secret-key"
+    assert credentials.base_url == "http://localhost:9/v1"
+    assert dict(credentials.extra) == {"organization": "org-1"}
+    assert "sk-secret-key" not in repr(credentials)
+
+
+def test_each_backfill_task_gets_its_share_of_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    _connection(monkeypatch, "emb", conn_type="generic", password="sk-key", host="http://h/v1")
+    spec = MigrationSpec.from_params(
+        {
+            "alias": "a",
+            "provider": "openai",
+            "model": "text-embedding-3-small",
+            "provider_conn_id": "emb",
+            "provider_options": {"requests_per_minute": 400, "tokens_per_minute": 80_000},
+        }
+    )
+    whole = build_provider(spec)
+    share = build_provider(spec, partitions=10)
+    assert whole.options["requests_per_minute"] == 400
+    assert share.options["requests_per_minute"] == 100  # at most 4 tasks run at once
+    assert share.options["tokens_per_minute"] == 20_000
