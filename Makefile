@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint e2e bench approvals clean
+.PHONY: demo test check lint e2e bench approvals clean
 
 $(STAMP): requirements.txt requirements-torch.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: $(STAMP)
 ## test: the whole test suite (what CI runs)
 test: $(STAMP)
 	$(PY) -m pytest
+
+## check: the fast tier (pure logic, embedded store, deterministic provider), under a minute
+check: $(STAMP)
+	$(PY) -m pytest -m "not integration and not e2e"
 
 ## lint: ruff and mypy
 lint: $(STAMP)
