@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -71,6 +69,8 @@ class MigrationStatus(StrEnum):
     ROLLED_BACK = "rolled_back"
     #: The source's quantization was changed in place (no target).
     QUANTIZED = "quantized"
+    #: The approval was rejected (or timed out): the migration ended, the alias stayed.
+    REJECTED = "rejected"
     #: The unused collection was deleted; nothing more happens to this migration.
     RETIRED = "retired"
 
@@ -82,12 +82,14 @@ class MigrationStatus(StrEnum):
 
 _S = MigrationStatus
 #: The status machine. A fresh target (a first run, or a rerun after the target was
-#: deleted) always starts at LOADING.
+#: deleted) always starts at LOADING; a new run of a rejected or rolled-back migration
+#: makes it READY again once its target is caught up.
 TRANSITIONS: dict[MigrationStatus, frozenset[MigrationStatus]] = {
     _S.LOADING: frozenset({_S.READY, _S.RETIRED}),
-    _S.READY: frozenset({_S.READY, _S.SWAPPED, _S.RETIRED}),
+    _S.READY: frozenset({_S.READY, _S.SWAPPED, _S.REJECTED, _S.RETIRED}),
     _S.SWAPPED: frozenset({_S.ROLLED_BACK, _S.RETIRED}),
     _S.ROLLED_BACK: frozenset({_S.READY, _S.RETIRED}),
+    _S.REJECTED: frozenset({_S.READY, _S.RETIRED}),
     _S.QUANTIZED: frozenset(),
     _S.RETIRED: frozenset(),
 }
@@ -142,6 +144,10 @@ class MigrationRecord:
     deleted_collection: str | None = None
     quantized_at: str | None = None
     quantization: dict[str, str] | None = None
+    #: The DAG run driving the migration now (None between runs): another run of the
+    #: same migration stops instead of doing the same work twice.
+    run_id: str | None = None
+    rejected_at: str | None = None
 
     @property
     def key(self) -> str:
@@ -261,16 +267,21 @@ class QdrantStateStore:
             if isinstance(doc, dict):
                 yield dict(doc)
 
-    # -- leases --------------------------------------------------------------------------
+    # -- leases (leases.py): an atomic take-over needs insert-only writes ------------------
 
     def try_acquire(self, key: str, owner: str, ttl_s: float, now: float) -> bool:
+        """Take or renew the lease ``key`` for ``owner``; False while another holds it."""
         current = self.get(RecordKind.LEASE, key)
-        if current and current.get("owner") != owner and current["expires"] > now:
+        doc = lease_doc(current, owner, ttl_s, now)
+        mine = current is not None and current.get("owner") == owner
+        if mine and current and current["expires"] > now:  # a renewal while it is ours
+            self.put(RecordKind.LEASE, key, doc)
+            return True
+        if current and current["expires"] > now:
             return False
-        if current:
+        if current:  # expired (ours or not): a take-over, which a rival may race
             self._delete_if_unchanged(key, current)
         self._ensure()
-        doc = {"owner": owner, "expires": now + ttl_s, "since": now_iso()}
         point = _point(RecordKind.LEASE, key, doc)
         if supports(self.client, (1, 17, 0)):
             self.client.upsert(
@@ -306,57 +317,20 @@ class QdrantStateStore:
             self.delete(RecordKind.LEASE, key)
 
 
+def lease_doc(current: Doc | None, owner: str, ttl_s: float, now: float) -> Doc:
+    """The lease record after ``owner`` takes or renews it at ``now`` (a Unix time)."""
+    mine = current is not None and current.get("owner") == owner
+    return {
+        "owner": owner,
+        "since": current["since"] if mine and current else now_iso(),
+        "renewed": now,
+        "expires": now + ttl_s,
+    }
+
+
 def _point(kind: RecordKind, key: str, doc: Doc) -> qm.PointStruct:
     payload = {"kind": str(kind), "key": key, "updated_at": now_iso(), "doc": doc}
     return qm.PointStruct(id=record_id(kind, key), vector={}, payload=payload)
-
-
-class LeaseBusyError(RuntimeError):
-    """Another task holds the lease (e.g. a catch-up of the same migration is running)."""
-
-
-@dataclass(frozen=True)
-class Clock:
-    """Time as leases see it; tests inject one that moves only when told to."""
-
-    now: Callable[[], float] = time.time
-    sleep: Callable[[float], None] = time.sleep
-
-
-@contextmanager
-def lease(
-    store: QdrantStateStore,
-    key: str,
-    owner: str,
-    *,
-    ttl_s: float = 6 * 3600,
-    wait_s: float = 0,
-    poll_s: float = 5.0,
-    clock: Clock | None = None,
-) -> Iterator[None]:
-    """Exclusive use of ``key`` (one migration's target) while the block runs.
-
-    Catch-ups and the swap of one migration write the same target; a nightly catch-up and a
-    manual run must never do so at once. Acquisition writes the lease with ``insert_only``
-    (a no-op if somebody else's lease exists) and reads it back: only one writer can win.
-    A lease left by a killed worker expires after ``ttl_s``; the same owner (a retry of the
-    same task) takes its own lease back at once.
-    """
-    clock = clock or Clock()
-    deadline = clock.now() + wait_s
-    announced = False
-    while not store.try_acquire(key, owner, ttl_s, clock.now()):
-        holder = (store.get(RecordKind.LEASE, key) or {}).get("owner")
-        if clock.now() >= deadline:
-            raise LeaseBusyError(f"{key} is busy: {holder} is writing it")
-        if not announced:
-            log.info("Waiting up to %.0fs for %s, held by %s", wait_s, key, holder)
-            announced = True
-        clock.sleep(poll_s)
-    try:
-        yield
-    finally:
-        store.release(key, owner)
 
 
 class MemoryStateStore:
@@ -379,3 +353,14 @@ class MemoryStateStore:
         for (k, _), doc in list(self.records.items()):
             if k == str(kind) and all(doc.get(f) == v for f, v in match.items()):
                 yield dict(doc)
+
+    def try_acquire(self, key: str, owner: str, ttl_s: float, now: float) -> bool:
+        current = self.get(RecordKind.LEASE, key)
+        if current and current.get("owner") != owner and current["expires"] > now:
+            return False
+        self.put(RecordKind.LEASE, key, lease_doc(current, owner, ttl_s, now))
+        return True
+
+    def release(self, key: str, owner: str) -> None:
+        if (self.get(RecordKind.LEASE, key) or {}).get("owner") == owner:
+            self.delete(RecordKind.LEASE, key)

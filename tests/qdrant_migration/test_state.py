@@ -1,15 +1,14 @@
-"""The state store, the migration records and their status machine, and leases.
+"""The state store, the migration records and their status machine (leases: test_leases.py).
 
 Both stores are exercised through the same tests (the embedded store on disk, and the
-in-memory one of unit tests). Leases run on an injected clock that moves only when the
-lease sleeps, so waiting and expiry are tested without waiting.
+in-memory one of unit tests).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,6 @@ from include.qdrant_migration.qdrant import QdrantSettings, open_client
 from include.qdrant_migration.spec import MigrationSpec, Strategy
 from include.qdrant_migration.state import (
     STATE_COLLECTION,
-    Clock,
-    LeaseBusyError,
     MemoryStateStore,
     MigrationRecord,
     Migrations,
@@ -32,7 +29,6 @@ from include.qdrant_migration.state import (
     RecordKind,
     StateStore,
     StatusError,
-    lease,
     record_id,
 )
 
@@ -167,6 +163,8 @@ def test_record_kinds_keep_their_stored_names() -> None:
 # -- migration records and the status machine -------------------------------------------
 
 S = MigrationStatus
+#: Every status with a collection to delete (a quantization change made none).
+RETIRABLE = (S.LOADING, S.READY, S.SWAPPED, S.ROLLED_BACK, S.REJECTED)
 #: The life of a migration, as the DAGs drive it. Everything else is refused.
 ALLOWED = {
     (S.LOADING, S.READY),  # loaded, checked and caught up
@@ -174,7 +172,9 @@ ALLOWED = {
     (S.READY, S.SWAPPED),  # approved
     (S.SWAPPED, S.ROLLED_BACK),
     (S.ROLLED_BACK, S.READY),  # a rerun brings the target level again
-    *((status, S.RETIRED) for status in (S.LOADING, S.READY, S.SWAPPED, S.ROLLED_BACK)),
+    (S.READY, S.REJECTED),  # the approval was rejected (or timed out): the alias stays
+    (S.REJECTED, S.READY),  # a new run of a rejected migration, caught up again
+    *((status, S.RETIRED) for status in RETIRABLE),
 }
 
 
@@ -226,6 +226,8 @@ def test_a_migration_record_round_trips_through_the_store(store: StateStore) -> 
         swapped_at="2024-05-01T12:00:00+00:00",
         previous_collection="articles_v1",
         quantization={"before": "none", "after": "scalar_int8"},
+        run_id="manual__2024-05-01T11:00:00+00:00",
+        rejected_at="2024-04-30T09:00:00+00:00",
     )
     migrations = Migrations(store)
     migrations.put(record)
@@ -238,6 +240,8 @@ def test_a_migration_record_round_trips_through_the_store(store: StateStore) -> 
     assert got.plan.spec.provider_options == {"requests_per_minute": 100}
     doc = store.get(RecordKind.MIGRATION, "mig-1")
     assert doc is not None and doc["status"] == "swapped"  # stored as its plain value
+    assert doc["run_id"] == "manual__2024-05-01T11:00:00+00:00"
+    assert doc["rejected_at"] == "2024-04-30T09:00:00+00:00"
     assert migrations.get("mig-2") is None
     assert Plan.from_dict(_plan().to_dict()) == _plan()
 
@@ -254,6 +258,7 @@ def test_records_written_before_the_plan_was_typed_still_load() -> None:
     assert record.status is S.READY and record.plan is None
     assert record.strategy == "full_reembed"
     assert record.target_collection == "articles_v1"
+    assert record.run_id is None and record.rejected_at is None  # fields added since
 
 
 def test_all_and_require(store: StateStore) -> None:
@@ -301,6 +306,27 @@ def test_the_status_machine_is_the_documented_one() -> None:
     # a fresh target is recorded at LOADING, never transitioned to it
     assert all(S.LOADING not in targets for targets in state_module.TRANSITIONS.values())
     assert {s for s in MigrationStatus if s.kept_in_sync} == {S.READY, S.SWAPPED, S.ROLLED_BACK}
+    # a rejected migration ended: the catch-up DAG leaves it alone until a new run
+    assert not S.REJECTED.kept_in_sync and S.REJECTED.value == "rejected"
+
+
+def test_a_rejected_migration_can_run_again_or_be_retired(store: StateStore) -> None:
+    migrations = Migrations(store)
+    migrations.put(_record())
+    ready = migrations.transition(migrations.require("mig-1"), S.READY, run_id="run-1")
+    rejected = migrations.transition(
+        ready, S.REJECTED, rejected_at="2024-05-02T00:00:00+00:00", run_id=None
+    )
+    assert migrations.require("mig-1") == rejected
+    assert (rejected.rejected_at, rejected.run_id) == ("2024-05-02T00:00:00+00:00", None)
+    for refused in (S.SWAPPED, S.ROLLED_BACK, S.REJECTED):  # never swapped without a new run
+        with pytest.raises(StatusError, match=f"is rejected; it cannot become {refused}"):
+            migrations.transition(rejected, refused)
+    again = migrations.transition(rejected, S.READY, run_id="run-2")
+    assert again.rejected_at == rejected.rejected_at  # history kept
+    assert migrations.transition(again, S.SWAPPED).status is S.SWAPPED
+    retired = migrations.transition(rejected, S.RETIRED)
+    assert retired.status is S.RETIRED
 
 
 def test_a_whole_life_swap_rollback_and_retire(store: StateStore) -> None:
@@ -322,152 +348,3 @@ def test_a_whole_life_swap_rollback_and_retire(store: StateStore) -> None:
     assert final.deleted_collection == "articles_v1"
     with pytest.raises(StatusError):
         migrations.transition(final, S.READY)
-
-
-# -- leases ------------------------------------------------------------------------------
-
-KEY = "target/mig-1"
-TTL = 3600.0
-
-
-class FakeClock:
-    """Time that moves only when a lease sleeps; ``on_sleep`` runs after each sleep."""
-
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.t = start
-        self.sleeps: list[float] = []
-        self.on_sleep: Callable[[int], None] = lambda polls: None
-
-    def now(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.t += seconds
-        self.on_sleep(len(self.sleeps))
-
-    @property
-    def clock(self) -> Clock:
-        return Clock(now=self.now, sleep=self.sleep)
-
-
-@pytest.fixture(params=["insert_only", "older_server"])
-def leases(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> QdrantStateStore:
-    """A store as leases use it; on servers before 1.17 without ``insert_only`` writes."""
-    if request.param == "older_server":
-        monkeypatch.setattr(state_module, "supports", lambda client, minimum: False)
-    return QdrantStateStore(QdrantClient(":memory:"))
-
-
-def _holder(store: QdrantStateStore) -> str | None:
-    return (store.get(RecordKind.LEASE, KEY) or {}).get("owner")
-
-
-def test_a_lease_is_held_for_the_block_and_released_after(leases: QdrantStateStore) -> None:
-    time = FakeClock()
-    with lease(leases, KEY, "nightly", ttl_s=TTL, clock=time.clock):
-        doc = leases.get(RecordKind.LEASE, KEY)
-        assert doc is not None
-        assert (doc["owner"], doc["expires"]) == ("nightly", time.t + TTL)
-        assert not leases.try_acquire(KEY, "manual", TTL, time.now())
-        assert _holder(leases) == "nightly"
-    assert _holder(leases) is None
-    assert time.sleeps == []
-
-
-def test_a_lease_is_released_when_the_block_raises(leases: QdrantStateStore) -> None:
-    with pytest.raises(ValueError), lease(leases, KEY, "nightly", clock=FakeClock().clock):
-        raise ValueError("task failed")
-    assert _holder(leases) is None
-
-
-def test_a_busy_lease_fails_at_once_without_waiting(leases: QdrantStateStore) -> None:
-    time = FakeClock()
-    assert leases.try_acquire(KEY, "nightly", TTL, time.now())
-    with (
-        pytest.raises(LeaseBusyError, match=f"{KEY} is busy: nightly is writing it"),
-        lease(leases, KEY, "manual", wait_s=0, clock=time.clock),
-    ):
-        pytest.fail("entered a lease somebody else holds")
-    assert time.sleeps == []
-    assert _holder(leases) == "nightly"  # the holder's lease is untouched
-
-
-def test_a_waiter_polls_until_the_holder_releases(leases: QdrantStateStore) -> None:
-    time = FakeClock()
-    start = time.t
-    assert leases.try_acquire(KEY, "nightly", TTL, time.now())
-
-    def nightly_finishes(polls: int) -> None:
-        assert _holder(leases) == "nightly"  # the waiter never got in while it held
-        if polls == 3:
-            leases.release(KEY, "nightly")
-
-    time.on_sleep = nightly_finishes
-    with lease(leases, KEY, "manual", wait_s=600, poll_s=5, clock=time.clock):
-        assert _holder(leases) == "manual"
-        assert time.sleeps == [5, 5, 5]  # got it at the first poll after the release
-        leases.release(KEY, "nightly")  # a late release by the old holder changes nothing
-        assert _holder(leases) == "manual"
-    assert time.t == start + 15
-    assert _holder(leases) is None
-
-
-def test_a_waiter_gives_up_at_its_deadline(leases: QdrantStateStore) -> None:
-    time = FakeClock()
-    assert leases.try_acquire(KEY, "nightly", TTL, time.now())
-    with (
-        pytest.raises(LeaseBusyError, match="nightly is writing it"),
-        lease(leases, KEY, "manual", wait_s=12, poll_s=5, clock=time.clock),
-    ):
-        pytest.fail("entered a lease somebody else holds")
-    assert time.sleeps == [5, 5, 5]  # 0, 5, 10: still before 12; at 15 it gives up
-    assert _holder(leases) == "nightly"
-
-
-def test_a_dead_holders_lease_expires(leases: QdrantStateStore) -> None:
-    time = FakeClock()
-    start = time.t
-    # a worker that was killed inside its lease never released it
-    assert leases.try_acquire(KEY, "killed-worker", TTL, time.now())
-    time.t += 10
-    with pytest.raises(LeaseBusyError), lease(leases, KEY, "manual", clock=time.clock):
-        pytest.fail("entered a lease that has not expired")
-
-    with lease(leases, KEY, "manual", ttl_s=60, wait_s=2 * TTL, poll_s=600, clock=time.clock):
-        # polled at +10, +610, ... +3010 while it was valid; +3610 is past its expiry
-        assert time.sleeps == [600] * 6
-        assert time.t == start + 3610
-        doc = leases.get(RecordKind.LEASE, KEY)
-        assert doc is not None and (doc["owner"], doc["expires"]) == ("manual", time.t + 60)
-    assert _holder(leases) is None
-
-
-def test_an_expired_lease_is_taken_over_at_once(leases: QdrantStateStore) -> None:
-    time = FakeClock()
-    assert leases.try_acquire(KEY, "killed-worker", TTL, time.now())
-    time.t += TTL  # expires exactly now: no longer valid
-    with lease(leases, KEY, "manual", wait_s=0, clock=time.clock):
-        assert _holder(leases) == "manual"
-    assert time.sleeps == []
-
-
-def test_the_same_owner_takes_its_own_lease_back_at_once(leases: QdrantStateStore) -> None:
-    time = FakeClock()
-    # the first try of a task was killed inside its lease; Airflow retries the same task
-    assert leases.try_acquire(KEY, "dag/run/task", TTL, time.now())
-    time.t += 5
-    with lease(leases, KEY, "dag/run/task", ttl_s=TTL, wait_s=0, clock=time.clock):
-        doc = leases.get(RecordKind.LEASE, KEY)
-        assert doc is not None and doc["expires"] == time.t + TTL  # renewed, not the old one
-        assert not leases.try_acquire(KEY, "another-task", TTL, time.now())
-    assert time.sleeps == []
-    assert _holder(leases) is None
-
-
-def test_only_the_holder_releases(leases: QdrantStateStore) -> None:
-    assert leases.try_acquire(KEY, "nightly", TTL, 0.0)
-    leases.release(KEY, "manual")
-    assert _holder(leases) == "nightly"
-    leases.release(KEY, "nightly")
-    assert _holder(leases) is None
