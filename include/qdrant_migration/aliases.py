@@ -8,9 +8,11 @@ The old collection is left in place for rollback.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
@@ -23,6 +25,8 @@ from include.qdrant_migration.state import (
     StatusError,
     now_iso,
 )
+from include.qdrant_migration.sync.catchup import CatchUp, CatchUpResult
+from include.qdrant_migration.sync.fingerprints import Fingerprints
 
 log = logging.getLogger(__name__)
 
@@ -77,50 +81,85 @@ def move_alias(client: QdrantClient, alias: str, *, expected: str, new: str) -> 
     log.info("Alias %s: %s -> %s", alias, expected, new)
 
 
-def swap_alias(client: QdrantClient, state: StateStore, record: MigrationRecord) -> AliasMove:
-    """Move the migration's alias from its source to its target, and record the swap."""
-    migrations = Migrations(state)
-    if record.status is not MigrationStatus.READY:
-        raise StatusError(
-            f"Migration {record.migration_id} is {record.status.value}, not ready: its target "
-            "is not known to be complete and caught up, so the alias stays."
-        )
-    source, target = record.source_collection, record.target_collection
-    move_alias(client, record.alias, expected=source, new=target)
-    done = migrations.transition(
-        record, MigrationStatus.SWAPPED, swapped_at=now_iso(), previous_collection=source
-    )
-    return AliasMove(
-        record.alias, source, target, record.migration_id, "swap", str(done.swapped_at)
-    )
-
-
 class LifecycleError(RuntimeError):
     """A rollback or retire cannot be done as asked; nothing was changed."""
 
 
-def _swapped_migration(state: StateStore, alias: str, current: str | None) -> MigrationRecord:
+@dataclass(frozen=True)
+class Switched:
+    """What a swap or a rollback did: the move and the passes around it."""
+
+    move: AliasMove
+    final: CatchUpResult | None = None
+    reconcile: CatchUpResult | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.move) | {
+            "final_catch_up": self.final.to_dict() if self.final else None,
+            "reconcile": self.reconcile.to_dict() if self.reconcile else None,
+        }
+
+
+def switch(
+    client: QdrantClient,
+    state: StateStore,
+    record: MigrationRecord,
+    *,
+    rollback: bool = False,
+    final: CatchUp | None = None,
+    reconcile: CatchUp | None = None,
+) -> Switched:
+    """Swap a READY migration's alias to its target, or roll a SWAPPED one back, losing nothing.
+
+    ``final`` copies what changed in the served collection up to the move; the move is one
+    atomic alias operation; ``reconcile`` then copies what the application wrote to the
+    formerly served collection in between (the window) to the newly served one. A retry
+    after a crash resumes where it stopped (the alias already moved, the status recorded).
+    """
+    if rollback:
+        before, after = MigrationStatus.SWAPPED, MigrationStatus.ROLLED_BACK
+        old, new = record.target_collection, record.previous_collection or record.source_collection
+    else:
+        before, after = MigrationStatus.READY, MigrationStatus.SWAPPED
+        old, new = record.source_collection, record.target_collection
+    current = current_target(client, record.alias)
+    final_result = None
+    if record.status is before and current != new:
+        ensure_alias_at(client, record.alias, old)
+        if not client.collection_exists(new):
+            raise AliasMovedError(f"Collection {new!r} does not exist; the alias was not moved.")
+        final_result = final.run() if final is not None else None
+        move_alias(client, record.alias, expected=old, new=new)
+    elif current != new or record.status not in (before, after):
+        raise StatusError(
+            f"Migration {record.migration_id} is {record.status.value} and {record.alias!r} "
+            f"points at {current!r}: nothing to {'roll back' if rollback else 'swap'}. The "
+            "alias stays."
+        )
+    if record.status is before:
+        changes: dict[str, Any] = (
+            {"rolled_back_at": now_iso()}
+            if rollback
+            else {"swapped_at": now_iso(), "previous_collection": old}
+        )
+        record = Migrations(state).transition(record, after, **changes)
+    reconciled = reconcile.run() if reconcile is not None else None
+    at = record.rolled_back_at if rollback else record.swapped_at
+    move = AliasMove(
+        record.alias, old, new, record.migration_id, "rollback" if rollback else "swap", str(at)
+    )
+    return Switched(move, final_result, reconciled)
+
+
+def swapped_migration(client: QdrantClient, state: StateStore, alias: str) -> MigrationRecord:
+    """The migration whose swap moved ``alias`` to the collection it serves now."""
+    current = current_target(client, alias)
     for record in Migrations(state).all(alias=alias):
         if record.status is MigrationStatus.SWAPPED and record.target_collection == current:
             return record
     raise LifecycleError(
         f"No swapped migration moved alias {alias!r} to its current collection {current!r}; "
         "there is nothing to roll back."
-    )
-
-
-def rollback(client: QdrantClient, state: StateStore, *, alias: str) -> AliasMove:
-    """Point ``alias`` back at the collection it served before the last swap, atomically."""
-    current = current_target(client, alias)
-    record = _swapped_migration(state, alias, current)
-    assert current is not None
-    previous = record.previous_collection or record.source_collection
-    move_alias(client, alias, expected=current, new=previous)
-    done = Migrations(state).transition(
-        record, MigrationStatus.ROLLED_BACK, rolled_back_at=now_iso()
-    )
-    return AliasMove(
-        alias, current, previous, record.migration_id, "rollback", str(done.rolled_back_at)
     )
 
 
@@ -169,6 +208,7 @@ def retire(
         )
     if client.collection_exists(victim):
         client.delete_collection(victim)
+    Fingerprints(client, migration_id).drop()  # nothing is kept in sync any more
     migrations.transition(
         record, MigrationStatus.RETIRED, retired_at=now_iso(), deleted_collection=victim
     )

@@ -110,7 +110,7 @@ def create_target(client: QdrantClient, plan: Plan, state: StateStore) -> dict[s
     if supports(client, (1, 16, 0)):
         kwargs["metadata"] = {METADATA_KEY: lineage}
     client.create_collection(name, **kwargs)
-    forget_progress(state, plan.migration_id)
+    forget_progress(client, state, plan.migration_id)
     for field_name, schema in (source.payload_schema or {}).items():
         # The index's params (is_tenant, a text index's tokenizer, ...) when it has any.
         field_schema = schema.params if schema.params is not None else schema.data_type

@@ -33,6 +33,7 @@ from include.qdrant_migration.plan import Estimate, Plan
 from include.qdrant_migration.providers import EmbeddingProvider
 from include.qdrant_migration.spec import MAX_PARALLEL_PARTITIONS, Strategy
 from include.qdrant_migration.state import STATE_COLLECTION
+from include.qdrant_migration.sync import fingerprints
 from include.qdrant_migration.texts import extract_text, query_like
 
 PRICES = Path(__file__).resolve().parent / "data" / "prices.json"
@@ -216,6 +217,7 @@ def _names(client: QdrantClient, plan: Plan) -> tuple[list[str], str]:
     creates = []
     if plan.creates_target and not client.collection_exists(plan.target_collection):
         creates.append(plan.target_collection)  # (a resumed migration reuses its target)
+        creates.append(fingerprints.collection_name(plan.migration_id))
     if not client.collection_exists(STATE_COLLECTION):
         creates.append(STATE_COLLECTION)
     if plan.creates_target:

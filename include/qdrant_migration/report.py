@@ -8,7 +8,7 @@ its JSON (:meth:`Report.to_dict`).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from include.qdrant_migration.checks.quality import Quality, SelfRetrieval
@@ -77,7 +77,10 @@ class Evidence:
     self_retrieval: SelfRetrieval
     quality: Quality
     backfill: BackfillSummary
+    #: The catch-up passes before the checks, added up.
     catch_up: CatchUpResult | None = None
+    #: What each pass found: the last one is the lag the checks started from.
+    catch_up_changes: list[int] = field(default_factory=list)
     linear_map: MapSummary | None = None
 
 
@@ -245,7 +248,8 @@ def render_markdown(report: Report) -> str:
         "| --- | --- |",
         f"| source points | {rec.source_points} |",
         f"| target points | {rec.target_points} |",
-        f"| missing / extra ids | {rec.missing} / {rec.extra} |",
+        *_catch_up_rows(ev),
+        f"| changed since the last catch-up (lag) / damaged | {rec.lag} / {rec.damaged} |",
         f"| skipped (recorded) | {bf.skipped} ({skipped}) |",
         f"| points without vector | {rec.points_without_vector} |",
         f"| index | {ev.recall.readiness} |",
@@ -270,6 +274,17 @@ def render_markdown(report: Report) -> str:
         f"`{plan.source.collection}` stays for rollback. Reject to leave everything as is.",
     ]
     return "\n".join(lines)
+
+
+def _catch_up_rows(ev: Evidence) -> list[str]:
+    if ev.catch_up is None:
+        return []
+    passes = ev.catch_up_changes or [ev.catch_up.changes]
+    return [
+        f"| catch-up of live writes | {len(passes)} pass{'es' if len(passes) > 1 else ''}, "
+        "changes per pass "
+        f"{' → '.join(map(str, passes))} ({ev.catch_up.mode}) |"
+    ]
 
 
 def _dimensions_note(plan: Plan) -> str:

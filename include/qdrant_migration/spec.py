@@ -155,6 +155,16 @@ PARAM_SCHEMA: dict[str, dict[str, Any]] = {
         "description": "Sub-batches embedded at once by each backfill task, so the provider "
         "stays busy while Qdrant writes.",
     },
+    "max_catch_up_lag": {
+        "default": 1000,
+        "type": "integer",
+        "minimum": 0,
+        "title": "Largest catch-up lag before the checks",
+        "description": "The application keeps writing during the migration. catch_up repeats "
+        "its passes until one finds at most this many changed points, then the checks run "
+        "and the approval shows the lag; a source written faster than catch-up can follow "
+        "fails with the measured rates. Whatever is left is copied at the swap.",
+    },
     "bad_text_policy": {
         "default": "skip",
         "type": "string",
@@ -325,6 +335,7 @@ class MigrationSpec:
     batch_size: int = 128
     embed_concurrency: int = 2
     bad_text_policy: str = "skip"
+    max_catch_up_lag: int = 1000
     updated_at_field: str | None = None
     recall_k: int = 10
     recall_threshold: float = 0.95
@@ -445,6 +456,14 @@ LIFECYCLE_PARAM_SCHEMA: dict[str, dict[str, Any]] = {
         "title": "Observation period (days)",
         "description": "After a swap, the old collection is kept for rollback at least this "
         "long; retire refuses before then.",
+    },
+    "accept_lost_writes": {
+        "default": False,
+        "type": "boolean",
+        "title": "Roll back without the old model",
+        "description": "A rollback copies what was written since the swap back to the old "
+        "collection, embedded with the old model. When that model is unknown the rollback "
+        "is refused; set this to roll back anyway, losing those writes.",
     },
     "qdrant_conn_id": PARAM_SCHEMA["qdrant_conn_id"],
 }

@@ -26,6 +26,7 @@ from include.qdrant_migration.state import (
     RecordKind,
     StateStore,
 )
+from include.qdrant_migration.sync.fingerprints import Fingerprints
 from tests.fakes import HashingProvider
 from tests.qdrant_migration.hashed import HASH_DIMENSION, HASH_TARGET, NEW_MODEL, hash_spec
 from tests.qdrant_migration.helpers import make_source
@@ -294,8 +295,12 @@ def test_a_rerun_reuses_the_target_without_touching_it(
     assert first is not None
     Migrations(state).put(dataclasses.replace(first, indexing_threshold=1234))
 
+    synced = Fingerprints(client, plan.migration_id)
+    synced.record([(1, "what the backfill wrote")])
+
     assert create_target(client, plan, state) == {"collection": TARGET, "created": False}
     assert client.count(TARGET).count == 1
+    assert dict(synced.stream()) == {1: "what the backfill wrote"}  # still describes it
     assert client.retrieve(TARGET, [1])[0].payload == {"text": "kept"}
     assert (client.get_collection(TARGET).config.metadata or {})[METADATA_KEY][
         "created_at"
@@ -319,10 +324,17 @@ def test_a_recreated_target_starts_loading_again(
     record = _record(state, plan)
     assert record is not None
     Migrations(state).transition(record, MigrationStatus.READY)
+    synced = Fingerprints(client, plan.migration_id)
+    synced.record([(1, "written to the deleted target"), (2, "this too")])
+    state.put(RecordKind.PARTITION_PLAN, plan.migration_id, {"partitions": []})
     client.delete_collection(TARGET)
     assert create_target(client, plan, state) == {"collection": TARGET, "created": True}
     again = _record(state, plan)
     assert again is not None and again.status is MigrationStatus.LOADING
+    # what was recorded about the deleted target describes nothing now: forgotten, or
+    # completeness and catch-up would take the empty target for a damaged one
+    assert not client.collection_exists(synced.collection)
+    assert state.get(RecordKind.PARTITION_PLAN, plan.migration_id) is None
 
 
 @pytest.mark.parametrize(

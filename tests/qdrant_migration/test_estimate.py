@@ -20,6 +20,7 @@ from include.qdrant_migration.providers import Credentials, EmbeddingProvider, g
 from include.qdrant_migration.report import render_plan
 from include.qdrant_migration.spec import Strategy
 from include.qdrant_migration.state import STATE_COLLECTION, QdrantStateStore
+from include.qdrant_migration.sync import fingerprints
 from scripts.seeding import read_corpus
 from tests.fakes import HashingProvider
 from tests.qdrant_migration.hashed import HASH_DIMENSION, HASH_TARGET, OLD_MODEL, hash_spec
@@ -95,11 +96,14 @@ def test_estimate_of_a_full_reembed_with_a_local_model(
     assert est.peak_disk_bytes == est.source_disk_bytes + est.target_disk_bytes
     assert est.target_ram_bytes == vectors + SEED_POINTS * estimate.HNSW_BYTES_PER_POINT
     assert est.ram_before_bytes is None
-    assert est.creates == [HASH_TARGET, STATE_COLLECTION]
+    # the target, the states the catch-up records (to tell who changed what), the state store
+    synced = f"qdrant_migration_sync__{plan.migration_id}"
+    assert synced == fingerprints.collection_name(plan.migration_id)
+    assert est.creates == [HASH_TARGET, synced, STATE_COLLECTION]
     assert est.alias_change == f"articles: articles_v1 -> {HASH_TARGET} on approval"
     text = render_plan(plan)
     assert text.startswith("### Plan for alias `articles`: **full_reembed**")
-    assert f"Would create: `{HASH_TARGET}`, `{STATE_COLLECTION}`." in text
+    assert f"Would create: `{HASH_TARGET}`, `{synced}`, `{STATE_COLLECTION}`." in text
     assert "| cost | $0.0000 ($0.0/1M tokens, prices of 2026-11: check before quoting) |" in text
 
 
@@ -108,9 +112,11 @@ def test_a_resumed_migration_creates_nothing_new(
 ) -> None:
     state = QdrantStateStore(fast_client)
     plan = compatibility.assess(fast_client, hash_spec(), new_model, state)
+    assert fingerprints.collection_name(plan.migration_id) in plan.estimate.creates
     create_target(fast_client, plan, state)
     again = compatibility.assess(fast_client, hash_spec(), new_model, state)
-    assert again.estimate.creates == []
+    assert again.migration_id == plan.migration_id
+    assert again.estimate.creates == []  # the target, its states and the store: all reused
     assert "Would create: nothing." in render_plan(again)
 
 

@@ -29,7 +29,7 @@ from include.qdrant_migration.report import (
 from include.qdrant_migration.spec import MigrationSpec, Strategy
 from include.qdrant_migration.state import QdrantStateStore
 from include.qdrant_migration.sync.backfill import BackfillSummary
-from include.qdrant_migration.sync.catchup import CatchUpResult
+from include.qdrant_migration.sync.catchup import CatchUp, CatchUpJob, CatchUpResult, converge
 from tests.fakes import HashingProvider
 from tests.qdrant_migration.hashed import HASH_TARGET, hash_spec
 from tests.qdrant_migration.helpers import SEED_POINTS, migrate
@@ -102,7 +102,9 @@ RECALL = RecallResult(
     k=10,
     threshold=0.95,
     sample_queries=100,
-    completeness=Completeness(source_points=1234, target_points=1230, skipped=4, extra=2),
+    completeness=Completeness(
+        source_points=1234, target_points=1230, lag=3, lag_examples=[7, 8, 9], skipped=4
+    ),
 )
 BACKFILL = BackfillSummary(
     partitions=3,
@@ -133,7 +135,7 @@ def test_markdown_carries_the_numbers_the_approver_needs() -> None:
     for row in (
         "| source points | 1234 |",
         "| target points | 1230 |",
-        "| missing / extra ids | 0 / 2 |",
+        "| changed since the last catch-up (lag) / damaged | 3 / 0 |",
         "| skipped (recorded) | 4 (empty: 3, missing: 1) |",
         "| points without vector | 0 |",
         "| index | green, 1230/1230 vectors indexed |",
@@ -143,6 +145,8 @@ def test_markdown_carries_the_numbers_the_approver_needs() -> None:
     ):
         assert row in text.splitlines(), row
     assert "vectors derived from the stored ones" not in text  # nothing was derived
+    assert "catch-up of live writes" not in text  # no catch-up evidence: no row
+    assert "missing / extra" not in text
     assert "linear map" not in text
     assert f"**Plan:** {REASON}" in text
     assert "`multilingual-e5-small` as 'query: ' prefix. Approve" in text  # no dimensions note
@@ -167,7 +171,52 @@ def test_the_report_is_an_xcom() -> None:
     assert RecallResult.from_dict(xcom["evidence"]["recall"]) == RECALL
     assert xcom["evidence"]["backfill"]["skipped_by_reason"] == {"empty": 3, "missing": 1}
     assert xcom["evidence"]["catch_up"] is None and xcom["evidence"]["linear_map"] is None
+    assert xcom["evidence"]["catch_up_changes"] == []
     assert xcom["markdown"] == report.markdown
+
+
+CAUGHT_UP = CatchUpResult(mode="full_compare", inserted=100, reembedded=30, deleted=8)
+
+
+def test_catch_up_passes_and_the_lag_they_left_are_rows_of_the_checks() -> None:
+    completeness = dataclasses.replace(
+        RECALL.completeness, lag=5, lag_examples=[1, 2, 3, 4, 5], damaged=2
+    )
+    evidence = dataclasses.replace(
+        EVIDENCE,
+        recall=dataclasses.replace(RECALL, completeness=completeness),
+        catch_up=CAUGHT_UP,
+        catch_up_changes=[120, 15, 3],
+    )
+    lines = _lines(Report(make_plan(), evidence))
+    rows = [
+        "| target points | 1230 |",
+        "| catch-up of live writes | 3 passes, changes per pass 120 → 15 → 3 (full_compare) |",
+        "| changed since the last catch-up (lag) / damaged | 5 / 2 |",
+        "| skipped (recorded) | 4 (empty: 3, missing: 1) |",
+    ]
+    at = lines.index(rows[0])
+    assert lines[at : at + len(rows)] == rows  # in this order, with the completeness rows
+
+
+def test_one_catch_up_pass_without_its_changes_per_pass() -> None:
+    """Evidence of a catch-up recorded before the passes were counted: one pass, its total."""
+    caught_up = CatchUpResult(mode="watermark", inserted=2, payload_updated=1, skipped=1)
+    lines = _lines(Report(make_plan(), dataclasses.replace(EVIDENCE, catch_up=caught_up)))
+    [row] = [line for line in lines if line.startswith("| catch-up of live writes | 1 pass")]
+    assert row.endswith(" changes per pass 4 (watermark) |")
+
+
+def test_the_catch_up_evidence_round_trips_as_an_xcom() -> None:
+    evidence = dataclasses.replace(EVIDENCE, catch_up=CAUGHT_UP, catch_up_changes=[120, 15, 3])
+    xcom = Report(make_plan(), evidence).to_dict()
+    assert json.loads(json.dumps(xcom)) == xcom
+    stored = xcom["evidence"]
+    assert stored["catch_up_changes"] == [120, 15, 3]
+    assert CatchUpResult.from_dict(stored["catch_up"]) == CAUGHT_UP
+    assert RecallResult.from_dict(stored["recall"]) == RECALL
+    assert stored["recall"]["completeness"]["lag_examples"] == [7, 8, 9]
+    assert "3 passes, changes per pass 120 → 15 → 3" in xcom["markdown"]
 
 
 def test_markdown_with_sparse_evidence_says_none_and_na() -> None:
@@ -377,12 +426,24 @@ def test_report_of_a_migration_of_the_fast_store(
 ) -> None:
     state = QdrantStateStore(fast_client)
     run = migrate(fast_client, hash_spec(), new_model, state)
+    # the application edits a text; the catch_up task passes until nothing is left
+    fast_client.set_payload("articles_v1", {"text": "edited live"}, points=[3], wait=True)
+    job = CatchUpJob.forward(run.plan, new_model)
+    caught_up = converge(lambda: CatchUp(fast_client, job, state).run(), max_lag=0).to_dict()
     found = recall.poke(fast_client, run.plan, state)
     assert found is not None
     own, compared = quality.evaluate(fast_client, run.plan, new_model, old_model)
-    evidence = Evidence(found, own, compared, BackfillSummary.of(run.results))
+    evidence = Evidence(
+        found,
+        own,
+        compared,
+        BackfillSummary.of(run.results),
+        catch_up=CatchUpResult.from_dict(caught_up),  # as build_report takes the XCom
+        catch_up_changes=caught_up["changes_per_pass"],
+    )
     report = Report(run.plan, evidence)
     assert report.actual.texts_embedded == SEED_POINTS
+    assert report.actual.texts_embedded_catch_up == 1
     assert report.actual.embed_requests == sum(r.embed_requests for r in run.results) > 0
     assert report.actual.cost_usd == 0.0  # local/* is free
     lines = _lines(report)
@@ -390,9 +451,10 @@ def test_report_of_a_migration_of_the_fast_store(
     for row in (
         f"| source points | {SEED_POINTS} |",
         f"| target points | {SEED_POINTS} |",
-        "| missing / extra ids | 0 / 0 |",
+        "| catch-up of live writes | 2 passes, changes per pass 1 → 0 (full_compare) |",
+        "| changed since the last catch-up (lag) / damaged | 0 / 0 |",
         "| recall@5 ANN vs exact | 1.000 (threshold 0.95, 20 queries) |",
-        f"| texts embedded | {SEED_POINTS} | {SEED_POINTS} |",
+        f"| texts embedded | {SEED_POINTS} | {SEED_POINTS} (+1 catch-up) |",
     ):
         assert row in lines, row
     assert "**hashing/hash-new** (64-d)" in report.markdown

@@ -45,6 +45,41 @@ def test_every_param_has_form_text_and_a_valid_default(form: str, name: str) -> 
         jsonschema.validate(schema["default"], schema)
 
 
+def test_max_catch_up_lag_bounds_the_lag_the_checks_start_from() -> None:
+    schema = PARAM_SCHEMA["max_catch_up_lag"]
+    assert (schema["type"], schema["default"], schema["minimum"]) == ("integer", 1000, 0)
+    assert schema["title"] == "Largest catch-up lag before the checks"
+    assert "fails with the measured rates" in schema["description"]
+    assert MigrationSpec(alias="a").max_catch_up_lag == 1000
+    spec = MigrationSpec.from_params({"alias": "a", "max_catch_up_lag": 0})
+    assert spec.max_catch_up_lag == 0
+    assert MigrationSpec.from_dict(spec.to_dict()) == spec
+    for bad in (-1, 2.5, "10"):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema)
+    # a tuning knob: another bound continues the same migration
+    same = dataclasses.replace(spec, max_catch_up_lag=50)
+    assert same.migration_id("articles_v1") == spec.migration_id("articles_v1")
+
+
+def test_a_rollback_may_accept_lost_writes_only_when_asked() -> None:
+    schema = LIFECYCLE_PARAM_SCHEMA["accept_lost_writes"]
+    assert (schema["type"], schema["default"]) == ("boolean", False)
+    assert schema["title"] == "Roll back without the old model"
+    assert "losing those writes" in schema["description"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate("yes", schema)
+    assert "accept_lost_writes" not in PARAM_SCHEMA  # a lifecycle choice, not a migration's
+    assert set(LIFECYCLE_PARAM_SCHEMA) == {
+        "action",
+        "alias",
+        "migration_id",
+        "observation_days",
+        "accept_lost_writes",
+        "qdrant_conn_id",
+    }
+
+
 def test_the_strategy_choices_are_auto_and_every_strategy() -> None:
     assert PARAM_SCHEMA["strategy"]["enum"] == list(STRATEGY_CHOICES)
     assert ("auto", *(s.value for s in Strategy)) == STRATEGY_CHOICES

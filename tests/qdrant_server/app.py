@@ -10,10 +10,11 @@ the façade's own process.
 What it adds on top of local mode, to behave like a server for the migration's code paths:
 
 * ``GET /`` reports a configurable version, so version-dependent branches can be tested
-  (``metadata`` needs 1.16, ``update_mode`` 1.17). Fields the reported version does not
-  know are refused with 400 (``strict``): a real old server may ignore an unknown field
-  silently, and then insert-only would quietly become overwrite; refusing makes a test
-  notice a request that ignored the version.
+  (``metadata`` and ``update_filter`` need 1.16, ``update_mode`` 1.17). Fields the
+  reported version does not know are refused with 400 (``strict``): a real old server may
+  ignore an unknown field silently, and then insert-only would quietly become overwrite
+  (or a conditional write an unconditional one); refusing makes a test notice a request
+  that ignored the version.
 * Collection settings local mode does not keep: shard/replication numbers, on-disk
   payload, HNSW, optimizer (``indexing_threshold``, in KB as on the server) and
   quantization configs are stored at create time and merged on ``PATCH``, and payload
@@ -22,7 +23,8 @@ What it adds on top of local mode, to behave like a server for the migration's c
   disabled (threshold 0) or the vectors are smaller than the threshold, else every vector
   (an "instant" index build).
 * ``/__facade__/stats`` counts requests per route and the writes that used
-  ``update_mode`` / ``update_filter``; ``/__facade__/reset`` empties the store.
+  ``update_mode`` / ``update_filter`` (upserts and vector updates);
+  ``/__facade__/reset`` empties the store.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ TITLE = "qdrant - vector search engine"
 #: The server release that introduced each request field the façade gates by version.
 FIELD_SINCE: dict[str, tuple[int, int, int]] = {
     "metadata": (1, 16, 0),
+    #: Conditional updates (upsert, vector updates): "available as of v1.16.0".
+    "update_filter": (1, 16, 0),
     "update_mode": (1, 17, 0),
 }
 DEFAULT_INDEXING_THRESHOLD_KB = 10_000
@@ -289,6 +293,7 @@ class Facade:
 
     def upsert(self, name: str, body: m.PointsList | m.PointsBatch) -> m.UpdateResult:
         self.gate("update_mode", body.update_mode)
+        self.gate("update_filter", body.update_filter)
         real = self.resolve(name)
         points: Any = body.points if isinstance(body, m.PointsList) else body.batch
         if body.update_mode is not None:
@@ -299,6 +304,16 @@ class Facade:
             real, points, update_filter=body.update_filter, update_mode=body.update_mode
         )
         self._order.pop(real, None)
+        return self._completed()
+
+    def update_vectors(self, name: str, body: m.UpdateVectors) -> m.UpdateResult:
+        """Replace the given vectors of existing points (only where ``update_filter`` matches)."""
+        self.gate("update_filter", body.update_filter)
+        if body.update_filter is not None:
+            self.stats["update_vectors.update_filter"] += 1
+        self.client.update_vectors(
+            self.resolve(name), body.points, update_filter=body.update_filter
+        )
         return self._completed()
 
     def set_payload(self, name: str, body: m.SetPayload) -> m.UpdateResult:
@@ -504,6 +519,12 @@ def build_app(facade: Facade) -> FastAPI:
         "/collections/{collection_name}/points/delete",
         facade.delete_points,
         _POINTS_SELECTOR,
+    )
+    route(
+        "PUT",
+        "/collections/{collection_name}/points/vectors",
+        facade.update_vectors,
+        m.UpdateVectors,
     )
     route("POST", "/collections/{collection_name}/points/payload", facade.set_payload, m.SetPayload)
     route(

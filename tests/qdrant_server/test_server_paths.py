@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,11 @@ from include.qdrant_migration.sync.backfill import (
     PartitionBackfill,
     write_points,
 )
+from include.qdrant_migration.sync.catchup import CatchUp, CatchUpJob, CatchUpResult
 from scripts.seeding import read_corpus, seed_collection
+from tests.fakes import HashingProvider
+from tests.qdrant_migration.hashed import hash_spec, mark_ready
+from tests.qdrant_migration.helpers import migrate
 from tests.qdrant_server import QdrantServer
 
 pytestmark = pytest.mark.integration
@@ -149,7 +154,7 @@ def test_core_flow_over_http(
 
         found = recall.poke(client, plan, state)
         assert found is not None
-        assert found.completeness.missing == found.completeness.extra == 0
+        assert found.completeness.lag == found.completeness.damaged == 0
         assert found.completeness.source_points == found.completeness.target_points == POINTS
         assert found.completeness.points_without_vector == 0
         assert found.readiness.startswith("green")
@@ -160,7 +165,7 @@ def test_core_flow_over_http(
 
         migrations = Migrations(state)
         ready = migrations.transition(migrations.require(plan.migration_id), MigrationStatus.READY)
-        moved = aliases.swap_alias(client, state, ready)
+        moved = aliases.switch(client, state, ready).move
         assert (moved.from_collection, moved.to_collection) == (
             "articles_v1",
             plan.target_collection,
@@ -227,9 +232,165 @@ def test_facade_refuses_fields_newer_than_its_version(server: QdrantServer) -> N
                 [qm.PointStruct(id=1, vector=[1.0, 0.0])],
                 update_mode=qm.UpdateMode.INSERT_ONLY,
             )
+        only_1 = qm.Filter(must=[qm.HasIdCondition(has_id=[1])])
+        with pytest.raises(UnexpectedResponse, match="update_filter"):
+            client.upsert("c", [qm.PointStruct(id=1, vector=[1.0, 0.0])], update_filter=only_1)
+        client.upsert("c", [qm.PointStruct(id=1, vector=[1.0, 0.0])])
+        with pytest.raises(UnexpectedResponse, match="update_filter"):
+            client.update_vectors(
+                "c", [qm.PointVectors(id=1, vector=[0.0, 1.0])], update_filter=only_1
+            )
+        client.update_vectors("c", [qm.PointVectors(id=1, vector=[0.0, 1.0])])
+        assert client.retrieve("c", [1], with_vectors=True)[0].vector == [0.0, 1.0]
         with pytest.raises(UnexpectedResponse) as missing:
             client.get_collection("nope")
         assert missing.value.status_code == 404
+
+
+@pytest.mark.parametrize("qdrant_server", ["1.17.0"], indirect=True)
+def test_conditional_vector_updates_over_http(server: QdrantServer) -> None:
+    """``update_vectors`` with ``update_filter`` writes only where the condition holds."""
+    with open_client(server.settings()) as client:
+        client.create_collection(
+            "c", vectors_config=qm.VectorParams(size=2, distance=qm.Distance.DOT)
+        )
+        client.upsert(
+            "c",
+            [
+                qm.PointStruct(id=1, vector=[1.0, 0.0], payload={"t": "read"}),
+                qm.PointStruct(id=2, vector=[1.0, 0.0], payload={"t": "rewritten meanwhile"}),
+            ],
+            wait=True,
+        )
+        for point in (1, 2):
+            guard = qm.Filter(
+                must=[
+                    qm.HasIdCondition(has_id=[point]),
+                    qm.FieldCondition(key="t", match=qm.MatchValue(value="read")),
+                ]
+            )
+            client.update_vectors(
+                "c", [qm.PointVectors(id=point, vector=[0.0, 1.0])], update_filter=guard
+            )
+        found = {r.id: r.vector for r in client.retrieve("c", [1, 2], with_vectors=True)}
+    assert found == {1: [0.0, 1.0], 2: [1.0, 0.0]}
+    assert server.stats()["counts"]["update_vectors.update_filter"] == 2
+
+
+class AfterPass(CatchUp):
+    """A real catch-up pass; then ``then()``: the application writes, before what comes next."""
+
+    def __init__(self, *args: Any, then: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.then = then
+
+    def run(self) -> CatchUpResult:
+        result = super().run()
+        self.then()
+        return result
+
+
+class BeforePass(CatchUp):
+    """A real catch-up pass; ``first()``: the application writes, just before it starts."""
+
+    def __init__(self, *args: Any, first: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.first = first
+
+    def run(self) -> CatchUpResult:
+        self.first()
+        return super().run()
+
+
+SWITCH_POINTS = 60
+BEFORE, WINDOW, OWN = (
+    "written to the old collection before the final pass",
+    "written to the old collection between the final pass and the move",
+    "written to the new collection right after the move, with the old model's vector",
+)
+
+
+@pytest.mark.parametrize(
+    "qdrant_server",
+    [
+        "1.17.0",
+        "1.16.0",
+        # No conditional updates before 1.16: unguarded writes, with a warning.
+        "1.15.0",
+    ],
+    indirect=True,
+)
+def test_switch_over_http_loses_no_live_write(
+    server: QdrantServer,
+    records: list[dict[str, Any]],
+    old_model: HashingProvider,
+    new_model: HashingProvider,
+) -> None:
+    """aliases.switch as the swap_alias task runs it: a final pass, the atomic move, then
+    the reconciling pass, with the application writing all along."""
+    with open_client(server.settings()) as client:
+        seed_collection(
+            client,
+            collection="articles_v1",
+            alias="articles",
+            records=records[:SWITCH_POINTS],
+            provider=old_model,
+        )
+        state = QdrantStateStore(client)
+        run = migrate(client, hash_spec(), new_model, state)
+        target = run.plan.target_collection
+        ready = mark_ready(state, run.plan.migration_id)
+        first, second, third = (r["id"] for r in records[:3])
+
+        def window() -> None:
+            client.set_payload("articles_v1", {"text": WINDOW}, points=[second], wait=True)
+
+        def racing_write() -> None:  # the application already writes through the moved alias
+            point = qm.PointStruct(
+                id=third, vector=old_model.vector(OWN), payload={"text": OWN, "title": "own"}
+            )
+            client.upsert("articles", [point], wait=True)
+
+        client.set_payload("articles_v1", {"text": BEFORE}, points=[first], wait=True)
+        job = CatchUpJob.forward(run.plan, new_model)
+        switched = aliases.switch(
+            client,
+            state,
+            ready,
+            final=AfterPass(client, job, state, then=window),
+            reconcile=BeforePass(client, job.reconciling(), state, first=racing_write),
+        )
+
+        assert aliases.current_target(client, "articles") == target
+        assert Migrations(state).require(ready.migration_id).status is MigrationStatus.SWAPPED
+        final, reconciled = switched.final, switched.reconcile
+        assert final is not None and reconciled is not None
+        assert (final.reembedded, final.drift) == (1, 0)
+        assert (reconciled.reembedded, reconciled.kept, reconciled.revectored) == (1, 1, 1)
+        assert reconciled.conflicts == 0
+        served = {
+            r.id: r
+            for r in client.retrieve(
+                "articles", [first, second, third], with_payload=True, with_vectors=True
+            )
+        }
+        for point, text in ((first, BEFORE), (second, WINDOW), (third, OWN)):
+            assert (served[point].payload or {})["text"] == text
+            assert served[point].vector == pytest.approx(new_model.vector(text), abs=1e-6)
+        kept = client.retrieve("articles_v1", [third], with_payload=True)[0]
+        assert (kept.payload or {})["text"] != OWN  # reconciling never writes the old side
+        assert client.count("articles", exact=True).count == SWITCH_POINTS
+
+    counts = server.stats()["counts"]
+    guarded_upserts = counts.get("upsert.update_filter", 0)
+    guarded_vectors = counts.get("update_vectors.update_filter", 0)
+    if server.version == "1.17.0":  # one guarded, update-only upsert for the window's copy
+        assert guarded_upserts >= 1 and counts.get("upsert.update_mode.update_only", 0) >= 1
+        assert guarded_vectors == 1  # the racing write's vector
+    elif server.version == "1.16.0":  # no update-only mode: guarded vector + payload updates
+        assert guarded_upserts == 0 and guarded_vectors == 2
+    else:  # no conditional updates at all (with a warning)
+        assert guarded_upserts == guarded_vectors == 0
 
 
 def test_create_target_copies_payload_index_params(

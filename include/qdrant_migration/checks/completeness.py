@@ -1,8 +1,16 @@
-"""Is every source point in the target, with a vector, and nothing else?
+"""Is the target complete as of the last catch-up, while the source keeps changing?
 
-Both id streams are merged in Qdrant's id order, so the check streams each collection once
-and holds only a few example ids in memory, whatever their size. Points the migration
-recorded as skipped (no usable text) are accounted for, not missing.
+The application keeps writing, so the two collections are never equal at one instant.
+What must hold is that the target is what the catch-up made it: every point either
+agrees with the source, or differs only because the source changed after the catch-up
+copied it (the **lag**: writes the next pass will copy). A target point that differs
+from what the catch-up recorded writing (:mod:`..sync.fingerprints`) was changed by
+something else (**damaged**: deleted, altered, or written where nothing was copied), and
+the check fails.
+
+All three collections are streamed once in Qdrant's id order: flat memory whatever
+their size, a few example ids kept. Points the migration recorded as skipped (no usable
+text) are accounted for.
 """
 
 from __future__ import annotations
@@ -16,8 +24,9 @@ from qdrant_client import models as qm
 
 from include.qdrant_migration.checks import CheckFailedError
 from include.qdrant_migration.plan import Plan
-from include.qdrant_migration.qdrant import PointId, id_key, scroll_ids
+from include.qdrant_migration.qdrant import PointId, scroll_all
 from include.qdrant_migration.state import StateStore
+from include.qdrant_migration.sync.fingerprints import Fingerprints, align, state_of
 from include.qdrant_migration.sync.skips import skipped_ids
 
 EXAMPLES = 10
@@ -27,11 +36,13 @@ EXAMPLES = 10
 class Completeness:
     source_points: int
     target_points: int
-    missing: int = 0
-    missing_examples: list[PointId] = field(default_factory=list)
+    #: Source points changed (inserted, edited, deleted) since the catch-up copied them.
+    lag: int = 0
+    lag_examples: list[PointId] = field(default_factory=list)
+    #: Target points that are not what the catch-up wrote.
+    damaged: int = 0
+    damaged_examples: list[PointId] = field(default_factory=list)
     skipped: int = 0
-    extra: int = 0
-    extra_examples: list[PointId] = field(default_factory=list)
     points_without_vector: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -40,44 +51,49 @@ class Completeness:
 
 @dataclass
 class _Tally:
-    missing: int = 0
+    source_points: int = 0
+    target_points: int = 0
+    lag: int = 0
+    damaged: int = 0
     skipped: int = 0
-    extra: int = 0
-    missing_examples: list[PointId] = field(default_factory=list)
-    extra_examples: list[PointId] = field(default_factory=list)
+    lag_examples: list[PointId] = field(default_factory=list)
+    damaged_examples: list[PointId] = field(default_factory=list)
 
-    def source_only(self, point: PointId, skips: set[str]) -> None:
-        if str(point) in skips:
-            self.skipped += 1
-            return
-        self.missing += 1
-        if len(self.missing_examples) < EXAMPLES:
-            self.missing_examples.append(point)
+    def add_lag(self, here: PointId) -> None:
+        self.lag += 1
+        if len(self.lag_examples) < EXAMPLES:
+            self.lag_examples.append(here)
 
-    def target_only(self, point: PointId) -> None:
-        self.extra += 1
-        if len(self.extra_examples) < EXAMPLES:
-            self.extra_examples.append(point)
+    def add_damage(self, here: PointId) -> None:
+        self.damaged += 1
+        if len(self.damaged_examples) < EXAMPLES:
+            self.damaged_examples.append(here)
 
 
-def reconcile_ids(
+def compare(
     client: QdrantClient, source: str, target: str, state: StateStore, migration_id: str
 ) -> _Tally:
-    """What is missing from the target, and what it has that the source does not."""
+    """Sort every point into agreeing, lag, skipped or damaged."""
     skips = skipped_ids(state, migration_id)
     tally = _Tally()
-    src, tgt = scroll_ids(client, source), scroll_ids(client, target)
-    s, t = next(src, None), next(tgt, None)
-    while s is not None or t is not None:
-        if t is None or (s is not None and id_key(s) < id_key(t)):
-            assert s is not None
-            tally.source_only(s, skips)
-            s = next(src, None)
-        elif s is None or id_key(t) < id_key(s):
-            tally.target_only(t)
-            t = next(tgt, None)
+    triples = align(
+        scroll_all(client, source, with_payload=True),
+        scroll_all(client, target, with_payload=True),
+        Fingerprints(client, migration_id).stream(),
+    )
+    for here, src, tgt, recorded in triples:
+        tally.source_points += src is not None
+        tally.target_points += tgt is not None
+        s = state_of(src.payload) if src is not None else None
+        t = state_of(tgt.payload) if tgt is not None else None
+        if s == t:
+            continue
+        if tgt is None and s == recorded and str(here) in skips:
+            tally.skipped += 1
+        elif t == recorded or (tgt is None and (recorded is None or str(here) in skips)):
+            tally.add_lag(here)  # the source moved on since the copy (or is new)
         else:
-            s, t = next(src, None), next(tgt, None)
+            tally.add_damage(here)
     return tally
 
 
@@ -87,31 +103,30 @@ def points_without_vector(client: QdrantClient, collection: str, vector_name: st
 
 
 def measure(client: QdrantClient, plan: Plan, state: StateStore) -> Completeness:
-    """Counts, the id reconciliation and vector-less points of ``plan``'s target."""
+    """The target of ``plan`` against its source, as of the last catch-up."""
     target = plan.target_collection
-    tally = reconcile_ids(client, plan.source.collection, target, state, plan.migration_id)
+    tally = compare(client, plan.source.collection, target, state, plan.migration_id)
     return Completeness(
-        source_points=client.count(plan.source.collection, exact=True).count,
-        target_points=client.count(target, exact=True).count,
-        missing=tally.missing,
-        missing_examples=tally.missing_examples,
+        source_points=tally.source_points,
+        target_points=tally.target_points,
+        lag=tally.lag,
+        lag_examples=tally.lag_examples,
+        damaged=tally.damaged,
+        damaged_examples=tally.damaged_examples,
         skipped=tally.skipped,
-        extra=tally.extra,
-        extra_examples=tally.extra_examples,
         points_without_vector=points_without_vector(client, target, plan.vector_name),
     )
 
 
 def require_complete(plan: Plan, found: Completeness) -> None:
-    """Refuse a target that misses source points or has points without a vector."""
+    """Refuse a target something else changed, or that has points without a vector."""
     target = plan.target_collection
-    if found.missing:
+    if found.damaged:
         raise CheckFailedError(
-            f"{found.missing} source points are missing from {target!r} (e.g. ids "
-            f"{found.missing_examples}), not counting {found.skipped} recorded skips. "
-            "The backfill and catch-up have finished, so waiting will not add them. Clear "
-            "this run's catch_up task to copy them again; if the target was damaged, delete "
-            "it and re-run the migration."
+            f"{found.damaged} points of {target!r} are not what the catch-up wrote (e.g. ids "
+            f"{found.damaged_examples}): something else deleted or changed them. Waiting "
+            "will not repair them; clear this run's catch_up task to copy them again (it "
+            "puts back what it finds changed), or delete the target and re-run the migration."
         )
     if found.points_without_vector:
         raise CheckFailedError(

@@ -20,7 +20,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections import Counter, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,6 +33,7 @@ from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.providers import EmbeddingError, EmbeddingProvider
 from include.qdrant_migration.qdrant import PointId, point_id, supports
 from include.qdrant_migration.state import Doc, RecordKind, StateStore, now_iso
+from include.qdrant_migration.sync.fingerprints import Fingerprints, state_of
 from include.qdrant_migration.sync.partitions import Partition
 from include.qdrant_migration.sync.skips import record_skips
 from include.qdrant_migration.texts import Skipped, select_texts
@@ -63,6 +64,8 @@ class Batch:
     truncated: int = 0
     #: Embedding calls this batch makes (0 when its vectors are derived from stored ones).
     requests: int = 0
+    #: The state of every point of the page (written or skipped), recorded once written.
+    states: list[tuple[PointId, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -213,8 +216,10 @@ def wall_seconds(results: Sequence[PartitionResult]) -> float | None:
     return (max(end for _, end in spans) - min(start for start, _ in spans)).total_seconds()
 
 
-def forget_progress(state: StateStore, migration_id: str) -> None:
-    """A freshly created target holds nothing: drop plans and checkpoints of an older one."""
+def forget_progress(client: QdrantClient, state: StateStore, migration_id: str) -> None:
+    """A freshly created target holds nothing: drop the plan, checkpoints and recorded
+    states of an older one."""
+    Fingerprints(client, migration_id).drop()
     state.delete(RecordKind.PARTITION_PLAN, migration_id)
     for doc in list(state.scan(RecordKind.CHECKPOINT, migration_id=migration_id)):
         state.delete(RecordKind.CHECKPOINT, Checkpoint.from_doc(doc).key)
@@ -299,6 +304,11 @@ class PartitionJob(ABC):
         self.settings = settings
         self.key = Checkpoint.key_of(partition)
         self.dimension = plan.target_dimension
+        self.fingerprints = Fingerprints(client, plan.migration_id)
+        #: Called after every sub-batch written: renews the writer's lease.
+        self.heartbeat: Callable[[], None] = lambda: None
+        #: Sub-batches whose target states are read back (after a resume).
+        self._read_back = 0
 
     def run(self) -> PartitionResult:
         doc = self.state.get(RecordKind.CHECKPOINT, self.key)
@@ -312,6 +322,9 @@ class PartitionJob(ABC):
             log.info(
                 "Resuming %s at offset %s (%d done)", self.partition.label, offset, progress.done
             )
+            # The killed try may have written the next sub-batches already (insert-only
+            # leaves them as it wrote them): record what the target really holds for them.
+            self._read_back = self.settings.embed_concurrency
         calls = 0
         started_at = now_iso()
         inflight: deque[Batch] = deque()
@@ -332,6 +345,7 @@ class PartitionJob(ABC):
                 while len(inflight) >= self.settings.embed_concurrency:
                     self._commit(inflight.popleft(), progress)
                 batch = self._prepare(records, next_offset, pool)
+                batch.states = [(point_id(r.id), state_of(r.payload)) for r in records]
                 calls += batch.requests
                 inflight.append(batch)
             while inflight:
@@ -375,6 +389,7 @@ class PartitionJob(ABC):
         ]
         write_points(self.client, self.plan.target_collection, points)
         record_skips(self.state, self.plan.migration_id, batch.skipped)
+        self.fingerprints.record(self._states_written(batch))
         progress.skipped.update(reason for _, reason in batch.skipped)
         if batch.requests:
             progress.embedded += len(points)
@@ -384,10 +399,24 @@ class PartitionJob(ABC):
         progress.truncated += batch.truncated
         progress.done += len(points) + len(batch.skipped)
         self._checkpoint(batch.next_offset, progress, done=False)
+        self.heartbeat()
         now = time.monotonic()
         if now - progress.last_log >= self.settings.progress_interval_s:
             progress.last_log = now
             log.info(progress.line(self.partition.label))
+
+    def _states_written(self, batch: Batch) -> list[tuple[PointId, str | None]]:
+        states: list[tuple[PointId, str | None]] = list(batch.states)
+        if self._read_back <= 0 or not batch.records:
+            return states
+        self._read_back -= 1
+        held = {
+            point_id(p.id): state_of(p.payload)
+            for p in self.client.retrieve(
+                self.plan.target_collection, [r.id for r in batch.records], with_payload=True
+            )
+        }
+        return [(here, held.get(here, state)) for here, state in states]
 
     def _checkpoint(
         self, next_offset: PointId | None, progress: Progress, *, done: bool

@@ -97,30 +97,48 @@ def test_poke_only_reads(fast_migrated: Migrated) -> None:
     assert not WRITES & set(spy.asked)
 
 
-def test_missing_points_fail_the_check_with_their_count(fast_migrated: Migrated) -> None:
+def test_damaged_points_fail_the_check_with_their_count(fast_migrated: Migrated) -> None:
     gone = [5, 6, 7, 100, 239]
     target = fast_migrated.plan.target_collection
     fast_migrated.client.delete(target, points_selector=gone, wait=True)
     with pytest.raises(CheckFailedError) as error:
         poke(fast_migrated.client, fast_migrated.plan, fast_migrated.state)
     message = str(error.value)
-    assert message.startswith(f"5 source points are missing from {target!r}")
+    assert message.startswith(f"5 points of {target!r} are not what the catch-up wrote")
     assert f"e.g. ids {gone}" in message
-    assert "not counting 0 recorded skips" in message
-    assert "waiting will not add them" in message
+    assert "Waiting will not repair them" in message
 
 
-def test_extra_points_alone_do_not_fail_the_check(fast_migrated: Migrated) -> None:
-    """Points written to the target by the application's dual writes are allowed."""
+def test_a_point_written_to_the_target_by_somebody_else_fails_the_check(
+    fast_migrated: Migrated,
+) -> None:
+    """The target is not served yet: only the migration writes it. Anything else is damage."""
     fast_migrated.client.upsert(
         fast_migrated.plan.target_collection,
         [qm.PointStruct(id=100_000, vector=[0.1] * HASH_DIMENSION, payload={"text": "new"})],
         wait=True,
     )
-    found = poke(fast_migrated.client, fast_migrated.plan, fast_migrated.state)
+    with pytest.raises(CheckFailedError, match=r"^1 points of .* \(e\.g\. ids \[100000\]\)"):
+        poke(fast_migrated.client, fast_migrated.plan, fast_migrated.state)
+
+
+def test_source_writes_since_the_last_catch_up_do_not_fail_the_check(
+    fast_migrated: Migrated,
+) -> None:
+    """The application keeps writing: what changed since the last pass is lag, reported."""
+    client, plan = fast_migrated.client, fast_migrated.plan
+    source = plan.source.collection
+    client.upsert(
+        source,
+        [qm.PointStruct(id=100_000, vector=[0.1] * HASH_DIMENSION, payload={"text": "new"})],
+        wait=True,
+    )
+    client.set_payload(source, {"text": "edited after the catch-up"}, points=[3], wait=True)
+    found = poke(client, plan, fast_migrated.state)
     assert found is not None
-    assert found.completeness.extra == 1 and found.completeness.extra_examples == [100_000]
-    assert found.completeness.target_points == SEED_POINTS + 1
+    assert found.completeness == Completeness(
+        source_points=SEED_POINTS + 1, target_points=SEED_POINTS, lag=2, lag_examples=[3, 100_000]
+    )
 
 
 def test_recall_below_the_threshold_fails(fast_migrated: Migrated) -> None:
@@ -138,7 +156,7 @@ def test_poke_waits_without_measuring_while_qdrant_optimizes(fast_migrated: Migr
     yellow = ReportingClient(fast_migrated.client, status=qm.CollectionStatus.YELLOW)
     assert poke(yellow, fast_migrated.plan, fast_migrated.state) is None  # type: ignore[arg-type]
     assert not {"count", "scroll", "query_points"} & set(yellow.asked)
-    with pytest.raises(CheckFailedError, match="2 source points are missing"):
+    with pytest.raises(CheckFailedError, match=r"^2 points of .* are not what the catch-up wrote"):
         poke(fast_migrated.client, fast_migrated.plan, fast_migrated.state)
 
 
@@ -262,11 +280,11 @@ def test_recall_result_round_trips_as_an_xcom(fast_migrated: Migrated) -> None:
         completeness=Completeness(
             source_points=10,
             target_points=11,
-            missing=1,
-            missing_examples=[3],
+            lag=1,
+            lag_examples=[3],
+            damaged=1,
+            damaged_examples=["5b0f6a5e-8d0c-4d57-9b1c-2a5b8d3c7e11"],
             skipped=2,
-            extra=1,
-            extra_examples=["5b0f6a5e-8d0c-4d57-9b1c-2a5b8d3c7e11"],
             points_without_vector=1,
         ),
     )

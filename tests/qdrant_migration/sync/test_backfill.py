@@ -15,7 +15,8 @@ import pytest
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from include.qdrant_migration.checks.completeness import reconcile_ids
+from include.qdrant_migration.checks.completeness import compare
+from include.qdrant_migration.leases import LeaseLostError
 from include.qdrant_migration.providers import EmbeddingError, EmbeddingProvider
 from include.qdrant_migration.state import MemoryStateStore, QdrantStateStore, RecordKind
 from include.qdrant_migration.sync import backfill
@@ -23,11 +24,14 @@ from include.qdrant_migration.sync.backfill import (
     BackfillSettings,
     BackfillSummary,
     Checkpoint,
+    PartitionBackfill,
     PartitionResult,
     forget_progress,
     wall_seconds,
     write_points,
 )
+from include.qdrant_migration.sync.catchup import CatchUp, CatchUpJob
+from include.qdrant_migration.sync.fingerprints import Fingerprints, state_of
 from include.qdrant_migration.sync.partitions import Partition, partitions_for
 from include.qdrant_migration.texts import EMPTY, MISSING, NOT_A_STRING, BadTextError
 from tests.fakes import HashingProvider
@@ -44,7 +48,14 @@ from tests.qdrant_migration.helpers import (
     run_partition,
     settings_of,
 )
-from tests.qdrant_migration.sync.support import fast_spec
+from tests.qdrant_migration.sync.support import (
+    LIVE,
+    LIVE_ALIAS,
+    fast_spec,
+    hashed_memory_store,
+    seed_live,
+    text_points,
+)
 
 BAD = {3: MISSING, 7: EMPTY, 11: NOT_A_STRING}
 #: 100, 100 and 40 points in sub-batches of 16.
@@ -54,6 +65,12 @@ EMBED_REQUESTS = 7 + 7 + 3
 def _vectors_of_texts(provider: EmbeddingProvider, points: Sequence[qm.Record]) -> np.ndarray:
     """What ``provider`` makes of each point's text, embedded directly."""
     return np.array(provider.embed_documents([str((p.payload or {})["text"]) for p in points]))
+
+
+@pytest.fixture
+def articles(corpus: list[dict[str, Any]], old_model: HashingProvider) -> QdrantClient:
+    """The fast store (alias 'articles' -> 'articles_v1', 240 texts) in memory."""
+    return hashed_memory_store(corpus, old_model)
 
 
 @pytest.fixture
@@ -78,13 +95,13 @@ def notes(corpus: list[dict[str, Any]]) -> QdrantClient:
 
 
 def test_full_run_copies_ids_and_payloads_with_the_new_models_vectors(
-    fast_client: QdrantClient, new_model: HashingProvider
+    articles: QdrantClient, new_model: HashingProvider
 ) -> None:
     spec = fast_spec()
-    run = migrate(fast_client, spec, new_model, QdrantStateStore(fast_client))
+    run = migrate(articles, spec, new_model, QdrantStateStore(articles))
     plan = run.plan
-    source = all_points(fast_client, plan.source.collection)
-    target = all_points(fast_client, plan.target_collection)
+    source = all_points(articles, plan.source.collection)
+    target = all_points(articles, plan.target_collection)
     assert [p.id for p in target] == [p.id for p in source]
     assert len(target) == SEED_POINTS
     assert [p.payload for p in target] == [p.payload for p in source]
@@ -136,9 +153,9 @@ def test_the_real_new_model_writes_its_own_vectors(
 
 
 def test_resume_after_a_crash_repeats_at_most_the_batches_in_flight(
-    fast_client: QdrantClient, new_model: HashingProvider
+    articles: QdrantClient, new_model: HashingProvider
 ) -> None:
-    client = fast_client
+    client = articles
     spec = fast_spec(batch_size=16, embed_concurrency=2)
     state = QdrantStateStore(client)
     run = prepare(client, spec, new_model, state)
@@ -176,19 +193,17 @@ def test_resume_after_a_crash_repeats_at_most_the_batches_in_flight(
 
 
 def test_finished_partitions_make_no_embedding_calls(
-    fast_client: QdrantClient, new_model: HashingProvider
+    articles: QdrantClient, new_model: HashingProvider
 ) -> None:
     spec = fast_spec()
-    state = QdrantStateStore(fast_client)
-    first = migrate(fast_client, spec, new_model, state)
+    state = QdrantStateStore(articles)
+    first = migrate(articles, spec, new_model, state)
     # a retry of the whole run: the stored partition plan, every checkpoint done
-    stored = partitions_for(fast_client, state, first.plan)
+    stored = partitions_for(articles, state, first.plan)
     assert stored == first.partitions
     counting = CountingProvider(new_model)
     run = MigrationRun(first.plan, stored)
-    results = [
-        run_partition(fast_client, run, p.index, counting, state, spec) for p in run.partitions
-    ]
+    results = [run_partition(articles, run, p.index, counting, state, spec) for p in run.partitions]
     assert counting.calls == 0
     assert [r.resumed for r in results] == [True, True, True]
     assert [r.embed_requests for r in results] == [0, 0, 0]
@@ -227,8 +242,8 @@ def test_skip_policy_records_each_bad_point(
         }
     skips = state.scan(RecordKind.SKIP, migration_id=mid)
     assert sorted(d["point_id"] for d in skips) == sorted(BAD)
-    ids = reconcile_ids(notes, "notes_v1", run.plan.target_collection, state, mid)
-    assert (ids.missing, ids.skipped, ids.extra) == (0, 3, 0)
+    ids = compare(notes, "notes_v1", run.plan.target_collection, state, mid)
+    assert (ids.lag, ids.skipped, ids.damaged) == (0, 3, 0)
 
 
 def test_fail_policy_stops_at_the_first_bad_point(
@@ -291,6 +306,194 @@ def test_write_points_never_overwrites(
     assert points == {1: ([1.0, 0.0], {"v": "new"}), 2: ([2.0, 2.0], {"v": "fresh"})}
 
 
+# -- recorded states: what the catch-up compares against ---------------------------------
+
+
+class _LoggingClient:
+    """The real client; every upsert is logged as ``(collection, ids)``, in order."""
+
+    def __init__(self, client: QdrantClient) -> None:
+        self._inner = client
+        self.upserts: list[tuple[str, list[Any]]] = []
+
+    def upsert(self, collection_name: str, points: Sequence[qm.PointStruct], **kw: Any) -> Any:
+        self.upserts.append((collection_name, [p.id for p in points]))
+        return self._inner.upsert(collection_name, points, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def _states_of(client: QdrantClient, collection: str) -> list[tuple[Any, str]]:
+    return [(p.id, state_of(p.payload)) for p in all_points(client, collection, vectors=False)]
+
+
+def test_every_written_and_skipped_point_has_its_state_recorded(
+    notes: QdrantClient, new_model: HashingProvider
+) -> None:
+    spec = fast_spec(alias="notes", batch_size=4, embed_concurrency=2)
+    state = QdrantStateStore(notes)
+    run = prepare(notes, spec, new_model, state)
+    assert not notes.collection_exists(Fingerprints(notes, run.plan.migration_id).collection)
+
+    run_partition(notes, run, 0, new_model, state, spec)
+
+    recorded = list(Fingerprints(notes, run.plan.migration_id).stream())
+    assert recorded == _states_of(notes, "notes_v1")  # all 20, in id order
+    assert {p for p, _ in recorded} >= set(BAD)  # the skipped points too
+    assert len(recorded) == 20
+
+
+def test_states_are_recorded_after_the_points_they_describe_are_written(
+    notes: QdrantClient, new_model: HashingProvider
+) -> None:
+    spec = fast_spec(alias="notes", batch_size=4, embed_concurrency=2)
+    state = QdrantStateStore(notes)
+    run = prepare(notes, spec, new_model, state)
+    logged = _LoggingClient(notes)
+    run_partition(logged, run, 0, new_model, state, spec)  # type: ignore[arg-type]
+
+    target, prints = run.plan.target_collection, Fingerprints(notes, "x").collection[:-1]
+    written: set[Any] = set()
+    recorded_writes = 0
+    for collection, ids in logged.upserts:
+        if collection == target:
+            written.update(ids)
+        elif collection.startswith(prints):
+            recorded_writes += 1
+            unwritten = set(ids) - written - set(BAD)
+            assert not unwritten, f"states of {sorted(unwritten)} recorded before their write"
+    assert recorded_writes == 5  # one per sub-batch of 4
+    assert written == set(range(1, 21)) - set(BAD)
+
+
+def _crash_on_record(monkeypatch: pytest.MonkeyPatch, call: int) -> None:
+    """The worker dies right after the ``call``-th sub-batch is written, before its states."""
+    real = Fingerprints.record
+    calls = 0
+
+    def record(self: Fingerprints, states: Sequence[tuple[Any, str | None]]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == call:
+            raise SimulatedCrashError("worker died between the write and the record")
+        real(self, states)
+
+    monkeypatch.setattr(Fingerprints, "record", record)
+
+
+def test_a_crash_between_the_write_and_the_record_repeats_the_batch_never_skips_it(
+    new_model: HashingProvider, old_model: HashingProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = QdrantClient(":memory:")
+    seed_live(client, text_points(40), old_model)
+    state = QdrantStateStore(client)
+    spec = fast_spec(alias=LIVE_ALIAS, points_per_partition=1000, embed_concurrency=1)
+    run = prepare(client, spec, new_model, state)
+    prints = Fingerprints(client, run.plan.migration_id)
+    with monkeypatch.context() as patched:
+        _crash_on_record(patched, call=2)
+        with pytest.raises(SimulatedCrashError):
+            run_partition(client, run, 0, new_model, state, spec)
+
+    # the second sub-batch (ids 170..320) is written, its states are not, nor its checkpoint
+    assert client.count(run.plan.target_collection, exact=True).count == 32
+    assert [p for p, _ in prints.stream()] == [i * 10 for i in range(1, 17)]
+    doc = state.get(RecordKind.CHECKPOINT, Checkpoint.key_of(run.partitions[0]))
+    assert doc is not None and Checkpoint.from_doc(doc).next_offset == 170
+    # the application changes a point of that batch while the worker is down
+    client.set_payload(LIVE, {"text": "changed while the worker was down"}, points=[200])
+
+    resumed = run_partition(client, run, 0, new_model, state, spec)
+
+    assert resumed.resumed
+    # every point, as the target holds it (the crashed try's write of 200 included)
+    assert list(prints.stream()) == _states_of(client, run.plan.target_collection)
+    # the next catch-up pass copies the point the crash left behind
+    result = CatchUp(client, CatchUpJob.forward(run.plan, new_model), state).run()
+    assert result.changes == result.reembedded == 1
+    target = {p.id: p for p in all_points(client, run.plan.target_collection)}
+    assert target[200].payload == {"text": "changed while the worker was down", "title": "t20"}
+    np.testing.assert_allclose(
+        target[200].vector, new_model.vector("changed while the worker was down"), atol=1e-6
+    )
+    again = CatchUp(client, CatchUpJob.forward(run.plan, new_model), state).run()
+    assert again.changes == 0 and again.unchanged == 40
+
+
+def test_a_crash_between_the_write_and_the_record_is_not_taken_for_drift(
+    new_model: HashingProvider, old_model: HashingProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = QdrantClient(":memory:")
+    seed_live(client, text_points(40), old_model)
+    state = QdrantStateStore(client)
+    spec = fast_spec(alias=LIVE_ALIAS, points_per_partition=1000, embed_concurrency=1)
+    run = prepare(client, spec, new_model, state)
+    with monkeypatch.context() as patched:
+        _crash_on_record(patched, call=2)
+        with pytest.raises(SimulatedCrashError):
+            run_partition(client, run, 0, new_model, state, spec)
+    client.set_payload(LIVE, {"text": "changed while the worker was down"}, points=[200])
+    run_partition(client, run, 0, new_model, state, spec)
+
+    result = CatchUp(client, CatchUpJob.forward(run.plan, new_model), state).run()
+
+    assert (result.reembedded, result.drift) == (1, 0)  # nobody wrote the target behind our back
+
+
+def one_partition_job(
+    new_model: HashingProvider, old_model: HashingProvider, *, embed_concurrency: int
+) -> tuple[QdrantClient, QdrantStateStore, MigrationRun, PartitionBackfill]:
+    """40 live points, one partition, sub-batches of 16: the job not yet run."""
+    client = QdrantClient(":memory:")
+    seed_live(client, text_points(40), old_model)
+    state = QdrantStateStore(client)
+    spec = fast_spec(
+        alias=LIVE_ALIAS, points_per_partition=1000, embed_concurrency=embed_concurrency
+    )
+    run = prepare(client, spec, new_model, state)
+    job = PartitionBackfill(
+        client, run.plan, run.partitions[0], new_model, state, settings_of(spec)
+    )
+    return client, state, run, job
+
+
+def test_the_heartbeat_beats_after_every_sub_batch_is_written_and_checkpointed(
+    new_model: HashingProvider, old_model: HashingProvider
+) -> None:
+    client, state, run, job = one_partition_job(new_model, old_model, embed_concurrency=2)
+    prints = Fingerprints(client, run.plan.migration_id)
+    seen: list[tuple[int, int, int]] = []
+
+    def beat() -> None:
+        doc = state.get(RecordKind.CHECKPOINT, job.key)
+        assert doc is not None
+        written = client.count(run.plan.target_collection, exact=True).count
+        seen.append((written, len(list(prints.stream())), Checkpoint.from_doc(doc).done_points))
+
+    job.heartbeat = beat
+    job.run()
+
+    assert seen == [(16, 16, 16), (32, 32, 32), (40, 40, 40)]
+
+
+def test_a_lost_lease_stops_the_backfill_after_the_sub_batch_in_hand(
+    new_model: HashingProvider, old_model: HashingProvider
+) -> None:
+    client, state, run, job = one_partition_job(new_model, old_model, embed_concurrency=1)
+
+    def lost() -> None:
+        raise LeaseLostError("another writer took the lease")
+
+    job.heartbeat = lost
+    with pytest.raises(LeaseLostError):
+        job.run()
+
+    assert client.count(run.plan.target_collection, exact=True).count == 16
+    doc = state.get(RecordKind.CHECKPOINT, job.key)
+    assert doc is not None and Checkpoint.from_doc(doc).done_points == 16
+
+
 # -- the records: checkpoints, results, the summary --------------------------------------
 
 
@@ -315,22 +518,27 @@ def test_checkpoint_round_trips_and_is_keyed_by_the_plan() -> None:
     assert Checkpoint.key_of(other_plan) != checkpoint.key  # offsets never mix across plans
 
 
-def test_forget_progress_drops_only_that_migrations_plan_and_checkpoints() -> None:
+def test_forget_progress_drops_only_that_migrations_plan_checkpoints_and_states() -> None:
+    client = QdrantClient(":memory:")
     state = MemoryStateStore()
     for mid in ("mig-1", "mig-2"):
         state.put(RecordKind.PARTITION_PLAN, mid, {"migration_id": mid})
         for index in range(2):
             checkpoint = Checkpoint(mid, "fp", index, done=True)
             state.put(RecordKind.CHECKPOINT, checkpoint.key, checkpoint.to_doc())
+        Fingerprints(client, mid).record([(1, "s1"), (2, "s2")])
     state.put(RecordKind.SKIP, "mig-1/7", {"migration_id": "mig-1", "point_id": 7})
 
-    forget_progress(state, "mig-1")
+    forget_progress(client, state, "mig-1")
 
     assert state.get(RecordKind.PARTITION_PLAN, "mig-1") is None
     assert list(state.scan(RecordKind.CHECKPOINT, migration_id="mig-1")) == []
+    assert list(Fingerprints(client, "mig-1").stream()) == []  # a fresh target: no states
     assert state.get(RecordKind.PARTITION_PLAN, "mig-2") is not None
     assert len(list(state.scan(RecordKind.CHECKPOINT, migration_id="mig-2"))) == 2
+    assert list(Fingerprints(client, "mig-2").stream()) == [(1, "s1"), (2, "s2")]
     assert state.get(RecordKind.SKIP, "mig-1/7") is not None  # skips are not progress
+    forget_progress(client, state, "mig-1")  # twice: nothing left to drop
 
 
 def test_summary_adds_up_partition_results() -> None:
