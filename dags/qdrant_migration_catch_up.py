@@ -5,11 +5,13 @@ Keeps every unfinished migration level with the application's writes, on a sched
 (`QMM_CATCH_UP_SCHEDULE`, default `@daily`) or when triggered:
 
 1. `migrations_to_catch_up` lists the migrations that have a target and are not retired;
-2. `catch_up_migration` (one mapped task per migration) brings each one level:
+2. `catch_up_migration` (one mapped task per migration) brings each one level. The
+   collection the alias serves is the source of truth, the other one follows it:
    * before the swap, the new collection follows the old one (inserts and text edits are
      embedded with the new model, payload-only edits copied, deletions applied);
    * after the swap, the application writes to the new collection, so its changes are
-     mirrored back to the old one with the old model: a rollback loses nothing.
+     mirrored back to the old one with the old model: a rollback loses nothing;
+   * after a rollback, forward again.
 
 A migration whose target another task is writing (its own run's catch-up or swap) is
 skipped this time, never written twice at once.

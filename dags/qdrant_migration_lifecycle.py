@@ -3,10 +3,11 @@
 
 The companion of `qdrant_model_migration`:
 
-* **rollback** points an alias back at the collection it served before its last swap, in
-  one atomic alias operation, and publishes an Asset event (`x-qdrant-alias://<alias>`).
-  Until the migration is retired, the catch-up DAG keeps the old collection level with the
-  new one, so nothing written since the swap is lost.
+* **rollback** points an alias back at the collection it served before its last swap,
+  losing nothing: a final mirror pass, one atomic alias operation, then what was written
+  to the new collection in between is copied back; it publishes an Asset event
+  (`x-qdrant-alias://<alias>`). It needs the old model (from the lineage or the
+  migration's `source_model`), or `accept_lost_writes`.
 * **retire** deletes the collection a migration left unused and stops its nightly
   catch-up: after a swap, the old collection, and only once `observation_days` have
   passed; after a rejection or a rollback, the new one. A collection an alias points at

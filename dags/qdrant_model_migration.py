@@ -23,14 +23,22 @@ Moves the collection behind a Qdrant **alias** to a new embedding model with zer
 3. `backfill_batch` (one mapped task per partition) embeds the texts, or transforms the
    stored vectors, and writes the target, checkpointing after every sub-batch so retries
    resume;
-4. `catch_up` copies what changed in the source meanwhile (inserts, edits, deletions);
+4. `catch_up` copies what changed in the source meanwhile (inserts, edits, deletions),
+   pass after pass, until a pass finds at most `max_catch_up_lag` changes;
 5. `restore_indexing` lets Qdrant build the index the bulk load deferred;
 6. `recall_check` (a sensor that only reads) waits until the target is indexed, checks it
-   is complete, and measures recall@k of approximate vs exact search;
+   is complete as of the last catch-up (reporting the lag the live writes make), and
+   measures recall@k of approximate vs exact search;
 7. `build_report` compares the old and new models' search quality and writes the report;
 8. `approve_swap` shows that evidence, with the plan's estimate beside the actuals, to a human;
-9. `swap_alias` catches up once more, then moves the alias atomically and publishes an
-   Asset event (`x-qdrant-alias://<alias>`); the old collection stays for rollback.
+9. `swap_alias` catches up once more, moves the alias atomically, then copies what the
+   application wrote to the old collection in between (no write is lost), and publishes
+   an Asset event (`x-qdrant-alias://<alias>`); the old collection stays for rollback;
+10. `finish_migration` records the outcome (swapped, rejected: the migration ends) and
+   frees the migration for the next run.
+
+One run drives a migration at a time: a second run of the same migration stops at once,
+naming the run that holds it.
 
 Tasks of the strategies not chosen are skipped. The nightly catch-up of every migration
 is the `qdrant_migration_catch_up` DAG; rollback and retire are `qdrant_migration_lifecycle`.
@@ -85,6 +93,28 @@ def apply_quantization(plan: dict[str, Any]) -> dict[str, Any]:
     return tasks.apply_quantization(plan)
 
 
+@task
+def restore_indexing(plan: dict[str, Any], _caught_up: dict[str, Any]) -> None:
+    tasks.restore_indexing(plan)
+
+
+@task
+def build_report(
+    plan: dict[str, Any],
+    results: list[dict[str, Any]],
+    caught_up: dict[str, Any],
+    recall: dict[str, Any],
+) -> dict[str, Any]:
+    return tasks.build_report(plan, list(results), caught_up, recall)
+
+
+# Whatever happened (swapped, rejected, timed out, failed): record it, free the migration.
+@task(trigger_rule="all_done")
+def finish_migration() -> dict[str, Any]:
+    plan = get_current_context()["ti"].xcom_pull(task_ids="assess_compatibility")
+    return tasks.finish_migration(plan)
+
+
 @dag(
     dag_id="qdrant_model_migration",
     schedule=None,
@@ -129,23 +159,10 @@ def qdrant_model_migration() -> None:
     def catch_up(plan: dict[str, Any], _results: list[dict[str, Any]]) -> dict[str, Any]:
         return tasks.catch_up(plan)
 
-    @task
-    def restore_indexing(plan: dict[str, Any], _caught_up: dict[str, Any]) -> None:
-        tasks.restore_indexing(plan)
-
     @task.sensor(poke_interval=30, timeout=6 * 3600, mode="reschedule")
     def recall_check(plan: dict[str, Any]) -> PokeReturnValue:
         evidence = tasks.recall_check(plan)
         return PokeReturnValue(is_done=evidence is not None, xcom_value=evidence)
-
-    @task
-    def build_report(
-        plan: dict[str, Any],
-        results: list[dict[str, Any]],
-        caught_up: dict[str, Any],
-        recall: dict[str, Any],
-    ) -> dict[str, Any]:
-        return tasks.build_report(plan, list(results), caught_up, recall)
 
     approve_swap = SwapApprovalOperator(
         task_id="approve_swap",
@@ -172,7 +189,7 @@ def qdrant_model_migration() -> None:
     evidence = recall_check(plan)
     indexing >> evidence
     report = build_report(plan, results, caught_up, evidence)
-    report >> approve_swap >> swap_alias(plan)
+    report >> approve_swap >> swap_alias(plan) >> finish_migration()
 
 
 qdrant_model_migration()

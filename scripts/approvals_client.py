@@ -8,6 +8,7 @@ the report they show, and answer one.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 from urllib.parse import quote
 
@@ -27,12 +28,23 @@ class ApprovalError(RuntimeError):
     """The API refused or no approval appeared in time."""
 
 
+#: Seconds an approval must have been waiting before it is answered. Airflow 3.3's
+#: scheduler can lose an answer given before it has processed the exit of the worker that
+#: parked the task (it re-queues the task on the answer, then takes the parking worker's
+#: exit for a task killed externally, retries it, and the retry asks again with the answer
+#: already spent). A person never answers that fast; scripts and tests do.
+SETTLE_S = 5.0
+
+
 class ApprovalClient:
     """List and answer pending approvals through ``/api/v2``."""
 
-    def __init__(self, http: HttpClient, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, http: HttpClient, headers: dict[str, str] | None = None, *, settle_s: float = SETTLE_S
+    ) -> None:
         self.http = http
         self.headers = headers or {}
+        self.settle_s = settle_s
 
     @classmethod
     def from_server(
@@ -75,6 +87,7 @@ class ApprovalClient:
         return list(response.json().get("hitl_details", []))
 
     def answer(self, detail: dict[str, Any], option: str) -> dict[str, Any]:
+        self._settle(detail)
         ti = detail.get("task_instance", detail)
         dag_id, run_id, task_id = (
             quote(ti[k], safe="") for k in ("dag_id", "dag_run_id", "task_id")
@@ -88,6 +101,15 @@ class ApprovalClient:
         )
         _raise_for(response, f"answer {option!r}")
         return dict(response.json())
+
+    def _settle(self, detail: dict[str, Any]) -> None:
+        """Wait until the approval has been pending for :data:`SETTLE_S` (see there)."""
+        created = detail.get("created_at")
+        if not created or not self.settle_s:
+            return
+        age = (datetime.now(tz=UTC) - datetime.fromisoformat(str(created))).total_seconds()
+        if age < self.settle_s:
+            time.sleep(self.settle_s - age)
 
     def wait_for(
         self, run_id: str | None = None, *, dag_id: str = DAG_ID, timeout_s: float = 600.0

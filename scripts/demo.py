@@ -73,7 +73,8 @@ def approve_when_asked(decision: str, outcome: dict[str, Any]) -> None:
 
     from scripts.approvals_client import ApprovalClient
 
-    api = ApprovalClient(TestClient(create_app(apps="core")))
+    # dag.test() runs the task in this process: no scheduler, no race to settle.
+    api = ApprovalClient(TestClient(create_app(apps="core")), settle_s=0)
     detail = api.wait_for(timeout_s=3600)
     print("\n" + "=" * 78 + "\nThe approval asks:\n" + detail.get("body", "") + "\n" + "=" * 78)
     print(f"Answering {decision!r} through the REST API\n")

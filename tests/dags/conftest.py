@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -48,7 +49,7 @@ def reviewer(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], dict[s
         from fastapi.testclient import TestClient
 
         def run() -> None:
-            api = ApprovalClient(TestClient(create_app(apps="core")))
+            api = ApprovalClient(TestClient(create_app(apps="core")), settle_s=0)
             try:
                 detail = api.wait_for(timeout_s=300)
                 seen["detail"] = detail
@@ -68,6 +69,40 @@ def reviewer(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], dict[s
         thread.join(timeout=30)
 
 
+@pytest.fixture
+def openai_connection(monkeypatch: pytest.MonkeyPatch, standin: Any) -> Any:  # noqa: F811
+    """Airflow connection ``embeddings``: OpenAI's SDK pointed at the wire-level stand-in."""
+    from include.qdrant_migration.providers import ratelimit
+    from tests.standin import OPENAI_KEY
+
+    ratelimit.reset_shared_limiters()
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_EMBEDDINGS",
+        json.dumps(
+            {
+                "conn_type": "generic",
+                "password": OPENAI_KEY,
+                "extra": {"base_url": standin.openai_base_url},
+            }
+        ),
+    )
+    return standin
+
+
+def return_value(run: Any, task_id: str) -> Any:
+    """A task's XCom return value in a finished ``dag.test()`` run (None if it has none)."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.scalars(
+            XComModel.get_many(
+                run_id=run.run_id, dag_ids=run.dag_id, task_ids=task_id, key="return_value"
+            )
+        ).first()
+        return XComModel.deserialize_value(row) if row is not None else None
+
+
 def task_states(run: Any) -> dict[str, str | None]:
     return {
         ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]": ti.state
@@ -75,4 +110,5 @@ def task_states(run: Any) -> dict[str, str | None]:
     }
 
 
+from tests.qdrant_server import qdrant_server  # noqa: E402, F401
 from tests.standin import standin, standin_server  # noqa: E402, F401

@@ -11,8 +11,14 @@ import pytest
 from include.qdrant_migration.aliases import current_target
 from include.qdrant_migration.providers import get_provider
 from include.qdrant_migration.qdrant import QdrantSettings, open_client
+from include.qdrant_migration.state import (
+    Migrations,
+    MigrationStatus,
+    QdrantStateStore,
+    RecordKind,
+)
 from tests.conftest import SEED_POINTS, TARGET_MODEL
-from tests.dags.conftest import task_states
+from tests.dags.conftest import return_value, task_states
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +60,10 @@ def test_approved_migration_moves_alias_to_new_model(
     assert _snapshot(qdrant_conn, "articles_v1") == before
 
 
-def test_rejected_migration_leaves_alias(dag: Any, qdrant_conn: Path, reviewer: Any) -> None:
+def test_rejected_migration_ends_and_leaves_alias(
+    dag: Any, dagbag: Any, qdrant_conn: Path, reviewer: Any
+) -> None:
+    """A rejection ends the migration: recorded, not followed by the catch-up, retirable."""
     seen = reviewer("Reject")
 
     run = dag.test(run_conf=CONF)
@@ -62,8 +71,27 @@ def test_rejected_migration_leaves_alias(dag: Any, qdrant_conn: Path, reviewer: 
     assert "error" not in seen, seen.get("error")
     states = task_states(run)
     assert states["swap_alias"] == "skipped"
+    assert states["finish_migration"] == "success"
+    finished = return_value(run, "finish_migration")
+    assert finished["outcome"].startswith("rejected") and finished["approval"] == "Reject"
     with open_client(QdrantSettings(path=str(qdrant_conn))) as client:
         assert current_target(client, "articles") == "articles_v1"
+        state = QdrantStateStore(client)
+        (record,) = Migrations(state).all()
+        assert record.status is MigrationStatus.REJECTED and record.rejected_at
+        report = state.get(RecordKind.REPORT, record.migration_id)
+        assert report is not None and report["outcome"].startswith("rejected")
+        assert state.get(RecordKind.LEASE, f"run/{record.migration_id}") is None  # freed
+
+    nightly = dagbag.get_dag("qdrant_migration_catch_up").test()
+    assert return_value(nightly, "migrations_to_catch_up") == []
+    retired = dagbag.get_dag("qdrant_migration_lifecycle").test(
+        run_conf={"action": "retire", "migration_id": record.migration_id}
+    )
+    assert retired.state == "success", task_states(retired)
+    with open_client(QdrantSettings(path=str(qdrant_conn))) as client:
+        names = {c.name for c in client.get_collections().collections}
+    assert record.target_collection not in names and "articles_v1" in names
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,6 @@ The full re-embed is ``test_migration_dag.py``.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,9 @@ from include.qdrant_migration.providers import ratelimit
 from include.qdrant_migration.qdrant import QdrantSettings, open_client
 from include.qdrant_migration.state import STATE_COLLECTION, QdrantStateStore, RecordKind
 from tests.conftest import SEED_POINTS, SOURCE_MODEL
-from tests.dags.conftest import task_states
+from tests.dags.conftest import return_value, task_states
 from tests.qdrant_migration.helpers import all_points, seed_standin_source
-from tests.standin import OPENAI_KEY, StandIn, expected_vector
+from tests.standin import StandIn, expected_vector
 
 pytestmark = pytest.mark.integration
 
@@ -51,32 +50,6 @@ def _fresh_limiters() -> None:
 
 def _store(path: Path) -> Any:
     return open_client(QdrantSettings(path=str(path)))
-
-
-def _openai_connection(monkeypatch: pytest.MonkeyPatch, standin: StandIn) -> None:
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_EMBEDDINGS",
-        json.dumps(
-            {
-                "conn_type": "generic",
-                "password": OPENAI_KEY,
-                "extra": {"base_url": standin.openai_base_url},
-            }
-        ),
-    )
-
-
-def _return_value(run: Any, task_id: str) -> Any:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        row = session.scalars(
-            XComModel.get_many(
-                run_id=run.run_id, dag_ids=run.dag_id, task_ids=task_id, key="return_value"
-            )
-        ).first()
-        return XComModel.deserialize_value(row)
 
 
 def _skipped(states: dict[str, str | None], task_ids: set[str]) -> None:
@@ -145,13 +118,12 @@ def test_matryoshka_truncation_cuts_stored_vectors_without_embedding(
     dag: Any,
     qdrant_conn: Path,
     reviewer: Any,
-    standin: StandIn,
-    monkeypatch: pytest.MonkeyPatch,
+    openai_connection: StandIn,
     corpus: list[dict[str, Any]],
 ) -> None:
+    standin = openai_connection
     with _store(qdrant_conn) as client:
         seed_standin_source(client, corpus, dimensions=1536)
-    _openai_connection(monkeypatch, standin)
     seen = reviewer("Approve")
 
     run = dag.test(
@@ -203,7 +175,7 @@ def test_linear_map_maps_the_stored_vectors(dag: Any, qdrant_conn: Path, reviewe
     assert run.state == "success", states
     assert states["fit_linear_map"] == "success"
     _skipped(states, QUANTIZATION_PATH)
-    fitted = _return_value(run, "fit_linear_map")
+    fitted = return_value(run, "fit_linear_map")
     assert fitted["sample"] == 200 and fitted["retention"] >= 0.3
     body = seen["detail"]["body"]
     assert "| linear map: re-embedded top-10 kept (held-out) |" in body
@@ -214,7 +186,7 @@ def test_linear_map_maps_the_stored_vectors(dag: Any, qdrant_conn: Path, reviewe
         assert target == "articles_v1__multilingual-e5-small__v1"
         source = all_points(client, "articles_v1")
         mapped = all_points(client, target)
-        plan = _return_value(run, "assess_compatibility")
+        plan = return_value(run, "assess_compatibility")
         linear = linear_map.load(QdrantStateStore(client), plan["migration_id"])
     assert [p.id for p in mapped] == [p.id for p in source]
     want = linear.apply([p.vector for p in source])
@@ -235,8 +207,14 @@ def test_linear_map_below_the_retention_threshold_is_refused(
     assert states["create_collection"] == "upstream_failed"
     out = capfd.readouterr().out
     assert "MapRetentionError" in out and "minimum 99%" in out
-    with _store(qdrant_conn) as client:
-        assert {c.name for c in client.get_collections().collections} == {"articles_v1"}
+    with _store(qdrant_conn) as client:  # no collection of data: only the state store
+        assert {c.name for c in client.get_collections().collections} == {
+            "articles_v1",
+            STATE_COLLECTION,
+        }
+        state = QdrantStateStore(client)
+        assert list(state.scan(RecordKind.MIGRATION)) == []
+        assert list(state.scan(RecordKind.LEASE)) == []  # the run let go of the migration
 
 
 def test_an_impossible_request_is_refused_in_assess_with_its_reason(
@@ -276,9 +254,13 @@ def test_dry_run_only_assesses_and_writes_nothing(
     for task_id, state in states.items():
         if task_id not in {"route", "assess_compatibility", "choose_path"}:
             assert state == "skipped", (task_id, states)
-    plan = _return_value(run, "assess_compatibility")
+    plan = return_value(run, "assess_compatibility")
     assert plan["strategy"] == "full_reembed"
-    assert plan["estimate"]["creates"] == [plan["target_collection"], STATE_COLLECTION]
+    assert plan["estimate"]["creates"] == [
+        plan["target_collection"],
+        f"qdrant_migration_sync__{plan['migration_id']}",
+        STATE_COLLECTION,
+    ]
     assert "### Plan for alias `articles`: **full_reembed**" in caplog.text
     assert "Dry run: nothing was written" in caplog.text
     with _store(qdrant_conn) as client:
@@ -288,9 +270,9 @@ def test_dry_run_only_assesses_and_writes_nothing(
 
 
 def test_dry_run_token_estimate_matches_what_the_provider_received(
-    dag: Any, qdrant_conn: Path, reviewer: Any, standin: StandIn, monkeypatch: pytest.MonkeyPatch
+    dag: Any, qdrant_conn: Path, reviewer: Any, openai_connection: StandIn
 ) -> None:
-    _openai_connection(monkeypatch, standin)
+    standin = openai_connection
     conf = {
         "alias": "articles",
         "provider": "openai",
@@ -301,7 +283,7 @@ def test_dry_run_token_estimate_matches_what_the_provider_received(
     }
     dry = dag.test(run_conf=conf | {"dry_run": True})
     assert dry.state == "success", task_states(dry)
-    estimate = _return_value(dry, "assess_compatibility")["estimate"]
+    estimate = return_value(dry, "assess_compatibility")["estimate"]
     seen = reviewer("Approve")
 
     # (dag.test keeps the previous run's conf as the DAG's params: say it is not a dry run)

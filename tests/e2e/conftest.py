@@ -165,6 +165,41 @@ class AirflowServices:
             f"{self.diagnostics(run_id)}"
         )
 
+    def wait_for_any_approval(self, run_ids: list[str], timeout_s: float = 300.0) -> dict[str, Any]:
+        """The first pending approval of any of ``run_ids``."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self.http() as http:
+                for detail in ApprovalClient(http).pending(DAG_ID):
+                    if detail.get("task_instance", detail).get("dag_run_id") in run_ids:
+                        return detail
+            time.sleep(2)
+        pytest.fail(f"No approval for {run_ids} within {timeout_s:.0f}s\n{self.diagnostics()}")
+
+    def pending_approvals(self) -> list[str]:
+        """Run ids with an unanswered approval."""
+        with self.http() as http:
+            pending = ApprovalClient(http).pending(DAG_ID)
+        return [d.get("task_instance", d)["dag_run_id"] for d in pending]
+
+    def task_log(self, run_id: str, task_id: str) -> str:
+        """Every attempt's log of a task, as one text ('' when it never ran)."""
+        run_dir = (
+            self.home / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}" / f"task_id={task_id}"
+        )
+        return "\n".join(p.read_text(errors="replace") for p in sorted(run_dir.glob("**/*.log")))
+
+    def xcom(self, run_id: str, task_id: str, map_index: int = -1) -> Any:
+        """A task's return value, through the REST API."""
+        with self.http() as http:
+            response = http.get(
+                f"{self.run_url(run_id)}/taskInstances/{task_id}/xcomEntries/return_value",
+                params={"map_index": map_index},
+            )
+        response.raise_for_status()
+        value = response.json()["value"]
+        return json.loads(value) if isinstance(value, str) else value
+
     # --- Qdrant ----------------------------------------------------------------------
     def alias_target(self, alias: str = ALIAS) -> str | None:
         """Where ``alias`` points. Takes the store's lock: call it only while no task runs."""

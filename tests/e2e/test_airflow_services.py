@@ -40,13 +40,27 @@ def new_run_id(kind: str) -> str:
 
 
 def test_approved_migration_moves_alias(airflow_services: AirflowServices) -> None:
+    """Two runs of the same migration, triggered together: one does the work and asks for
+    the approval; the other stops at once, naming it; every text is embedded once."""
     services = airflow_services
-    run_id = new_run_id("approve")
+    run_ids = [new_run_id("approve"), new_run_id("twin")]
+    for started in run_ids:
+        triggered = trigger(services, started, CONF)
+        assert triggered.returncode == 0, triggered.stdout + triggered.stderr
 
-    triggered = trigger(services, run_id, CONF)
-    assert triggered.returncode == 0, triggered.stdout + triggered.stderr
-
-    detail = services.wait_for_approval(run_id)
+    detail = services.wait_for_any_approval(run_ids)
+    run_id = detail.get("task_instance", detail)["dag_run_id"]
+    (twin,) = [other for other in run_ids if other != run_id]
+    twin_run = services.wait_for_run(twin)
+    assert twin_run["state"] == "failed", services.task_states(twin)
+    refused = services.task_log(twin, "create_collection") + services.task_log(
+        twin, "fit_linear_map"
+    )
+    assert f"is being run by {DAG_ID}/{run_id}" in refused, refused[-3000:]
+    twin_states = services.task_states(twin)
+    ran = [k for k, s in twin_states.items() if k.startswith("backfill") and s != "upstream_failed"]
+    assert not ran, twin_states  # the twin embedded nothing
+    assert services.pending_approvals() == [run_id]  # one approval shown, not two
     assert "recall@10" in detail["body"], detail["body"]  # the approver sees the evidence
     listing = services.approvals_script("list")
     assert listing.returncode == 0, listing.stderr
@@ -68,6 +82,11 @@ def test_approved_migration_moves_alias(airflow_services: AirflowServices) -> No
         "backfill_batch[0]",
         "backfill_batch[1]",
     ]
+    embedded = sum(
+        services.xcom(run_id, "backfill_batch", map_index)["embedded"] for map_index in (0, 1)
+    )
+    assert embedded == E2E_POINTS  # each text once, by the run that holds the migration
+    assert states["finish_migration"] == "success"
     # No task runs now: the store's lock is free for the test.
     target = services.alias_target()
     assert target == f"{SOURCE_COLLECTION}__multilingual-e5-small__v1"

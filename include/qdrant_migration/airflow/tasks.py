@@ -7,7 +7,6 @@ Airflow-free modules. Typed objects become dicts only here, at the XCom boundary
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Iterator
@@ -25,26 +24,26 @@ from include.qdrant_migration import (
     linear_map,
     quantization,
 )
-from include.qdrant_migration.airflow import assets
+from include.qdrant_migration.airflow import assets, writers
 from include.qdrant_migration.airflow.hooks import (
     MigrationQdrantHook,
     build_provider,
     build_source_provider,
 )
+from include.qdrant_migration.airflow.operators import ANSWER_KEY
 from include.qdrant_migration.checks import CheckFailedError, quality, recall
+from include.qdrant_migration.leases import LeaseBusyError
 from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.providers import AuthError, ProviderConfigError
 from include.qdrant_migration.report import Evidence, Report, render_plan, render_quantization
 from include.qdrant_migration.spec import MigrationSpec, SpecError
 from include.qdrant_migration.state import (
-    LeaseBusyError,
     MigrationRecord,
     Migrations,
     MigrationStatus,
     QdrantStateStore,
     RecordKind,
     StatusError,
-    lease,
     now_iso,
 )
 from include.qdrant_migration.strategy import AlreadyMigratedError, CompatibilityError
@@ -56,7 +55,14 @@ from include.qdrant_migration.sync.backfill import (
     PartitionJob,
     PartitionResult,
 )
-from include.qdrant_migration.sync.catchup import CatchUp, CatchUpJob, CatchUpResult
+from include.qdrant_migration.sync.catchup import (
+    CatchUp,
+    CatchUpJob,
+    CatchUpResult,
+    SyncError,
+    converge,
+    follow_job,
+)
 from include.qdrant_migration.sync.partitions import Partition, partitions_for
 from include.qdrant_migration.texts import BadTextError
 
@@ -80,9 +86,10 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     aliases.AliasMovedError,
     aliases.LifecycleError,
     StatusError,
+    SyncError,
+    writers.RunConflictError,
+    LeaseBusyError,
 )
-#: How long a migration's catch-up or swap waits for another writer of its target.
-WRITER_WAIT_S = 3600
 
 
 def fail_fast(func: Callable[P, R]) -> Callable[P, R]:
@@ -106,17 +113,14 @@ def _qdrant(conn_id: str) -> Iterator[tuple[QdrantClient, QdrantStateStore]]:
         yield client, QdrantStateStore(client)
 
 
-def _owner() -> str:
-    """Who holds a lease: this task of this run (a retry of it takes its own lease back)."""
-    ti = get_current_context()["ti"]
-    return f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.map_index}"
-
-
 @contextmanager
-def _writer_lease(state: QdrantStateStore, migration_id: str, wait_s: float) -> Iterator[None]:
-    """Exclusive write access to the migration's target (catch-ups, swap, retire)."""
-    with lease(state, f"target/{migration_id}", _owner(), wait_s=wait_s):
-        yield
+def _run_writing(
+    plan: Plan,
+) -> Iterator[tuple[QdrantClient, QdrantStateStore, Callable[[], None]]]:
+    """A write of the migration by its run: the run claim, then the writer lease."""
+    writers.claim_run(plan.spec.qdrant_conn_id, plan.migration_id)
+    with writers.writing(plan.spec.qdrant_conn_id, plan.migration_id) as opened:
+        yield opened
 
 
 # -- the migration DAG -----------------------------------------------------------------
@@ -139,7 +143,7 @@ def fit_linear_map(plan_xcom: XCom) -> XCom:
     """Embed the sample, fit and test the map; refuse it below min_map_retention."""
     plan = Plan.from_dict(plan_xcom)
     provider = build_provider(plan.spec)
-    with _qdrant(plan.spec.qdrant_conn_id) as (client, state):
+    with _run_writing(plan) as (client, state, _heartbeat):
         return linear_map.fit_for_plan(client, plan, provider, state).to_dict()
 
 
@@ -153,7 +157,7 @@ def apply_quantization(plan_xcom: XCom) -> XCom:
     """The one sanctioned write to a source: its quantization config. No points written."""
     plan = Plan.from_dict(plan_xcom)
     wanted = plan.spec.quantization or "none"
-    with _qdrant(plan.spec.qdrant_conn_id) as (client, state):
+    with writers.writing(plan.spec.qdrant_conn_id, plan.migration_id) as (client, state, _):
         aliases.ensure_alias_at(client, plan.alias, plan.source.collection)
         result = quantization.apply_in_place(
             client, plan.source.collection, plan.vector_name, wanted
@@ -178,14 +182,14 @@ def apply_quantization(plan_xcom: XCom) -> XCom:
 @fail_fast
 def create_collection(plan_xcom: XCom) -> XCom:
     plan = Plan.from_dict(plan_xcom)
-    with _qdrant(plan.spec.qdrant_conn_id) as (client, state):
+    with _run_writing(plan) as (client, state, _heartbeat):
         return dict(collections.create_target(client, plan, state))
 
 
 @fail_fast
 def plan_partitions(plan_xcom: XCom) -> list[XCom]:
     plan = Plan.from_dict(plan_xcom)
-    with _qdrant(plan.spec.qdrant_conn_id) as (client, state):
+    with _run_writing(plan) as (client, state, _heartbeat):
         return [p.to_dict() for p in partitions_for(client, state, plan)]
 
 
@@ -194,7 +198,7 @@ def backfill_batch(plan_xcom: XCom, partition_xcom: XCom) -> XCom:
     plan = Plan.from_dict(plan_xcom)
     part = Partition.from_dict(partition_xcom)
     settings = BackfillSettings.of(plan)
-    with _qdrant(plan.spec.qdrant_conn_id) as (client, state):
+    with _run_writing(plan) as (client, state, heartbeat):
         job: PartitionJob
         if plan.strategy.derives_vectors:
             derive = transform.transform_for(plan, state)
@@ -203,29 +207,40 @@ def backfill_batch(plan_xcom: XCom, partition_xcom: XCom) -> XCom:
             # The parallel tasks of the run share the provider budget given in the params.
             provider = build_provider(plan.spec, partitions=part.of)
             job = PartitionBackfill(client, plan, part, provider, state, settings)
+        job.heartbeat = heartbeat
         return job.run().to_dict()
 
 
 @fail_fast
 def catch_up(plan_xcom: XCom) -> XCom:
-    """After the backfill: copy what changed in the source while it ran; then it is ready."""
+    """Copy what changed in the source meanwhile, pass after pass until the lag is under
+    ``max_catch_up_lag``; the migration is then ready for its checks and approval."""
     plan = Plan.from_dict(plan_xcom)
     provider = build_provider(plan.spec)
-    with _qdrant(plan.spec.qdrant_conn_id) as (client, state):
-        with _writer_lease(state, plan.migration_id, wait_s=WRITER_WAIT_S):
-            result = CatchUp(client, CatchUpJob.forward(plan, provider), state).run()
+    with _run_writing(plan) as (client, state, heartbeat):
+        job = CatchUpJob.forward(plan, provider)
+        converged = converge(
+            lambda: CatchUp(client, job, state, heartbeat=heartbeat).run(),
+            max_lag=plan.spec.max_catch_up_lag,
+            heartbeat=heartbeat,
+        )
         migrations = Migrations(state)
         record = migrations.require(plan.migration_id)
         if record.status is not MigrationStatus.READY:
             migrations.transition(record, MigrationStatus.READY)
-    return result.to_dict()
+    log.info(
+        "Caught up in %d passes (changes per pass: %s)",
+        len(converged.passes),
+        [p.changes for p in converged.passes],
+    )
+    return converged.to_dict()
 
 
 @fail_fast
 def restore_indexing(plan_xcom: XCom) -> None:
     """The bulk load is over: let Qdrant build the index (the only write before the check)."""
     plan = Plan.from_dict(plan_xcom)
-    with _qdrant(plan.spec.qdrant_conn_id) as (client, state):
+    with _run_writing(plan) as (client, state, _heartbeat):
         collections.finish_bulk_load(client, plan, state)
 
 
@@ -251,6 +266,7 @@ def build_report(plan_xcom: XCom, results: list[XCom], caught_up: XCom, recall_x
             quality=compared,
             backfill=BackfillSummary.of([PartitionResult.from_dict(r) for r in results]),
             catch_up=CatchUpResult.from_dict(caught_up),
+            catch_up_changes=list(caught_up.get("changes_per_pass", [])),
             linear_map=linear_map.summary_of(state, plan.migration_id),
         )
         report = Report(plan, evidence).to_dict()
@@ -260,17 +276,79 @@ def build_report(plan_xcom: XCom, results: list[XCom], caught_up: XCom, recall_x
 
 @fail_fast
 def swap_alias(plan_xcom: XCom) -> XCom:
-    """A last catch-up (what changed while the approval waited), then the atomic swap."""
+    """Final catch-up, the atomic alias move, then the window's writes reconciled."""
     plan = Plan.from_dict(plan_xcom)
     provider = build_provider(plan.spec)
-    with _qdrant(plan.spec.qdrant_conn_id) as (client, state):
-        aliases.ensure_alias_at(client, plan.alias, plan.source.collection)
-        with _writer_lease(state, plan.migration_id, wait_s=WRITER_WAIT_S):
-            final = CatchUp(client, CatchUpJob.forward(plan, provider), state).run()
-            record = Migrations(state).require(plan.migration_id)
-            move = aliases.swap_alias(client, state, record)
-    assets.publish(get_current_context(), move)
-    return dataclasses.asdict(move) | {"final_catch_up": final.to_dict()}
+    with _run_writing(plan) as (client, state, heartbeat):
+        record = Migrations(state).require(plan.migration_id)
+        job = CatchUpJob.forward(plan, provider)
+        switched = aliases.switch(
+            client,
+            state,
+            record,
+            final=CatchUp(client, job, state, heartbeat=heartbeat),
+            reconcile=CatchUp(client, job.reconciling(), state, heartbeat=heartbeat),
+        )
+    if build_source_provider(plan) is None:
+        log.warning(
+            "The old model is unknown: changes made from now on cannot be mirrored to %s, "
+            "so a rollback would lose them. Set source_provider and source_model.",
+            plan.source.collection,
+        )
+    assets.publish(get_current_context(), switched.move)
+    return switched.to_dict()
+
+
+@fail_fast
+def finish_migration(plan_xcom: XCom | None) -> XCom:
+    """The run's last task, whatever happened: its outcome recorded, the migration freed.
+
+    Swapped or rejected: it succeeds and says so. A run that failed before (or never held
+    the migration) fails here too, so the run's state says it did not migrate.
+    """
+    if not plan_xcom or plan_xcom["spec"]["dry_run"]:
+        raise AirflowSkipException("Nothing was migrated (a dry run, or nothing to do).")
+    plan = Plan.from_dict(plan_xcom)
+    if not plan.creates_target:
+        raise AirflowSkipException("A quantization change: apply_quantization is the end.")
+    ti = get_current_context()["ti"]
+    chosen = ti.xcom_pull(task_ids="approve_swap", key=ANSWER_KEY)
+    swapped = ti.xcom_pull(task_ids="swap_alias")
+    with writers.writing(plan.spec.qdrant_conn_id, plan.migration_id) as (_client, state, _):
+        if not writers.holds_run(state, plan.migration_id):
+            holder = state.get(RecordKind.LEASE, f"run/{plan.migration_id}") or {}
+            raise AirflowFailException(
+                f"This run did not migrate: {holder.get('owner', 'no run')} drives "
+                f"{plan.migration_id}."
+            )
+        outcome = _record_outcome(state, plan, chosen, swapped)
+    writers.release_run(plan.spec.qdrant_conn_id, plan.migration_id)
+    log.info("Migration %s: %s", plan.migration_id, outcome)
+    if outcome.startswith("failed"):
+        raise AirflowFailException(f"Migration {plan.migration_id} {outcome}")
+    return {"outcome": outcome, "migration_id": plan.migration_id, "approval": chosen}
+
+
+def _record_outcome(
+    state: QdrantStateStore, plan: Plan, chosen: str | None, swapped: XCom | None
+) -> str:
+    migrations = Migrations(state)
+    record = migrations.get(plan.migration_id)
+    report = state.get(RecordKind.REPORT, plan.migration_id)
+    status = record.status.value if record is not None else "not recorded"
+    if swapped:
+        outcome = "swapped"
+    elif chosen == "Reject" and record is not None and record.status is MigrationStatus.READY:
+        migrations.transition(record, MigrationStatus.REJECTED, rejected_at=now_iso())
+        outcome = "rejected: the alias stays; retire the migration to delete its collection"
+    else:
+        outcome = (
+            f"failed before the swap (approval: {chosen}, status: {status}): see the failed "
+            "task; a new run of the same migration resumes it"
+        )
+    if report is not None:
+        state.put(RecordKind.REPORT, plan.migration_id, report | {"outcome": outcome})
+    return outcome
 
 
 # -- the catch-up DAG ------------------------------------------------------------------
@@ -291,40 +369,27 @@ def migrations_to_catch_up(params: dict[str, Any]) -> list[str]:
 
 @fail_fast
 def catch_up_migration(params: dict[str, Any], migration_id: str) -> XCom:
-    """Bring one migration's collections level.
+    """Bring one migration's collections level, in the direction the alias says.
 
-    Before the swap the target follows the source. After it, the application writes to
-    the new collection, so changes are mirrored back to the old one with the old model
-    (when it is known), keeping a rollback lossless during the observation period.
+    The collection the alias serves is the source of truth: before the swap the new one
+    follows the old one; after it, the old one follows the new one (with the old model),
+    so a rollback loses nothing; after a rollback, forward again.
     """
-    with _qdrant(str(params["qdrant_conn_id"])) as (client, state):
-        record = Migrations(state).require(migration_id)
-        if not record.status.kept_in_sync or record.plan is None:
-            raise AirflowSkipException(f"{migration_id} is {record.status.value}: nothing to do.")
-        try:
-            with _writer_lease(state, migration_id, wait_s=0):
-                return _catch_up_recorded(client, state, record, record.plan)
-        except LeaseBusyError as busy:
-            raise AirflowSkipException(f"Skipping {migration_id} this time: {busy}") from busy
-
-
-def _catch_up_recorded(
-    client: QdrantClient, state: QdrantStateStore, record: MigrationRecord, plan: Plan
-) -> XCom:
-    job = CatchUpJob.forward(plan, build_provider(plan.spec))
-    if record.status is MigrationStatus.SWAPPED:
-        old_model = build_source_provider(plan)
-        if old_model is None:
-            log.warning(
-                "%s: the old model is unknown, so changes made since the swap are not mirrored "
-                "to %s; a rollback would lose them.",
-                plan.migration_id,
-                plan.source.collection,
-            )
-            return {"migration_id": plan.migration_id, "mirrored": False}
-        job = job.mirror(old_model)
-    result = CatchUp(client, job, state).run()
-    return {"migration_id": plan.migration_id, "direction": job.direction, **result.to_dict()}
+    conn_id = str(params["qdrant_conn_id"])
+    try:
+        with writers.writing(conn_id, migration_id, wait_s=0) as (client, state, heartbeat):
+            record = Migrations(state).require(migration_id)
+            if not record.status.kept_in_sync or record.plan is None:
+                raise AirflowSkipException(
+                    f"{migration_id} is {record.status.value}: nothing to do."
+                )
+            plan = record.plan
+            serving = aliases.current_target(client, plan.alias)
+            job = follow_job(plan, serving, build_provider(plan.spec), build_source_provider(plan))
+            result = CatchUp(client, job, state, heartbeat=heartbeat).run()
+    except LeaseBusyError as busy:
+        raise AirflowSkipException(f"Skipping {migration_id} this time: {busy}") from busy
+    return {"migration_id": migration_id, **result.to_dict()}
 
 
 # -- the lifecycle DAG -----------------------------------------------------------------
@@ -332,13 +397,37 @@ def _catch_up_recorded(
 
 @fail_fast
 def rollback(params: dict[str, Any]) -> XCom:
-    """Point the alias back at the collection it served before its last swap."""
-    if not params.get("alias"):
+    """Point the alias back at the collection it served before its last swap, losing nothing:
+    a final mirror pass, the atomic move, then the window's writes reconciled."""
+    alias = str(params.get("alias") or "")
+    if not alias:
         raise aliases.LifecycleError("rollback needs the alias to roll back.")
-    with _qdrant(str(params["qdrant_conn_id"])) as (client, state):
-        move = aliases.rollback(client, state, alias=str(params["alias"]))
-    assets.publish(get_current_context(), move)
-    return dataclasses.asdict(move)
+    conn_id = str(params["qdrant_conn_id"])
+    with _qdrant(conn_id) as (client, state):
+        record = aliases.swapped_migration(client, state, alias)
+    plan = record.plan
+    if plan is None:
+        raise aliases.LifecycleError(f"{record.migration_id} has no recorded plan to roll back.")
+    old_model = build_source_provider(plan)
+    if old_model is None and not params.get("accept_lost_writes"):
+        raise aliases.LifecycleError(
+            f"The model that made {plan.source.collection!r}'s vectors is unknown, so what was "
+            f"written to {plan.target_collection!r} since the swap cannot be copied back: a "
+            "rollback would lose it. Re-run the migration with source_provider and "
+            "source_model, or trigger with accept_lost_writes=true."
+        )
+    with writers.writing(conn_id, record.migration_id) as (client, state, heartbeat):
+        record = Migrations(state).require(record.migration_id)
+        final = reconcile = None
+        if old_model is not None:
+            job = CatchUpJob.forward(plan, build_provider(plan.spec)).mirror(old_model)
+            final = CatchUp(client, job, state, heartbeat=heartbeat)
+            reconcile = CatchUp(client, job.reconciling(), state, heartbeat=heartbeat)
+        switched = aliases.switch(
+            client, state, record, rollback=True, final=final, reconcile=reconcile
+        )
+    assets.publish(get_current_context(), switched.move)
+    return switched.to_dict()
 
 
 @fail_fast
@@ -347,12 +436,18 @@ def retire(params: dict[str, Any]) -> XCom:
     migration_id = str(params.get("migration_id") or "")
     if not migration_id:
         raise aliases.LifecycleError("retire needs the migration_id (see its report).")
-    with _qdrant(str(params["qdrant_conn_id"])) as (client, state):  # noqa: SIM117 - needs state
-        with _writer_lease(state, migration_id, wait_s=600):
-            retired = aliases.retire(
-                client,
-                state,
-                migration_id=migration_id,
-                observation_days=float(params["observation_days"]),
+    conn_id = str(params["qdrant_conn_id"])
+    with writers.writing(conn_id, migration_id) as (client, state, _heartbeat):
+        running = writers.run_holding(state, migration_id)
+        if running:
+            raise aliases.LifecycleError(
+                f"{migration_id} is being run by {running}; let it finish (approve or reject) "
+                "before retiring it."
             )
+        retired = aliases.retire(
+            client,
+            state,
+            migration_id=migration_id,
+            observation_days=float(params["observation_days"]),
+        )
     return dict(retired)

@@ -1,0 +1,227 @@
+"""Zero downtime with an application that never stops writing.
+
+A writer writes through the alias at a steady rate (inserts, text edits, payload-only
+edits, deletes) from before the migration starts until after a swap, a nightly catch-up,
+a rollback, another nightly catch-up and a second swap. At the end the collection behind
+the alias must equal what the writer wrote: every acknowledged write present, every
+deleted point absent, every vector made, from the current text, by the model the
+serving collection's lineage names.
+
+Both models are OpenAI models served by the wire-level stand-in (deterministic vectors
+a test can recompute); the runs are real ``dag.test()`` runs of the three DAGs. Once on
+the embedded store (the writer in this process, through the store's lock), once over
+the Qdrant REST façade (the writer in its own process); with and without
+``updated_at_field``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from qdrant_client import QdrantClient
+
+from include.qdrant_migration.aliases import current_target
+from include.qdrant_migration.qdrant import QdrantSettings, open_client
+from include.qdrant_migration.spec import MigrationSpec
+from include.qdrant_migration.sync.catchup import CatchUpResult
+from tests.dags.conftest import return_value, task_states
+from tests.dags.live_writer import DIMENSIONS, LiveWriter, vector_of
+from tests.qdrant_migration.helpers import all_points, seed_standin_source
+from tests.qdrant_server import QdrantServer
+
+pytestmark = pytest.mark.integration
+
+OLD, NEW = "text-embedding-3-small", "text-embedding-3-large"
+ALIAS, SOURCE = "docs", "docs_v1"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _conf(stamped: bool) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "alias": ALIAS,
+        "provider": "openai",
+        "model": NEW,
+        "dimensions": DIMENSIONS,
+        "provider_conn_id": "embeddings",
+        "points_per_partition": 100,
+        "batch_size": 32,
+        "recall_sample_size": 20,
+        "max_catch_up_lag": 25,
+    }
+    if stamped:
+        conf["updated_at_field"] = "updated_at"
+    return conf
+
+
+def _target() -> str:
+    slug = MigrationSpec(alias=ALIAS, model=NEW, dimensions=DIMENSIONS).model_slug()
+    return f"{SOURCE}__{slug}__v1"
+
+
+class Store:
+    """Where the collections live, and how the application reaches them."""
+
+    def __init__(self, settings: QdrantSettings, connection: dict[str, Any]) -> None:
+        self.settings = settings
+        self.connection = connection
+
+    def open(self) -> AbstractContextManager[QdrantClient]:
+        return open_client(self.settings)
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> Store:
+    path = str(tmp_path / "qdrant")
+    return Store(QdrantSettings(path=path), {"conn_type": "qdrant", "extra": {"path": path}})
+
+
+@pytest.fixture
+def server(qdrant_server: QdrantServer) -> Store:
+    qdrant_server.reset()
+    return Store(
+        qdrant_server.settings(), {"conn_type": "qdrant", "extra": {"url": qdrant_server.url}}
+    )
+
+
+class InProcessWriter:
+    def __init__(self, store: Store, stamped: bool) -> None:
+        self.writer = LiveWriter(store.open, ALIAS, {SOURCE: OLD, _target(): NEW}, stamped=stamped)
+        self.writer.load()
+        self.thread = self.writer.start()
+
+    def warm_up(self) -> None:
+        while sum(self.writer.counts.values()) < 20:
+            time.sleep(0.1)
+
+    def finish(self) -> tuple[dict[Any, Any], dict[str, int], list[str]]:
+        self.writer.stop.set()
+        self.thread.join(120)
+        return self.writer.truth, dict(self.writer.counts), self.writer.errors
+
+
+class ProcessWriter:
+    """The application in its own process, over the server's REST API."""
+
+    def __init__(self, store: Store, stamped: bool, tmp_path: Path) -> None:
+        self.stop, self.out = tmp_path / "stop", tmp_path / "writer.json"
+        args = [
+            sys.executable, "-m", "tests.dags.live_writer", "--url", str(store.settings.url),
+            "--alias", ALIAS, "--models", json.dumps({SOURCE: OLD, _target(): NEW}),
+            "--stop", str(self.stop), "--out", str(self.out),
+        ]  # fmt: skip
+        if not stamped:
+            args.append("--unstamped")
+        env = os.environ | {"PYTHONPATH": str(ROOT)}
+        self.process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None
+        assert self.process.stdout.readline().strip() == "writing"
+        self.started = time.monotonic()
+
+    def warm_up(self) -> None:
+        time.sleep(max(0.0, 2.0 - (time.monotonic() - self.started)))  # ~30 writes
+
+    def finish(self) -> tuple[dict[Any, Any], dict[str, int], list[str]]:
+        self.stop.touch()
+        self.process.wait(120)
+        result = json.loads(self.out.read_text())
+        truth = {k: v for k, v in result["truth"]}
+        return truth, result["counts"], result["errors"]
+
+
+def _run(dag: Any, reviewer: Callable[[str], dict[str, Any]] | None, **kwargs: Any) -> Any:
+    seen = reviewer("Approve") if reviewer is not None else {}
+    run = dag.test(**kwargs)
+    assert "error" not in seen, seen.get("error")
+    assert run.state == "success", task_states(run)
+    return run
+
+
+@pytest.mark.parametrize(
+    ("where", "stamped"),
+    [("embedded", True), ("embedded", False), ("server", True), ("server", False)],
+)
+def test_no_acknowledged_write_is_lost_or_resurrected(
+    where: str,
+    stamped: bool,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    corpus: list[dict[str, Any]],
+    openai_connection: None,
+    dagbag: Any,
+    reviewer: Callable[[str], dict[str, Any]],
+) -> None:
+    store: Store = request.getfixturevalue(where)
+    monkeypatch.setenv("AIRFLOW_CONN_QDRANT_DEFAULT", json.dumps(store.connection))
+    with store.open() as client:
+        seed_standin_source(
+            client,
+            [{**r, "updated_at": 0.0} if stamped else r for r in corpus],
+            collection=SOURCE,
+            alias=ALIAS,
+            model=OLD,
+            dimensions=DIMENSIONS,
+        )
+    migration = dagbag.get_dag("qdrant_model_migration")
+    nightly = dagbag.get_dag("qdrant_migration_catch_up")
+    lifecycle = dagbag.get_dag("qdrant_migration_lifecycle")
+    writer: InProcessWriter | ProcessWriter = (
+        InProcessWriter(store, stamped)
+        if where == "embedded"
+        else ProcessWriter(store, stamped, tmp_path)
+    )
+    writer.warm_up()  # the application was writing before the migration started
+
+    first = _run(migration, reviewer, run_conf=_conf(stamped))
+    _run(nightly, None)
+    rolled = _run(lifecycle, None, run_conf={"action": "rollback", "alias": ALIAS})
+    _run(nightly, None)
+    second = _run(migration, reviewer, run_conf=_conf(stamped))
+    truth, counts, errors = writer.finish()
+
+    report = return_value(first, "build_report")
+    swaps = [return_value(first, "swap_alias"), return_value(second, "swap_alias")]
+    back = return_value(rolled, "rollback")
+    lag = report["evidence"]["recall"]["completeness"]["lag"]
+    conflicts = [s["reconcile"]["conflicts"] for s in [*swaps, back]]
+    window = [CatchUpResult.from_dict(s["reconcile"]).changes for s in [*swaps, back]]
+    print(
+        f"\n[{where}, updated_at_field={'set' if stamped else 'unset'}] writes {counts}; "
+        f"lag at approval {lag}; window writes copied at swap/swap/rollback {window}; "
+        f"conflicts {conflicts}; writer errors {len(errors)}"
+    )
+    assert not errors, errors[:5]
+    assert sum(counts.values()) >= 60 and all(
+        counts.get(k) for k in ("insert", "text", "payload", "delete")
+    )
+
+    with store.open() as client:
+        serving = current_target(client, ALIAS)
+        assert serving == _target()
+        model = client.get_collection(serving).config.metadata["qdrant_migration"]["model"]
+        points = {p.id: p for p in all_points(client, serving)}
+    expected = {k: v for k, v in truth.items() if v is not None}
+    assert set(points) == set(expected), (
+        f"missing {sorted(set(expected) - set(points))[:10]}, "
+        f"resurrected or stray {sorted(set(points) - set(expected))[:10]}"
+    )
+    wrong = [k for k, v in expected.items() if points[k].payload != v]
+    assert not wrong, [(k, points[k].payload, expected[k]) for k in wrong[:3]]
+    stale = [
+        k
+        for k, p in points.items()
+        if not np.allclose(p.vector, vector_of(model, p.payload["text"]), atol=1e-5)
+    ]
+    assert not stale, (
+        f"{len(stale)} vectors not made by {model} from the current text: {stale[:10]}"
+    )
