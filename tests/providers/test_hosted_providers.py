@@ -280,6 +280,17 @@ def test_error_policy_raises_on_prepare_and_unknown_policies_are_refused(
     assert standin.requests() == []
 
 
+def test_unknown_and_out_of_range_options_are_refused_when_built(
+    make: Factory, standin: StandIn
+) -> None:
+    # A typo in a budget key used to be logged and ignored: the budget silently did not apply.
+    with pytest.raises(ProviderConfigError, match="did you mean 'tokens_per_minute'"):
+        make(token_per_minute=1000)
+    with pytest.raises(ProviderConfigError, match="max_inputs_per_request must be a whole"):
+        make(max_inputs_per_request=0)  # limits are read lazily, but checked when built
+    assert standin.requests() == []
+
+
 # -- rate limits and budgets ---------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypedDict
 
+import include.qdrant_migration.providers.options as provider_options
 from include.qdrant_migration.providers.errors import ProviderConfigError
 from include.qdrant_migration.providers.packing import (
     TOO_LONG_POLICIES,
@@ -96,6 +97,10 @@ class EmbeddingProvider(ABC):
     name: ClassVar[str]
     #: Whether the provider needs an Airflow connection (API key, base URL).
     needs_connection: ClassVar[bool] = True
+    #: The option keys the provider reads; any other key is refused when it is built.
+    known_options: ClassVar[tuple[str, ...]] = ("too_long_policy",)
+    #: Keys refused with a reason (keys of another kind of provider), instead of a typo hint.
+    refused_options: ClassVar[Mapping[str, str]] = {}
 
     def __init__(
         self,
@@ -106,12 +111,25 @@ class EmbeddingProvider(ABC):
         credentials: Credentials | None = None,
     ) -> None:
         """The one constructor of every provider; subclasses check and set up in
-        :meth:`_configure`, so a bad model or option fails here, before any work."""
+        :meth:`_configure`, so a bad model or option fails here, before any work.
+
+        Unknown option keys are refused first; after :meth:`_configure` the too-long
+        policy and the request limits are evaluated once, so an option out of range
+        raises :class:`ProviderConfigError` here rather than in the middle of a backfill.
+        """
         self.model = self.canonical_model(model)
         self.requested_dimensions = dimensions
         self.options: Mapping[str, Any] = dict(options or {})
         self.credentials = credentials
+        provider_options.check_keys(
+            self.options,
+            known=self.known_options,
+            refused=self.refused_options,
+            provider=self.name,
+        )
         self._configure()
+        self.too_long_policy  # noqa: B018 - validate now, not mid-backfill
+        self.limits  # noqa: B018 - limits read options lazily in some providers
 
     @classmethod
     def canonical_model(cls, model: str) -> str:
@@ -149,8 +167,8 @@ class EmbeddingProvider(ABC):
         return len(self.embed_queries(["dimension probe"])[0])
 
     def count_tokens(self, texts: Sequence[str]) -> int:
-        """Tokens the provider will bill for ``texts``; subclasses with a tokenizer override."""
-        return sum(max(1, len(t) // 4) for t in texts)
+        """Tokens the provider will bill for ``texts``, counted by :meth:`token_counter`."""
+        return sum(self.token_counter().count(texts))
 
     @property
     def too_long_policy(self) -> str:
@@ -175,7 +193,8 @@ class EmbeddingProvider(ABC):
         that ``prepare`` would skip, remote providers raise ``packing.SkippedTextsError``
         (an :class:`EmbeddingError`), so callers embed ``[texts[i] for i in
         prepared.indexes]`` and record ``prepared.skipped`` themselves. This default
-        leaves truncation to the model (a local model's tokenizer cuts long texts).
+        counts approximately and leaves truncation to the model; providers with a
+        tokenizer (OpenAI, the local models) count exactly and cut long texts themselves.
         """
         return prepare_texts(
             texts,

@@ -22,6 +22,9 @@ Options (besides the budget/retry keys of :mod:`.ratelimit` and the packing keys
   ``truncate`` policy the API cuts long texts itself (``truncate="END"``); under
   ``skip``/``error`` it is asked not to (``truncate="NONE"``).
 
+Any other key, or a value out of range, raises ``ProviderConfigError`` when the provider
+is built (see :mod:`.options`).
+
 The base URL is the host root (``https://api.cohere.com``), not ``/v2``; a trailing
 ``/v1`` or ``/v2`` is removed. Without a connection host, ``CO_API_URL`` is read when the
 client is built (the SDK itself reads it only once, at import).
@@ -39,6 +42,7 @@ import include.qdrant_migration.providers.packing as packing
 import include.qdrant_migration.providers.ratelimit as ratelimit
 from include.qdrant_migration.providers.base import ModelInfo, ModelLineage
 from include.qdrant_migration.providers.errors import EmbeddingError, ProviderConfigError
+from include.qdrant_migration.providers.options import float_option
 from include.qdrant_migration.providers.packing import (
     ApproximateCounter,
     PreparedTexts,
@@ -74,8 +78,7 @@ class CohereProvider(RemoteProvider):
 
     name: ClassVar[str] = "cohere"
     known_options: ClassVar[tuple[str, ...]] = (
-        *ratelimit.OPTION_KEYS,
-        *packing.OPTION_KEYS,
+        *RemoteProvider.known_options,
         "embedding_types",
         "approx_bytes_per_token",
     )
@@ -89,10 +92,9 @@ class CohereProvider(RemoteProvider):
         super()._configure()
         self.embedding_type = _embedding_type(self.options.get("embedding_types", "float"))
         self.output_dimension = self._check_dimensions()
-        try:
-            self._counter = ApproximateCounter(float(self.options.get("approx_bytes_per_token", 3)))
-        except (TypeError, ValueError):
-            raise ProviderConfigError("approx_bytes_per_token must be a number.") from None
+        self._counter = ApproximateCounter(
+            float_option(self.options, "approx_bytes_per_token", 3.0, minimum=0, inclusive=False)
+        )
 
     def _check_dimensions(self) -> int | None:
         """The ``output_dimension`` to send (embed-v4.0 only), or None for the native size."""
@@ -131,9 +133,6 @@ class CohereProvider(RemoteProvider):
 
     def token_counter(self) -> TokenCounter:
         return self._counter
-
-    def count_tokens(self, texts: Sequence[str]) -> int:
-        return sum(self._counter.count(texts))
 
     def prepare(self, texts: Sequence[str]) -> PreparedTexts:
         """The API truncates long texts itself (``truncate="END"``); empty texts are skipped."""

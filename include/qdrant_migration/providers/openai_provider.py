@@ -21,6 +21,9 @@ Options (besides the budget/retry keys of :mod:`.ratelimit` and ``too_long_polic
   ``max_tokens_per_input``, ``native_dimension``, ``send_dimensions`` (default true),
   ``base_url`` (when the connection has no host). ``max_inputs_per_request`` defaults
   to 32 there, the smallest common server default (TEI's ``max_client_batch_size``).
+
+Any other key, or a value out of range, raises ``ProviderConfigError`` when the provider
+is built (see :mod:`.options`).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import include.qdrant_migration.providers.packing as packing
 import include.qdrant_migration.providers.ratelimit as ratelimit
 from include.qdrant_migration.providers.base import ModelInfo, ModelLineage
 from include.qdrant_migration.providers.errors import EmbeddingError, ProviderConfigError
+from include.qdrant_migration.providers.options import bool_option, float_option, int_option
 from include.qdrant_migration.providers.packing import (
     ApproximateCounter,
     PreparedTexts,
@@ -78,7 +82,9 @@ class _OpenAIAPIProvider(RemoteProvider):
         super()._configure()
         self.encoding_format = str(self.options.get("encoding_format", "base64"))
         if self.encoding_format not in ("base64", "float"):
-            raise ProviderConfigError("encoding_format must be 'base64' or 'float'.")
+            raise ProviderConfigError(
+                f"encoding_format must be 'base64' or 'float'; got {self.encoding_format!r}."
+            )
 
     # -- what subclasses decide ----------------------------------------------------------
 
@@ -99,9 +105,6 @@ class _OpenAIAPIProvider(RemoteProvider):
         return packing.effective_limits(
             self.hard_limits(), self.options, tokens_per_window=self.settings.budget.token_allowance
         )
-
-    def count_tokens(self, texts: Sequence[str]) -> int:
-        return sum(self.token_counter().count(texts))
 
     def prepare(self, texts: Sequence[str]) -> PreparedTexts:
         """Too-long texts are cut here (the API refuses them); empty texts are skipped."""
@@ -319,19 +322,17 @@ class OpenAICompatibleProvider(_OpenAIAPIProvider):
                 f"openai_compatible needs a base URL: set the host of Airflow connection "
                 f"{self.conn_id!r} (for example http://localhost:8000/v1)."
             )
-        try:
-            native = self.options.get("native_dimension")
-            self._native = int(native) if native else None
-            self._hard = ProviderLimits(
-                max_inputs_per_request=int(self.options.get("max_inputs_per_request", 32)),
-                max_tokens_per_request=_opt_int(self.options.get("max_tokens_per_request")),
-                max_tokens_per_input=_opt_int(self.options.get("max_tokens_per_input")),
-            )
-            bytes_per_token = float(self.options.get("approx_bytes_per_token", 3.0))
-        except (TypeError, ValueError):
-            raise ProviderConfigError(
-                "native_dimension, max_* and approx_bytes_per_token options must be numbers."
-            ) from None
+        options = self.options
+        self._native = int_option(options, "native_dimension", minimum=1)
+        self._hard = ProviderLimits(
+            max_inputs_per_request=int_option(options, "max_inputs_per_request", 32, minimum=1),
+            max_tokens_per_request=int_option(options, "max_tokens_per_request", minimum=1),
+            max_tokens_per_input=int_option(options, "max_tokens_per_input", minimum=1),
+        )
+        bytes_per_token = float_option(
+            options, "approx_bytes_per_token", 3.0, minimum=0, inclusive=False
+        )
+        self._send_dimensions = bool_option(options, "send_dimensions", True)
         encoding = self.options.get("tiktoken_encoding")
         counter = packing.tiktoken_counter(str(encoding)) if encoding else None
         self._counter: TokenCounter = counter or ApproximateCounter(bytes_per_token)
@@ -362,7 +363,7 @@ class OpenAICompatibleProvider(_OpenAIAPIProvider):
         return self._counter
 
     def dimensions_to_send(self) -> int | None:
-        if not self.options.get("send_dimensions", True):
+        if not self._send_dimensions:
             return None
         wanted = self.requested_dimensions
         return wanted if wanted is not None and wanted != self._native else None
@@ -386,7 +387,3 @@ class OpenAICompatibleProvider(_OpenAIAPIProvider):
         info = super().lineage()
         info["base_url"] = self.base_url()
         return info
-
-
-def _opt_int(value: Any) -> int | None:
-    return None if value in (None, "", 0) else int(value)

@@ -6,9 +6,10 @@ Two steps, kept apart because the backfill needs the first one on its own:
    every text and applies the per-input limit:
 
    * ``truncate`` keeps the text. With ``truncate_locally`` it is cut to the limit here
-     (exactly with tiktoken, at a character boundary by bytes with an approximate count),
-     otherwise the model or server truncates it (Cohere's ``truncate="END"``, a local
-     model's tokenizer). Its index is listed in ``truncated`` either way.
+     by the counter (exactly with tiktoken or a local model's own tokenizer, at a
+     character boundary by bytes with an approximate count), otherwise the server
+     truncates it (Cohere's ``truncate="END"``). Its index is listed in ``truncated``
+     either way.
    * ``skip`` leaves the text out and reports it in ``skipped`` (index, tokens, reason):
      the caller records it (for example as a failed point) instead of writing a vector.
    * ``error`` raises :class:`SkippedTextsError` naming the offending indexes.
@@ -41,6 +42,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from include.qdrant_migration.providers.errors import EmbeddingError, ProviderConfigError
+from include.qdrant_migration.providers.options import int_option
 
 if TYPE_CHECKING:
     import tiktoken
@@ -382,19 +384,18 @@ def effective_limits(
     """
     inputs = hard.max_inputs_per_request
     tokens = hard.max_tokens_per_request
-    try:
-        if options.get("max_inputs_per_request") is not None:
-            inputs = min(inputs, int(options["max_inputs_per_request"]))
-        if options.get("max_tokens_per_request") is not None:
-            wanted = int(options["max_tokens_per_request"])
-            tokens = wanted if tokens is None else min(tokens, wanted)
-    except (TypeError, ValueError):
-        raise ProviderConfigError(
-            "max_inputs_per_request and max_tokens_per_request must be integers."
-        ) from None
+    wanted_inputs = int_option(options, "max_inputs_per_request", minimum=1)
+    if wanted_inputs is not None:
+        inputs = min(inputs, wanted_inputs)
+    wanted_tokens = int_option(options, "max_tokens_per_request", minimum=1)
+    if wanted_tokens is not None:
+        tokens = wanted_tokens if tokens is None else min(tokens, wanted_tokens)
     if tokens_per_window is not None:
         cap = max(1, int(tokens_per_window))
         tokens = cap if tokens is None else min(tokens, cap)
     if inputs < 1 or (tokens is not None and tokens < 1):
-        raise ProviderConfigError("Request limits must be at least 1.")
+        raise ProviderConfigError(
+            f"Request limits must be at least 1 (inputs {inputs}, tokens {tokens}): check "
+            "the provider's max_inputs_per_request and max_tokens_per_request options."
+        )
     return ProviderLimits(inputs, tokens, hard.max_tokens_per_input)

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from include.qdrant_migration.providers.errors import AuthError, EmbeddingError, ProviderConfigError
+from include.qdrant_migration.providers.options import float_option, int_option
 
 log = logging.getLogger(__name__)
 
@@ -139,30 +140,29 @@ class LimiterSettings:
         cls, options: Mapping[str, Any], *, default_timeout_s: float = 60.0
     ) -> LimiterSettings:
         """Read the budget and retry keys of a provider's options (see :data:`OPTION_KEYS`)."""
-        try:
-            budget = Budget(
-                requests_per_minute=_opt_float(options, "requests_per_minute"),
-                tokens_per_minute=_opt_float(options, "tokens_per_minute"),
-                max_concurrency=int(options.get("max_concurrency", 4)),
-                window_s=float(options.get("rate_window_s", 60.0)),
-            )
-            retry = RetryPolicy(
-                max_retries=int(options.get("max_retries", 6)),
-                deadline_s=float(options.get("retry_deadline_s", 300.0)),
-                timeout_s=float(options.get("timeout_s", default_timeout_s)),
-                backoff_base_s=float(options.get("backoff_base_s", 1.0)),
-                backoff_max_s=float(options.get("backoff_max_s", 60.0)),
-            )
-        except (TypeError, ValueError) as exc:
-            if isinstance(exc, ProviderConfigError):
-                raise
-            raise ProviderConfigError(f"Bad rate limit or retry option: {exc}") from None
+        budget = Budget(
+            requests_per_minute=_budget(options, "requests_per_minute"),
+            tokens_per_minute=_budget(options, "tokens_per_minute"),
+            max_concurrency=int_option(options, "max_concurrency", 4, minimum=1),
+            window_s=float_option(options, "rate_window_s", 60.0, minimum=0, inclusive=False),
+        )
+        retry = RetryPolicy(
+            max_retries=int_option(options, "max_retries", 6, minimum=0),
+            deadline_s=float_option(options, "retry_deadline_s", 300.0, minimum=0, inclusive=False),
+            timeout_s=float_option(
+                options, "timeout_s", default_timeout_s, minimum=0, inclusive=False
+            ),
+            backoff_base_s=float_option(options, "backoff_base_s", 1.0, minimum=0),
+            backoff_max_s=float_option(options, "backoff_max_s", 60.0, minimum=0),
+        )
         return cls(budget, retry)
 
 
-def _opt_float(options: Mapping[str, Any], key: str) -> float | None:
-    value = options.get(key)
-    return None if value in (None, "", 0) else float(value)
+def _budget(options: Mapping[str, Any], key: str) -> float | None:
+    """A per-minute budget: a positive number, or unset (None, "" or 0: no local cap)."""
+    if options.get(key) in (None, "", 0):
+        return None
+    return float_option(options, key, minimum=0, inclusive=False)
 
 
 class RetryableError(Exception):
@@ -562,15 +562,3 @@ def classify_http_error(
         f"{what}: the provider rejected the request (HTTP {status}): {said}. Check the model, "
         f"dimensions and options configured for Airflow connection {conn_id!r}."
     )
-
-
-def warn_unknown_options(options: Mapping[str, Any], known: tuple[str, ...], provider: str) -> None:
-    """Log options nobody reads: a typo in a budget key would otherwise pass silently."""
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        log.warning(
-            "%s provider ignores unknown option(s) %s; known: %s",
-            provider,
-            ", ".join(unknown),
-            ", ".join(sorted(known)),
-        )

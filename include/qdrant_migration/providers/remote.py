@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import include.qdrant_migration.providers.packing as packing
 import include.qdrant_migration.providers.ratelimit as ratelimit
 from include.qdrant_migration.providers.base import EmbeddingProvider
 from include.qdrant_migration.providers.ratelimit import LimiterSettings
@@ -26,13 +27,13 @@ class Answer:
 class RemoteProvider(EmbeddingProvider):
     """A provider reached over the network through its SDK, behind a shared limiter."""
 
-    known_options: ClassVar[tuple[str, ...]] = ()
+    #: The budget and retry keys of :mod:`.ratelimit` and the packing keys of :mod:`.packing`;
+    #: subclasses add their own.
+    known_options: ClassVar[tuple[str, ...]] = (*ratelimit.OPTION_KEYS, *packing.OPTION_KEYS)
 
     def _configure(self) -> None:
         super()._configure()
-        ratelimit.warn_unknown_options(self.options, self.known_options, self.name)
         self.settings = LimiterSettings.from_options(self.options)
-        self.too_long_policy  # noqa: B018 - validate the option now, not mid-backfill
         credentials = self.credentials
         self.conn_id = credentials.conn_id if credentials is not None else "<no connection>"
         self.what = f"{self.name} model {self.model!r} (Airflow connection {self.conn_id!r})"
