@@ -42,7 +42,7 @@ from include.qdrant_migration.spec import LIFECYCLE_PARAM_SCHEMA
 def qdrant_migration_lifecycle() -> None:
     @task.branch
     def choose_action() -> str:
-        return str(get_current_context()["params"]["action"])
+        return tasks.choose_action(dict(get_current_context()["params"]))
 
     @task(outlets=[ALIAS_MOVES])
     def rollback() -> dict[str, Any]:

@@ -9,12 +9,15 @@ becomes a plain dict only at the XCom boundary (:meth:`MigrationSpec.to_dict`).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 #: Deployment settings, read from the environment when the DAG is parsed (they shape the
@@ -234,7 +237,7 @@ PARAM_SCHEMA: dict[str, dict[str, Any]] = {
         "default": None,
         "type": ["null", "string", "array"],
         "title": "Evaluation set",
-        "description": "Queries with the point ids they should find, to compare recall@k, MRR "
+        "description": "Queries with the point ids they should find, to compare recall@k, MRR@k "
         "and nDCG@10 of old and new: a JSONL file path, inline JSONL, or a JSON list of "
         '{"query": ..., "relevant_ids": [...]}.',
     },
@@ -319,6 +322,76 @@ class SpecError(ValueError):
 EvalRow = dict[str, object]
 
 
+def refuse_unknown(params: Mapping[str, Any], schema: Mapping[str, Any], dag_id: str) -> None:
+    """Refuse keys no param has, naming the closest one ("did you mean 'model'?")."""
+    unknown = sorted(set(params) - set(schema))
+    if not unknown:
+        return
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, list(schema), n=1, cutoff=0.75)
+        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise SpecError(
+        f"Unknown param(s) for {dag_id}: {', '.join(hints)}. Known params: "
+        f"{', '.join(sorted(schema))}."
+    )
+
+
+def parse_eval_set(value: object) -> list[EvalRow]:
+    """An evaluation set from a JSONL file path, inline JSONL, or a list of objects, checked.
+
+    Each row becomes ``{"query": str, "relevant_ids": [int | str, ...]}``; anything else
+    raises :class:`SpecError` naming the row and the expected shape.
+    """
+    if value is None or value == "" or value == []:
+        return []
+    rows: list[object]
+    if isinstance(value, str):
+        path = Path(value)
+        try:
+            text = path.read_text(encoding="utf-8") if path.is_file() else value
+        except OSError as error:
+            raise SpecError(f"eval_set file {value!r} cannot be read: {error}.") from None
+        rows = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                looks_like_path = "\n" not in text and not text.lstrip().startswith("{")
+                where = (
+                    f"is not a file on this worker ({value!r}) nor JSONL"
+                    if looks_like_path
+                    else f"line {number} is not JSON: {line[:80]!r}"
+                )
+                raise SpecError(
+                    f"eval_set {where}. Give a JSONL file path readable by the workers, "
+                    'inline JSONL, or a JSON list of {"query": ..., "relevant_ids": [...]}.'
+                ) from None
+    elif isinstance(value, list):
+        rows = list(value)
+    else:
+        raise SpecError("eval_set must be a JSONL file path, inline JSONL or a JSON list.")
+    parsed: list[EvalRow] = []
+    for number, row in enumerate(rows, 1):
+        ids = row.get("relevant_ids") if isinstance(row, dict) else None
+        query = row.get("query") if isinstance(row, dict) else None
+        if (
+            not isinstance(query, str)
+            or not query.strip()
+            or not isinstance(ids, list)
+            or not ids
+            or not all(isinstance(i, int | str) and not isinstance(i, bool) for i in ids)
+        ):
+            raise SpecError(
+                f"eval_set row {number} must be an object with 'query' (non-empty text) and "
+                f"'relevant_ids' (a non-empty list of point ids); got {str(row)[:120]!r}."
+            )
+        parsed.append({"query": query, "relevant_ids": list(ids)})
+    return parsed
+
+
 @dataclass(frozen=True)
 class MigrationSpec:
     """A validated migration request: the DAG's params, typed."""
@@ -356,7 +429,13 @@ class MigrationSpec:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> MigrationSpec:
-        """The spec of a run's params (what the trigger form or ``--conf`` gave)."""
+        """The spec of a run's params (what the trigger form or ``--conf`` gave).
+
+        Checks what the schema cannot: unknown keys (a misspelled param would otherwise run
+        with its default), fields that need each other, and the evaluation set, so every
+        such mistake fails in the first task, before anything is created.
+        """
+        refuse_unknown(params, PARAM_SCHEMA, "qdrant_model_migration")
         known = {k: params[k] for k in PARAM_SCHEMA if k in params}
         if not known.get("alias"):
             raise SpecError(
@@ -368,6 +447,24 @@ class MigrationSpec:
                 f"Provider {known['provider']!r} needs an Airflow connection with its API key: "
                 "set provider_conn_id (e.g. 'openai_default') and create that connection."
             )
+        old_provider = known.get("source_provider")
+        if old_provider not in (None, "local", known.get("provider", "local")) and not known.get(
+            "source_provider_conn_id"
+        ):
+            raise SpecError(
+                f"The old model's provider {old_provider!r} needs an Airflow connection: "
+                "set source_provider_conn_id (provider_conn_id is used only when both "
+                "models come from the same provider)."
+            )
+        if old_provider and not known.get("source_model"):
+            raise SpecError(
+                f"source_provider is {old_provider!r} but source_model is empty: name the "
+                "model that made the source's vectors, or leave both empty to read them "
+                "from the source's lineage."
+            )
+        if not isinstance(known.get("provider_options", {}), dict):
+            raise SpecError('provider_options must be a JSON object, e.g. {"max_concurrency": 4}.')
+        known["eval_set"] = parse_eval_set(known.get("eval_set")) or None
         return cls(**known)
 
     @classmethod
@@ -472,3 +569,20 @@ LIFECYCLE_PARAM_SCHEMA: dict[str, dict[str, Any]] = {
 CATCH_UP_PARAM_SCHEMA: dict[str, dict[str, Any]] = {
     "qdrant_conn_id": PARAM_SCHEMA["qdrant_conn_id"],
 }
+
+
+def lifecycle_action(params: Mapping[str, Any]) -> str:
+    """The lifecycle DAG's action, once its params are known to fit it."""
+    refuse_unknown(params, LIFECYCLE_PARAM_SCHEMA, "qdrant_migration_lifecycle")
+    action = str(params.get("action") or "rollback")
+    if action == "rollback" and not params.get("alias"):
+        raise SpecError(
+            'A rollback needs the alias to roll back: trigger with conf {"action": '
+            '"rollback", "alias": "<the alias your application reads>"}.'
+        )
+    if action == "retire" and not params.get("migration_id"):
+        raise SpecError(
+            'retire needs the migration to retire: trigger with conf {"action": "retire", '
+            '"migration_id": "mig-..."} (the id is in the migration\'s report).'
+        )
+    return action

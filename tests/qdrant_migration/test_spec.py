@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -15,6 +16,8 @@ from include.qdrant_migration.spec import (
     MigrationSpec,
     SpecError,
     Strategy,
+    lifecycle_action,
+    parse_eval_set,
 )
 
 
@@ -162,13 +165,84 @@ def test_remote_provider_needs_a_connection() -> None:
     assert spec.provider_conn_id == "openai_default"
 
 
-def test_from_params_ignores_unknown_keys_and_round_trips() -> None:
-    params = {"alias": "articles", "batch_size": 32, "surprise": 1}
-    spec = MigrationSpec.from_params(params)
+def test_from_params_refuses_unknown_keys_naming_the_closest_param() -> None:
+    with pytest.raises(SpecError, match=r"'modle' \(did you mean 'model'\?\)"):
+        MigrationSpec.from_params({"alias": "articles", "modle": "all-MiniLM-L6-v2"})
+    with pytest.raises(SpecError, match=r"'surprise'. Known params: alias, "):
+        MigrationSpec.from_params({"alias": "articles", "surprise": 1})
+
+
+def test_from_params_round_trips_and_records_ignore_fields_of_newer_versions() -> None:
+    spec = MigrationSpec.from_params({"alias": "articles", "batch_size": 32})
     assert spec.batch_size == 32
-    assert "surprise" not in spec.to_dict()
     assert MigrationSpec.from_params(spec.to_dict()) == spec
     assert MigrationSpec.from_dict(spec.to_dict() | {"surprise": 1}) == spec
+
+
+@pytest.mark.parametrize(
+    ("params", "words"),
+    [
+        ({"source_provider": "local"}, "source_model is empty"),
+        ({"source_provider": "cohere", "source_model": "embed-v4.0"}, "source_provider_conn_id"),
+        ({"provider_options": ["max_concurrency", 4]}, "JSON object"),
+    ],
+)
+def test_fields_that_need_each_other_are_refused_together(
+    params: dict[str, Any], words: str
+) -> None:
+    with pytest.raises(SpecError, match=words):
+        MigrationSpec.from_params({"alias": "articles", **params})
+
+
+def test_the_old_models_connection_may_be_the_new_ones_when_the_provider_is_the_same() -> None:
+    spec = MigrationSpec.from_params(
+        {
+            "alias": "a",
+            "provider": "openai",
+            "provider_conn_id": "openai_default",
+            "source_provider": "openai",
+            "source_model": "text-embedding-ada-002",
+        }
+    )
+    assert spec.source_provider_conn_id is None
+
+
+@pytest.mark.parametrize(
+    ("eval_set", "words"),
+    [
+        ([{"query": "q"}], "row 1 .*relevant_ids"),
+        ([{"query": "", "relevant_ids": [1]}], "row 1"),
+        ([{"query": "q", "relevant_ids": [True]}], "row 1"),
+        ('{"query": "q", "relevant_ids": [1]}\nnot json', "line 2 is not JSON"),
+        ("/nowhere/eval.jsonl", "not a file on this worker"),
+        (42, "JSONL file path"),
+    ],
+)
+def test_a_malformed_eval_set_is_refused_with_the_row(eval_set: Any, words: str) -> None:
+    with pytest.raises(SpecError, match=words):
+        MigrationSpec.from_params({"alias": "a", "eval_set": eval_set})
+
+
+def test_an_eval_set_file_is_read_once_in_the_first_task(tmp_path: Path) -> None:
+    path = tmp_path / "eval.jsonl"
+    path.write_text('{"query": "what", "relevant_ids": [1, "b"]}\n\n', encoding="utf-8")
+    spec = MigrationSpec.from_params({"alias": "a", "eval_set": str(path)})
+    assert spec.eval_set == [{"query": "what", "relevant_ids": [1, "b"]}]
+    assert parse_eval_set(spec.eval_set) == spec.eval_set
+
+
+@pytest.mark.parametrize(
+    ("params", "words"),
+    [
+        ({"action": "rollback"}, "rollback needs the alias"),
+        ({"action": "retire", "alias": "a"}, "retire needs the migration"),
+        ({"action": "rollback", "alias": "a", "observaton_days": 1}, "'observation_days'"),
+    ],
+)
+def test_lifecycle_params_are_checked_before_any_action(params: dict[str, Any], words: str) -> None:
+    with pytest.raises(SpecError, match=words):
+        lifecycle_action(params)
+    assert lifecycle_action({"action": "retire", "migration_id": "mig-1"}) == "retire"
 
 
 @pytest.mark.parametrize(

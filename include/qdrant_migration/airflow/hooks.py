@@ -7,14 +7,31 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
 
-from airflow.sdk import BaseHook
+from airflow.sdk import BaseHook, Connection
+from airflow.sdk.exceptions import AirflowNotFoundException
 from qdrant_client import QdrantClient
 
 from include.qdrant_migration.compatibility import old_model_of
 from include.qdrant_migration.plan import Plan
-from include.qdrant_migration.providers import Credentials, EmbeddingProvider, get_provider
+from include.qdrant_migration.providers import (
+    Credentials,
+    EmbeddingProvider,
+    get_provider,
+)
 from include.qdrant_migration.qdrant import QdrantSettings, connect, open_client
-from include.qdrant_migration.spec import MigrationSpec
+from include.qdrant_migration.spec import MigrationSpec, SpecError
+
+
+def connection(conn_id: str, what: str) -> Connection:
+    """An Airflow connection, or an error that says to create it (not a retried lookup)."""
+    try:
+        return BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        raise SpecError(
+            f"Airflow connection {conn_id!r} ({what}) does not exist: create it (Admin -> "
+            f"Connections, `airflow connections add {conn_id} ...`, or an "
+            f"AIRFLOW_CONN_{conn_id.upper()} environment variable), or name another one."
+        ) from None
 
 
 class MigrationQdrantHook(BaseHook):
@@ -38,7 +55,7 @@ class MigrationQdrantHook(BaseHook):
 
     @cached_property
     def settings(self) -> QdrantSettings:
-        conn = self.get_connection(self.conn_id)
+        conn = connection(self.conn_id, "Qdrant")
         return QdrantSettings.from_connection(
             host=conn.host, port=conn.port, password=conn.password, extra=conn.extra_dejson
         )
@@ -64,7 +81,7 @@ class MigrationQdrantHook(BaseHook):
 
 def provider_credentials(conn_id: str) -> Credentials:
     """The API key (password), base URL (host or extra ``base_url``) and extras of a connection."""
-    conn = BaseHook.get_connection(conn_id)
+    conn = connection(conn_id, "the embedding provider's API key")
     extra = dict(conn.extra_dejson)
     base_url = extra.pop("base_url", None) or conn.host or None
     return Credentials(
