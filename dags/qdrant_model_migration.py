@@ -105,7 +105,9 @@ def build_report(
     caught_up: dict[str, Any],
     recall: dict[str, Any],
 ) -> dict[str, Any]:
-    return tasks.build_report(plan, list(results), caught_up, recall)
+    # By index: iterating the lazy sequence reads one past its end, logging a false error.
+    every = [results[i] for i in range(len(results))]
+    return tasks.build_report(plan, every, caught_up, recall)
 
 
 # Whatever happened (swapped, rejected, timed out, failed): record it, free the migration.

@@ -6,8 +6,10 @@ report (which puts the actuals next to it).
   rules, and extrapolated to the point count (exact when the sample is the whole source).
 * **Cost** is tokens times the price in ``data/prices.json`` (one file, with its date).
 * **Duration** follows the rate budget in ``provider_options`` (``tokens_per_minute``,
-  ``requests_per_minute``) when there is one; otherwise a few sample texts are embedded
-  and timed. Strategies that only copy vectors are bounded by Qdrant's write rate.
+  ``requests_per_minute``) when there is one (a lower bound); otherwise sample texts are
+  embedded in several batches after a warm-up call and timed, giving a range (median to
+  slowest batch) and saying how it was measured. Strategies that only copy vectors are
+  bounded by Qdrant's write rate.
 * **Disk and RAM**: points x dimensions x 4 bytes plus the sampled payload size, for the
   new collection; about twice the source while both exist.
 
@@ -39,8 +41,10 @@ from include.qdrant_migration.texts import extract_text, query_like
 PRICES = Path(__file__).resolve().parent / "data" / "prices.json"
 #: Texts whose tokens are counted (a random sample; the whole source if smaller).
 TOKEN_SAMPLE = 1000
-#: Texts embedded to measure throughput when no rate budget is given.
-THROUGHPUT_SAMPLE = 16
+#: Texts embedded to measure a local model's throughput (after a warm-up call), and a
+#: hosted one's request latency when no rate budget is given (those cost a little).
+THROUGHPUT_SAMPLE = 96
+HOSTED_THROUGHPUT_SAMPLE = 32
 #: Points per second Qdrant reads and writes when nothing is embedded (Qdrant's own
 #: migration tool copies about 880/s sequentially; an embedded store on disk about 685/s).
 COPY_POINTS_PER_S = 700.0
@@ -148,12 +152,44 @@ def _requests(plan: Plan, provider: EmbeddingProvider, texts: int, tokens: int) 
     return max(by_count, by_tokens)
 
 
+@dataclass(frozen=True)
+class Throughput:
+    """Timed sample batches, after a warm-up call (a model load or a cold connection)."""
+
+    texts: int
+    batches: list[tuple[int, float]]  # (texts, seconds) per timed batch
+
+    @property
+    def rates(self) -> list[float]:
+        return [n / max(s, 1e-6) for n, s in self.batches]
+
+    @property
+    def latencies(self) -> list[float]:
+        return [s for _, s in self.batches]
+
+
+def measure_throughput(provider: EmbeddingProvider, texts: list[str], batch: int) -> Throughput:
+    """Embed ``texts`` in batches of ``batch``, timing each after a warm-up call.
+
+    They are embedded as queries: assessing never embeds a stored document (the model's
+    cost per text is the same either way).
+    """
+    provider.embed_queries(texts[:2])  # loads the model / opens the connection: not timed
+    timed = []
+    for start in range(0, len(texts), batch):
+        part = texts[start : start + batch]
+        started = time.monotonic()
+        provider.embed_queries(part)
+        timed.append((len(part), time.monotonic() - started))
+    return Throughput(len(texts), timed)
+
+
 def _embed_seconds(
     plan: Plan, provider: EmbeddingProvider, sample: TextSample, texts: int, requests: int
-) -> tuple[float | None, str]:
-    """Time to embed ``texts``: from the rate budget, else measured on sample texts."""
+) -> tuple[float | None, float | None, str]:
+    """Time to embed ``texts`` (expected, slow end, basis): the rate budget, else measured."""
     if not texts:
-        return 0.0, "no embedding"
+        return 0.0, None, "no embedding"
     options = plan.spec.provider_options
     tpm, rpm = options.get("tokens_per_minute"), options.get("requests_per_minute")
     if tpm or rpm:
@@ -164,25 +200,35 @@ def _embed_seconds(
             for k in ("tokens_per_minute", "requests_per_minute")
             if options.get(k)
         )
-        return minutes * 60, f"the rate budget ({basis})"
-    probe = sample.texts[:THROUGHPUT_SAMPLE]
+        return minutes * 60, None, f"at least: the rate budget ({basis}) caps it"
+    local = not provider.needs_connection
+    probe = sample.texts[: THROUGHPUT_SAMPLE if local else HOSTED_THROUGHPUT_SAMPLE]
     if not probe:
-        return None, "no sample text to measure"
-    started = time.monotonic()
-    provider.embed_queries(probe)
-    seconds = max(time.monotonic() - started, 1e-3)
-    if not provider.needs_connection:  # a local model: bounded by this machine's CPU
-        rate = len(probe) / seconds
-        return texts / rate, f"measured {rate:.0f} texts/s on {len(probe)} sample texts"
+        return None, None, "no sample text to measure"
+    size = max(
+        1, min(plan.spec.batch_size, provider.limits.max_inputs_per_request, len(probe) // 3 or 1)
+    )
+    measured = measure_throughput(provider, probe, size)
+    how = f"{len(measured.batches)} batches of up to {size} sample texts timed after a warm-up call"
+    if local:  # bounded by this worker's CPU, whatever else runs on it
+        rates = measured.rates
+        fast, slow = statistics.median(rates), min(rates)
+        return (
+            texts / fast,
+            texts / slow,
+            f"measured {fast:.0f} texts/s (slowest batch {slow:.0f}/s): {how}; a worker "
+            "busy with other tasks is slower",
+        )
     parallel = plan.spec.embed_concurrency * min(
         MAX_PARALLEL_PARTITIONS,
         max(1, math.ceil(plan.source.points / plan.spec.points_per_partition)),
     )
+    typical, worst = statistics.median(measured.latencies), max(measured.latencies)
     basis = (
-        f"measured {seconds:.2f} s for one request of {len(probe)} texts, "
-        f"{parallel} requests in flight; no rate budget set"
+        f"measured {typical:.2f} s per request (slowest {worst:.2f} s): {how}; {parallel} "
+        "requests in flight, no rate budget set (the provider's own limits may slow it)"
     )
-    return requests * seconds / parallel, basis
+    return requests * typical / parallel, requests * worst / parallel, basis
 
 
 def _storage(plan: Plan, sample: TextSample) -> dict[str, int]:
@@ -229,20 +275,21 @@ def _names(client: QdrantClient, plan: Plan) -> tuple[list[str], str]:
 
 def _duration(
     plan: Plan, provider: EmbeddingProvider, sample: TextSample, work: tuple[int, int, int]
-) -> tuple[float | None, str]:
-    """Wall time: embedding and copying overlap, so the slower of the two."""
+) -> tuple[float | None, float | None, str]:
+    """Wall time (expected, slow end, basis): embedding and copying overlap, so the slower."""
     texts, _, copied = work
     if plan.strategy is Strategy.QUANTIZATION_ONLY:
-        return 0.0, "nothing copied or embedded; Qdrant re-quantizes in the background"
+        return 0.0, None, "nothing copied or embedded; Qdrant re-quantizes in the background"
     requests = _requests(plan, provider, texts, work[1])
-    embed_s, basis = _embed_seconds(plan, provider, sample, texts, requests)
+    embed_s, slow_s, basis = _embed_seconds(plan, provider, sample, texts, requests)
     written = copied or plan.source.points
     copy_s = written / COPY_POINTS_PER_S
     if embed_s is None:
-        return None, basis
+        return None, None, basis
     if copy_s >= embed_s:
         basis = f"writing {written} points at about {COPY_POINTS_PER_S:.0f} points/s"
-    return round(max(embed_s, copy_s), 1), basis
+    slow = None if slow_s is None else round(max(slow_s, copy_s), 1)
+    return round(max(embed_s, copy_s), 1), slow, basis
 
 
 def build(client: QdrantClient, plan: Plan, provider: EmbeddingProvider) -> Estimate:
@@ -250,7 +297,7 @@ def build(client: QdrantClient, plan: Plan, provider: EmbeddingProvider) -> Esti
     sample = sample_texts(client, plan.source.collection, plan.spec.text_field, provider)
     work = _work(plan, sample)
     texts, tokens, copied = work
-    duration, basis = _duration(plan, provider, sample, work)
+    duration, duration_max, basis = _duration(plan, provider, sample, work)
     price = price_per_million(plan.spec.provider, provider.model)
     counter = provider.token_counter()
     creates, alias_change = _names(client, plan)
@@ -268,6 +315,7 @@ def build(client: QdrantClient, plan: Plan, provider: EmbeddingProvider) -> Esti
         prices_as_of=str(load_prices()["as_of"]),
         cost_usd=None if price is None else round(tokens * price / 1e6, 8),
         duration_s=duration,
+        duration_max_s=duration_max,
         duration_basis=basis,
         payload_bytes_per_point=round(sample.payload_bytes),
         creates=creates,

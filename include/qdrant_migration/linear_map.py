@@ -5,13 +5,19 @@ a sample: embed ``map_sample_size`` texts with the new model, fit ridge regressi
 their old vectors to their new ones (closed form, lambda chosen on a validation split),
 and map every stored vector without another embedding call.
 
-It is an approximation, so it is measured before it is used: on held-out sample
-documents, queries (a query-sized piece of each held-out text, embedded with the new
-model) search the held-out documents twice, once with their mapped vectors and once with
-their truly re-embedded ones. **Retention** is the mean share of the re-embedded top-10
-that the mapped search also finds. Below ``min_map_retention`` the map is refused and
-nothing is created. The map (weights and bias, float32) lives in the state store, in
-chunks, with the measurements; every backfill task loads it from there.
+It is an approximation, so it is measured before it is used. Each held-out sample
+document gets a query: a sentence from its middle, never its opening (a document that
+starts with its query is found by any map), embedded with the new model. The queries
+search the held-out documents twice, once with their mapped vectors and once with their
+truly re-embedded ones. **Retention** is the mean share of the re-embedded top-10 that
+the mapped search also finds; **known item** is how often a query finds its own
+document. With an evaluation set, its labeled queries also rank their relevant documents
+(read from the source) among the held-out ones, mapped vs re-embedded: the nDCG@10 the
+quality gate measures later, known before anything is created. Below
+``min_map_retention``, or with a loss of nDCG@10 past ``quality_tolerance``, the map is
+refused: every measurement is logged and stored as the migration's report, and no map is
+stored. An accepted map (weights and bias, float32) lives in the state store, in chunks,
+with the measurements; every backfill task loads it from there.
 """
 
 from __future__ import annotations
@@ -19,22 +25,26 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
+import json
 import logging
 import math
+import re
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
+from include.qdrant_migration.checks import quality
 from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.providers import EmbeddingProvider
-from include.qdrant_migration.qdrant import dense_vector
-from include.qdrant_migration.state import Doc, RecordKind, StateStore, now_iso
+from include.qdrant_migration.qdrant import PointId, dense_vector, point_id
+from include.qdrant_migration.state import Doc, Migrations, RecordKind, StateStore, now_iso
 from include.qdrant_migration.strategy import CompatibilityError
-from include.qdrant_migration.texts import query_like, select_texts
+from include.qdrant_migration.texts import select_texts
 
 if TYPE_CHECKING:
     import numpy as np
@@ -54,6 +64,18 @@ K = 10
 SEED = 0
 #: float32 values per stored chunk (1 MiB): a 3072 x 3072 map is 36 records.
 CHUNK_VALUES = 262_144
+#: Longest silence (seconds) between two progress lines while texts are embedded.
+PROGRESS_SECONDS = 5.0
+#: Ids per request when the evaluation set's documents are read from the source.
+RETRIEVE_PAGE = 256
+#: What each held-out document's query is (the known-item check and retention use it).
+HELD_OUT_QUERY = (
+    "a sentence from the middle of the document (a span of words from its middle when it "
+    "has one sentence)"
+)
+#: What it was for maps stored before the query was recorded.
+FIRST_SENTENCE_QUERY = "the document's first sentence"
+_WORD = re.compile(r"\S+")
 
 
 @dataclass(frozen=True)
@@ -74,7 +96,29 @@ class MapSummary:
     embedded: int
     queries_embedded: int
     seconds: float
+    #: Embedding requests the fit made (documents and queries, ``batch`` texts each).
+    requests: int = 0
+    #: How each held-out document's query was made (:data:`HELD_OUT_QUERY`).
+    held_out_query: str | None = None
+    #: With an evaluation set: its labeled queries, the documents they ranked (their
+    #: relevant ones and the held-out distractors), relevant ids without a point, text or
+    #: vector in the source, mean nDCG@10 over mapped and over re-embedded vectors, the
+    #: tolerance it was held to, and which evaluation set it was (sha256 of its rows).
+    eval_queries: int = 0
+    eval_documents: int = 0
+    eval_missing: int = 0
+    eval_ndcg10_mapped: float | None = None
+    eval_ndcg10_reembedded: float | None = None
+    quality_tolerance: float | None = None
+    eval_set_sha256: str | None = None
     fitted_at: str = field(default_factory=now_iso)
+
+    @property
+    def eval_ndcg10_loss(self) -> float | None:
+        """How much nDCG@10 the mapped vectors lose on the evaluation set (None: not measured)."""
+        if self.eval_ndcg10_mapped is None or self.eval_ndcg10_reembedded is None:
+            return None
+        return round(self.eval_ndcg10_reembedded - self.eval_ndcg10_mapped, 4)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -82,7 +126,10 @@ class MapSummary:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MapSummary:
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        known = {k: v for k, v in data.items() if k in names}
+        # Maps stored before the query was recorded were measured with the first sentence.
+        known.setdefault("held_out_query", FIRST_SENTENCE_QUERY)
+        return cls(**known)
 
 
 class MapRetentionError(CompatibilityError):
@@ -218,6 +265,89 @@ def fit(
     )
 
 
+def known_item_query(text: str, limit: int = 160) -> str:
+    """A query-sized piece of ``text`` that is not its opening.
+
+    The sentence in the middle when it has several; else a span of words from its middle.
+    A query the document starts with (its first sentence) is found by almost any map, so
+    it would not test the map.
+    """
+    opening = text.strip()
+    sentences = [s.strip() for s in text.split(". ") if s.strip()]
+    middle = len(sentences) // 2
+    # Nearest the middle first, and never one the document starts with (a first
+    # sentence repeated further on).
+    for index in sorted(range(1, len(sentences)), key=lambda i: abs(i - middle)):
+        if not opening.startswith(piece := sentences[index][:limit]):
+            return piece
+    words = [m.span() for m in _WORD.finditer(text)]
+    if len(words) < 2:
+        return text.strip()[:limit]
+    first = max(1, len(words) // 4)
+    start = words[first][0]
+    ends = [end for _, end in words[first : first + len(words) // 2] if end - start <= limit]
+    return text[start : ends[-1] if ends else start + limit]
+
+
+def ndcg_at_10(hits: Sequence[PointId], relevant: set[PointId]) -> float:
+    """nDCG@10 of one ranking, defined as the quality gate defines it (checks/quality.py):
+    binary gain over the first 10 hits, ideal = every relevant id ranked first."""
+    dcg = sum(1 / math.log2(rank + 1) for rank, i in enumerate(hits[:10], 1) if i in relevant)
+    ideal = sum(1 / math.log2(rank + 1) for rank in range(1, min(len(relevant), 10) + 1))
+    return dcg / ideal if ideal else 0.0
+
+
+def ndcg10(
+    queries: Matrix, docs: Matrix, ids: Sequence[PointId], relevant: Sequence[set[PointId]]
+) -> float:
+    """Mean nDCG@10 of each query's ranking of ``docs`` by cosine."""
+    found = top_k(queries, docs, min(10, len(ids)))
+    scores = [
+        ndcg_at_10([ids[i] for i in row], wanted)
+        for row, wanted in zip(found.tolist(), relevant, strict=True)
+    ]
+    return round(sum(scores) / len(scores), 4) if scores else 0.0
+
+
+def eval_set_fingerprint(labeled: Sequence[quality.EvalQuery]) -> str | None:
+    """Which evaluation set a map was measured on (None: none)."""
+    if not labeled:
+        return None
+    rows = [[q.query, q.relevant_ids] for q in labeled]
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+
+
+def _embed(
+    texts: Sequence[str],
+    embed: Callable[[Sequence[str]], list[list[float]]],
+    batch: int,
+    what: str,
+) -> Matrix:
+    """Embed ``texts`` ``batch`` at a time, saying how far it got every few seconds."""
+    import numpy as np
+
+    if texts:
+        log.info("Linear map: embedding %d %s, %d per request", len(texts), what, batch)
+    vectors: list[list[float]] = []
+    said = time.monotonic()
+    for start in range(0, len(texts), batch):
+        vectors += embed(texts[start : start + batch])
+        done = min(start + batch, len(texts))
+        if done == len(texts) or time.monotonic() - said >= PROGRESS_SECONDS:
+            log.info("Linear map: embedded %d/%d %s", done, len(texts), what)
+            said = time.monotonic()
+    result: Matrix = np.asarray(vectors, dtype=np.float64)
+    return result
+
+
+def _batch_size(plan: Plan, provider: EmbeddingProvider) -> int:
+    return max(1, min(plan.spec.batch_size, provider.limits.max_inputs_per_request))
+
+
+def _with_vectors(plan: Plan) -> list[str] | bool:
+    return [plan.vector_name] if plan.vector_name else True
+
+
 def _sample(client: QdrantClient, plan: Plan) -> list[qm.Record]:
     size = min(plan.spec.map_sample_size, plan.source.points)
     found = client.query_points(
@@ -225,28 +355,27 @@ def _sample(client: QdrantClient, plan: Plan) -> list[qm.Record]:
         query=qm.SampleQuery(sample=qm.Sample.RANDOM),
         limit=size,
         with_payload=True,
-        with_vectors=[plan.vector_name] if plan.vector_name else True,
+        with_vectors=_with_vectors(plan),
     ).points
     # Scored points carry what a record does; the map only needs id, payload and vector.
     return [qm.Record(id=p.id, payload=p.payload, vector=p.vector) for p in found]
 
 
-def fit_for_plan(
-    client: QdrantClient, plan: Plan, provider: EmbeddingProvider, state: StateStore
-) -> MapSummary:
-    """Fit, measure and store the map of ``plan``; refuse it below the retention threshold.
+@dataclass(frozen=True)
+class Sample:
+    """The sampled documents with usable text: their texts, old and new vectors."""
 
-    A map this migration already stored is reused (a retried task pays for nothing).
-    """
+    records: list[qm.Record]
+    texts: list[str]
+    old: Matrix
+    new: Matrix
+
+
+def _embed_sample(
+    client: QdrantClient, plan: Plan, provider: EmbeddingProvider, batch: int
+) -> Sample:
     import numpy as np
 
-    minimum = plan.spec.min_map_retention
-    stored = summary_of(state, plan.migration_id)
-    if stored is not None:
-        log.info("Reusing the linear map fitted at %s", stored.fitted_at)
-        _check_retention(plan, stored, minimum)
-        return stored
-    started = time.monotonic()
     usable = select_texts(
         _sample(client, plan),
         provider,
@@ -261,22 +390,155 @@ def fit_for_plan(
             "full re-embed."
         )
     old = np.asarray([dense_vector(r, plan.vector_name) for r in usable.records], dtype=np.float64)
-    new = np.asarray(provider.embed_documents(usable.texts), dtype=np.float64)
-    train, validation, held_out = split(len(usable.texts))
-    query_texts = [query_like(usable.texts[i]) for i in held_out]
-    queries = np.asarray(provider.embed_queries(query_texts), dtype=np.float64)
-    result = fit(
-        old,
-        new,
-        queries,
-        held_out,
-        train,
-        validation,
-        normalize=provider.model_info().normalized,
+    new = _embed(usable.texts, provider.embed_documents, batch, "sample texts")
+    return Sample(usable.records, usable.texts, old, new)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The evaluation set's nDCG@10 over mapped vs re-embedded vectors, and what it cost."""
+
+    queries: int = 0
+    documents: int = 0
+    missing: int = 0
+    ndcg10_mapped: float | None = None
+    ndcg10_reembedded: float | None = None
+    documents_embedded: int = 0
+    queries_embedded: int = 0
+    tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Pool:
+    """What the evaluation queries rank: their relevant documents and held-out distractors."""
+
+    ids: list[PointId]
+    old: Matrix
+    new: Matrix
+    #: Texts embedded for it: relevant documents outside the sample.
+    embedded: list[str]
+    #: Relevant ids without a point, usable text or vector in the source.
+    missing: int
+
+
+def _is_point_id(value: PointId) -> bool:
+    if isinstance(value, int):
+        return value >= 0
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _fetch(client: QdrantClient, plan: Plan, ids: Sequence[PointId]) -> list[qm.Record]:
+    valid = [i for i in ids if _is_point_id(i)]
+    found: list[qm.Record] = []
+    for start in range(0, len(valid), RETRIEVE_PAGE):
+        found += client.retrieve(
+            plan.source.collection,
+            valid[start : start + RETRIEVE_PAGE],
+            with_payload=True,
+            with_vectors=_with_vectors(plan),
+        )
+    return found
+
+
+def _pool(
+    client: QdrantClient,
+    plan: Plan,
+    provider: EmbeddingProvider,
+    sample: Sample,
+    held_out: list[int],
+    wanted: list[PointId],
+    batch: int,
+) -> Pool:
+    """Relevant documents already in the sample reuse its vectors; the others are read from
+    the source (old vector) and embedded (new vector)."""
+    import numpy as np
+
+    position = {point_id(r.id): i for i, r in enumerate(sample.records)}
+    usable = select_texts(
+        _fetch(client, plan, [i for i in wanted if i not in position]),
+        provider,
+        text_field=plan.spec.text_field,
+        policy="skip",
+        collection=plan.source.collection,
+    )
+    size = sample.old.shape[1]
+    kept = [
+        (r, t, v)
+        for r, t in zip(usable.records, usable.texts, strict=True)
+        if len(v := dense_vector(r, plan.vector_name)) == size
+    ]
+    rows = list(dict.fromkeys([position[i] for i in wanted if i in position] + held_out))
+    ids = [point_id(sample.records[i].id) for i in rows] + [point_id(r.id) for r, _, _ in kept]
+    old, new = sample.old[rows], sample.new[rows]
+    texts = [t for _, t, _ in kept]
+    if kept:
+        old = np.vstack([old, np.asarray([v for _, _, v in kept], dtype=np.float64)])
+        new = np.vstack([new, _embed(texts, provider.embed_documents, batch, "evaluation texts")])
+    inside = sum(1 for i in wanted if i in position)
+    return Pool(ids, old, new, texts, len(wanted) - inside - len(kept))
+
+
+def _evaluate(
+    client: QdrantClient,
+    plan: Plan,
+    provider: EmbeddingProvider,
+    labeled: Sequence[quality.EvalQuery],
+    sample: Sample,
+    held_out: list[int],
+    fitted: LinearMap,
+    batch: int,
+) -> Evaluation:
+    """nDCG@10 of the evaluation set over the pool, mapped vs truly re-embedded."""
+    wanted = list(dict.fromkeys(i for q in labeled for i in q.relevant_ids))
+    pool = _pool(client, plan, provider, sample, held_out, wanted, batch)
+    texts = [q.query for q in labeled]
+    queries = _embed(texts, provider.embed_queries, batch, "evaluation queries")
+    relevant = [set(q.relevant_ids) for q in labeled]
+    return Evaluation(
+        queries=len(labeled),
+        documents=len(pool.ids),
+        missing=pool.missing,
+        ndcg10_mapped=ndcg10(queries, fitted.apply_array(pool.old), pool.ids, relevant),
+        ndcg10_reembedded=ndcg10(queries, pool.new, pool.ids, relevant),
+        documents_embedded=len(pool.embedded),
+        queries_embedded=len(texts),
+        tokens=provider.count_tokens(pool.embedded) + provider.count_tokens(texts),
+    )
+
+
+def _fit_and_measure(
+    client: QdrantClient,
+    plan: Plan,
+    provider: EmbeddingProvider,
+    labeled: Sequence[quality.EvalQuery],
+) -> tuple[LinearMap, MapSummary]:
+    started = time.monotonic()
+    batch = _batch_size(plan, provider)
+    sample = _embed_sample(client, plan, provider, batch)
+    train, validation, held_out = split(len(sample.texts))
+    query_texts = [known_item_query(sample.texts[i]) for i in held_out]
+    queries = _embed(query_texts, provider.embed_queries, batch, "held-out queries")
+    normalize = provider.model_info().normalized
+    result = fit(sample.old, sample.new, queries, held_out, train, validation, normalize=normalize)
+    measured = (
+        _evaluate(client, plan, provider, labeled, sample, held_out, result.map, batch)
+        if labeled
+        else Evaluation()
+    )
+    tokens = provider.count_tokens(sample.texts) + provider.count_tokens(query_texts)
+    embedded = (
+        len(sample.texts),
+        len(query_texts),
+        measured.documents_embedded,
+        measured.queries_embedded,
     )
     summary = MapSummary(
         migration_id=plan.migration_id,
-        sample=len(usable.texts),
+        sample=len(sample.texts),
         train=result.train,
         held_out=result.held_out,
         lam=result.lam,
@@ -284,29 +546,202 @@ def fit_for_plan(
         retention=result.retention,
         k=min(K, result.held_out),
         known_item=result.known_item,
-        min_retention=minimum,
-        tokens=usable.tokens + provider.count_tokens(query_texts),
-        embedded=len(usable.texts),
-        queries_embedded=len(query_texts),
+        min_retention=plan.spec.min_map_retention,
+        tokens=tokens + measured.tokens,
+        embedded=len(sample.texts) + measured.documents_embedded,
+        queries_embedded=len(query_texts) + measured.queries_embedded,
         seconds=round(time.monotonic() - started, 2),
+        requests=sum(math.ceil(n / batch) for n in embedded),
+        held_out_query=HELD_OUT_QUERY,
+        eval_queries=measured.queries,
+        eval_documents=measured.documents,
+        eval_missing=measured.missing,
+        eval_ndcg10_mapped=measured.ndcg10_mapped,
+        eval_ndcg10_reembedded=measured.ndcg10_reembedded,
+        quality_tolerance=plan.spec.quality_tolerance if labeled else None,
+        eval_set_sha256=eval_set_fingerprint(labeled),
     )
-    log.info("Linear map: %s", summary)
-    _check_retention(plan, summary, minimum)
-    store(state, plan.migration_id, result.map, summary)
+    return result.map, summary
+
+
+def fit_for_plan(
+    client: QdrantClient, plan: Plan, provider: EmbeddingProvider, state: StateStore
+) -> MapSummary:
+    """Fit, measure and store the map of ``plan``; refuse it below the retention threshold
+    or, with an evaluation set, past the quality tolerance.
+
+    A map this migration already stored is reused (a retried task pays for nothing) and
+    held to the current thresholds.
+    """
+    labeled = quality.load_eval_set(plan.spec.eval_set)
+    stored = summary_of(state, plan.migration_id)
+    if stored is not None:
+        log.info("Reusing the linear map fitted at %s", stored.fitted_at)
+        _warn_if_measured_elsewhere(stored, labeled)
+        measured = stored.eval_ndcg10_loss is not None
+        current = dataclasses.replace(
+            stored,
+            min_retention=plan.spec.min_map_retention,
+            quality_tolerance=plan.spec.quality_tolerance if measured else None,
+        )
+        _check(client, plan, current, state)
+        return stored
+    fitted, summary = _fit_and_measure(client, plan, provider, labeled)
+    log.info("Linear map of %s:\n%s", plan.migration_id, summary_markdown(summary))
+    _check(client, plan, summary, state)
+    store(state, plan.migration_id, fitted, summary)
     return summary
 
 
-def _check_retention(plan: Plan, summary: MapSummary, minimum: float) -> None:
-    if summary.retention >= minimum:
+def _warn_if_measured_elsewhere(stored: MapSummary, labeled: Sequence[quality.EvalQuery]) -> None:
+    fingerprint = eval_set_fingerprint(labeled)
+    if fingerprint is None or fingerprint == stored.eval_set_sha256:
         return
+    log.warning(
+        "The stored linear map of %s was measured on %s, not on this run's evaluation set. "
+        "It is reused as it is (a map fitted again would differ from the one the target may "
+        "already hold); the quality check after the backfill measures this evaluation set.",
+        stored.migration_id,
+        "another evaluation set" if stored.eval_set_sha256 else "no evaluation set",
+    )
+
+
+class Refusal(NamedTuple):
+    """One reason to refuse a map."""
+
+    #: One line, for the stored outcome.
+    outcome: str
+    #: What the map loses, for the error message.
+    detail: str
+    #: The setting that would accept the loss.
+    setting: str
+
+
+def refusals(summary: MapSummary) -> list[Refusal]:
+    """Why the map of ``summary`` must not be used under its thresholds (empty: it may)."""
+    found = []
+    if summary.retention < summary.min_retention:
+        known = summary.known_item
+        found.append(
+            Refusal(
+                f"retention {summary.retention:.1%} is below the minimum "
+                f"{summary.min_retention:.0%}",
+                f"keeps only {summary.retention:.1%} of the re-embedded top-{summary.k} on "
+                f"{summary.held_out} held-out sample documents (minimum "
+                f"{summary.min_retention:.0%}; known-item recall "
+                f"{_num(known.get('mapped_recall'))} mapped vs "
+                f"{_num(known.get('reembedded_recall'))} re-embedded)",
+                "lower min_map_retention",
+            )
+        )
+    loss, tolerance = summary.eval_ndcg10_loss, summary.quality_tolerance
+    if loss is not None and tolerance is not None and loss > tolerance:
+        ndcg = f"{summary.eval_ndcg10_mapped:.3f} mapped vs {summary.eval_ndcg10_reembedded:.3f}"
+        found.append(
+            Refusal(
+                f"evaluation-set nDCG@10 {ndcg} re-embedded (tolerance {tolerance:g})",
+                f"loses nDCG@10 on the evaluation set: {ndcg} re-embedded on "
+                f"{summary.eval_queries} labeled queries over {summary.eval_documents} "
+                f"documents, more than the tolerance {tolerance:g}",
+                "raise quality_tolerance",
+            )
+        )
+    return found
+
+
+def _num(value: object) -> str:
+    return f"{value:.2f}" if isinstance(value, int | float) else "n/a"
+
+
+def summary_markdown(summary: MapSummary) -> str:
+    """Every measurement of a fitted map, as a small markdown table."""
+    known = summary.known_item
+    rows = [
+        (
+            "sample texts (fitted on / held out)",
+            f"{summary.sample} ({summary.train} / {summary.held_out})",
+        ),
+        ("ridge lambda", f"{summary.lam:g}"),
+        ("validation cosine", f"{summary.validation_cosine:.4f}"),
+        (
+            f"retention: re-embedded top-{summary.k} kept",
+            f"{summary.retention:.4f} (minimum {summary.min_retention:g})",
+        ),
+        (
+            f"known item: own document in top-{summary.k}",
+            f"{_num(known.get('mapped_recall'))} mapped vs "
+            f"{_num(known.get('reembedded_recall'))} re-embedded (query: "
+            f"{summary.held_out_query or 'not recorded'})",
+        ),
+        ("evaluation set: nDCG@10", _eval_cell(summary)),
+        ("embedded", f"{summary.embedded} documents, {summary.queries_embedded} queries"),
+        ("tokens", f"{summary.tokens:,}"),
+        ("seconds", f"{summary.seconds:g}"),
+    ]
+    lines = ["| measurement | value |", "| --- | --- |"]
+    return "\n".join(lines + [f"| {name} | {value} |" for name, value in rows])
+
+
+def _eval_cell(summary: MapSummary) -> str:
+    if summary.eval_ndcg10_loss is None:
+        return "not measured (no eval_set)"
+    tolerance = (
+        "" if summary.quality_tolerance is None else f"; tolerance {summary.quality_tolerance:g}"
+    )
+    return (
+        f"{summary.eval_ndcg10_mapped:.4f} mapped vs {summary.eval_ndcg10_reembedded:.4f} "
+        f"re-embedded ({summary.eval_queries} labeled queries over {summary.eval_documents} "
+        f"documents, {summary.eval_missing} relevant ids not in the source{tolerance})"
+    )
+
+
+def _check(client: QdrantClient, plan: Plan, summary: MapSummary, state: StateStore) -> None:
+    """Refuse the map of ``summary``: log and store every measurement, then raise."""
+    found = refusals(summary)
+    if not found:
+        return
+    outcome = "failed: linear map refused: " + "; ".join(r.outcome for r in found)
+    markdown = f"**Linear map refused** ({outcome}).\n\n{summary_markdown(summary)}"
+    log.error("Linear map of %s refused:\n%s", plan.migration_id, markdown)
+    state.put(
+        RecordKind.REPORT,
+        plan.migration_id,
+        {
+            "migration_id": plan.migration_id,
+            "alias": plan.alias,
+            "source_collection": plan.source.collection,
+            "target_collection": plan.target_collection,
+            "strategy": plan.strategy.value,
+            "outcome": outcome,
+            "linear_map": summary.to_dict(),
+            "evidence": {"linear_map": summary.to_dict()},
+            "markdown": markdown,
+        },
+    )
     raise MapRetentionError(
-        f"The linear map from the source's vectors to {plan.target_lineage.get('model')} keeps "
-        f"only {summary.retention:.1%} of the re-embedded top-{summary.k} on "
-        f"{summary.held_out} held-out sample documents (minimum {minimum:.0%}; known-item "
-        f"recall {summary.known_item['mapped_recall']:.2f} mapped vs "
-        f"{summary.known_item['reembedded_recall']:.2f} re-embedded). Nothing was created. "
-        "Re-embed instead (allow_linear_map=false), raise map_sample_size, or lower "
-        "min_map_retention if that loss is acceptable."
+        f"The linear map from the source's vectors to {plan.target_lineage.get('model')} "
+        + " and ".join(r.detail for r in found)
+        + f". {_target_note(client, plan, state)} Every measurement is logged and stored as "
+        f"the report of {plan.migration_id} in the state store. Re-embed instead "
+        f"(allow_linear_map=false), raise map_sample_size, or "
+        f"{' or '.join(r.setting for r in found)} if that loss is acceptable."
+    )
+
+
+def _target_note(client: QdrantClient, plan: Plan, state: StateStore) -> str:
+    """What exists of the migration's target (a rerun may find one an earlier run made)."""
+    target = plan.target_collection
+    if not client.collection_exists(target):
+        return "No collection was created."
+    serving = [a.alias_name for a in client.get_aliases().aliases if a.collection_name == target]
+    record = Migrations(state).get(plan.migration_id)
+    if serving or record is None or record.target_collection != target:
+        made = f"serves {', '.join(serving)}" if serving else "was not made by this migration"
+        return f"The target collection {target!r} already exists ({made}); it is left as it was."
+    return (
+        f"The target collection {target!r}, made by an earlier run, is left as it was; to "
+        "delete it, trigger the qdrant_migration_lifecycle DAG with "
+        f'{{"action": "retire", "migration_id": "{plan.migration_id}"}}.'
     )
 
 

@@ -66,6 +66,8 @@ class Estimate:
     prices_as_of: str = ""
     cost_usd: float | None = None
     duration_s: float | None = None
+    #: The slow end of the duration's range (None: no range, e.g. from a rate budget).
+    duration_max_s: float | None = None
     duration_basis: str = ""
     payload_bytes_per_point: int = 0
     source_disk_bytes: int = 0

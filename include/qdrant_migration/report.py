@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from include.qdrant_migration.checks.quality import Quality, SelfRetrieval
+from include.qdrant_migration.checks.quality import (
+    Quality,
+    SelfRetrieval,
+    definitions,
+    metric_names,
+)
 from include.qdrant_migration.checks.recall import RecallResult
 from include.qdrant_migration.linear_map import MapSummary
 from include.qdrant_migration.plan import Estimate, Plan
 from include.qdrant_migration.spec import Strategy
+from include.qdrant_migration.state import STATE_COLLECTION
 from include.qdrant_migration.sync.backfill import BackfillSummary
 from include.qdrant_migration.sync.catchup import CatchUpResult
 
@@ -58,11 +65,14 @@ def _money(value: float | None) -> str:
 
 @dataclass(frozen=True)
 class Actuals:
-    """What the run really spent, in the estimate's terms (backfill, catch-up, map sample)."""
+    """What a run really spent, in the estimate's terms (backfill, catch-up, map sample).
+
+    ``vectors_derived``: vectors computed from the stored ones (linear map, truncation).
+    """
 
     texts_embedded: int
     texts_embedded_catch_up: int
-    vectors_copied: int
+    vectors_derived: int
     tokens: int
     embed_requests: int
     cost_usd: float | None
@@ -82,31 +92,74 @@ class Evidence:
     #: What each pass found: the last one is the lag the checks started from.
     catch_up_changes: list[int] = field(default_factory=list)
     linear_map: MapSummary | None = None
+    #: The first ids of the recorded skips, per reason (the full list is in the state store).
+    skipped_examples: dict[str, list[Any]] = field(default_factory=dict)
+    #: When this run started (ISO 8601): its duration runs from here to the report.
+    run_started_at: str | None = None
+    #: When the report was made.
+    reported_at: str | None = None
 
 
 @dataclass(frozen=True)
 class Report:
     plan: Plan
     evidence: Evidence
+    #: The gates that failed, each with what to do (empty: every check passed).
+    failures: list[str] = field(default_factory=list)
+
+    def _fitted_this_run(self) -> bool:
+        fitted, started = self.evidence.linear_map, self.evidence.run_started_at
+        return fitted is not None and (started is None or fitted.fitted_at >= started)
+
+    def _cost(self, tokens: int) -> float | None:
+        price = self.plan.estimate.price_per_million_tokens
+        return None if price is None else round(tokens * price / 1e6, 8)
 
     @property
     def actual(self) -> Actuals:
+        """What this run did (a run that continues a migration leaves out earlier runs)."""
         backfill, catch_up = self.evidence.backfill, self.evidence.catch_up
-        fitted = self.evidence.linear_map
-        tokens = backfill.tokens + (catch_up.tokens if catch_up else 0)
+        fitted = self.evidence.linear_map if self._fitted_this_run() else None
+        tokens = backfill.this_run("tokens") + (catch_up.tokens if catch_up else 0)
         tokens += fitted.tokens if fitted else 0
-        price = self.plan.estimate.price_per_million_tokens
-        spans = (backfill.wall_seconds, fitted.seconds if fitted else None)
-        seconds = [s for s in spans if s is not None]
         return Actuals(
-            texts_embedded=backfill.embedded + (fitted.embedded if fitted else 0),
+            texts_embedded=backfill.this_run("embedded") + (fitted.embedded if fitted else 0),
             texts_embedded_catch_up=catch_up.embedded if catch_up else 0,
-            vectors_copied=backfill.transformed,
+            vectors_derived=backfill.this_run("transformed"),
             tokens=tokens,
-            embed_requests=backfill.embed_requests,
-            cost_usd=None if price is None else round(tokens * price / 1e6, 8),
-            duration_s=round(sum(seconds), 1) if seconds else None,
+            embed_requests=backfill.this_run("requests") + (fitted.requests if fitted else 0),
+            cost_usd=self._cost(tokens),
+            duration_s=self._duration(),
         )
+
+    @property
+    def earlier(self) -> Actuals | None:
+        """What earlier runs of the same migration did; None when this run did it all."""
+        done = self.evidence.backfill.earlier
+        fitted = self.evidence.linear_map if not self._fitted_this_run() else None
+        if not any(done.values()) and fitted is None:
+            return None
+        tokens = done.get("tokens", 0) + (fitted.tokens if fitted else 0)
+        return Actuals(
+            texts_embedded=done.get("embedded", 0) + (fitted.embedded if fitted else 0),
+            texts_embedded_catch_up=0,
+            vectors_derived=done.get("transformed", 0),
+            tokens=tokens,
+            embed_requests=done.get("requests", 0) + (fitted.requests if fitted else 0),
+            cost_usd=self._cost(tokens),
+            duration_s=None,
+        )
+
+    def _duration(self) -> float | None:
+        """From the run's start to the report: every task counts (checks, evaluation too)."""
+        ev = self.evidence
+        if ev.run_started_at and ev.reported_at:
+            started = datetime.fromisoformat(ev.run_started_at)
+            ended = datetime.fromisoformat(ev.reported_at)
+            return round(max((ended - started).total_seconds(), 0.0), 1)
+        spans = (ev.backfill.wall_seconds, ev.linear_map.seconds if ev.linear_map else None)
+        seconds = [s for s in spans if s is not None]
+        return round(sum(seconds), 1) if seconds else None
 
     @property
     def markdown(self) -> str:
@@ -125,6 +178,8 @@ class Report:
             "lineage": dict(self.plan.target_lineage),
             "estimate": dataclasses.asdict(self.plan.estimate),
             "actual": dataclasses.asdict(self.actual),
+            "earlier_runs": dataclasses.asdict(earlier) if (earlier := self.earlier) else None,
+            "failures": list(self.failures),
             "evidence": evidence,
             "markdown": self.markdown,
         }
@@ -142,33 +197,63 @@ def _price_note(est: Estimate) -> str:
     return f"${price}/1M tokens, prices of {est.prices_as_of}: check before quoting"
 
 
-def estimate_rows(est: Estimate, actual: Actuals | None = None) -> list[str]:
-    """The plan's numbers as table rows; with ``actual``, a third column beside them."""
-    rows: list[tuple[str, object, object]] = [
-        ("texts embedded", est.texts_to_embed, actual and _with_catch_up(actual)),
-        ("vectors copied without embedding", est.vectors_copied, actual and actual.vectors_copied),
-        ("tokens", f"{est.tokens} ({_tokens_note(est)})", actual and actual.tokens),
-        ("embedding requests", est.embed_requests, actual and actual.embed_requests),
-        (
-            "cost",
-            f"{_money(est.cost_usd)} ({_price_note(est)})",
-            actual and _money(actual.cost_usd),
-        ),
-        (
-            "duration",
-            f"{_seconds(est.duration_s)} ({est.duration_basis})",
-            actual and _seconds(actual.duration_s),
-        ),
+def _derived_label(strategy: Strategy) -> str:
+    if strategy is Strategy.LINEAR_MAP:
+        return "vectors mapped by the linear map (no embedding)"
+    if strategy is Strategy.MATRYOSHKA_TRUNCATION:
+        return "vectors cut from the stored ones (no embedding)"
+    return "vectors derived without embedding"
+
+
+def estimate_rows(
+    plan: Plan, actual: Actuals | None = None, earlier: Actuals | None = None
+) -> list[str]:
+    """The plan's numbers as table rows; with ``actual`` (and ``earlier``), columns beside them."""
+    est = plan.estimate
+
+    def done(pick: str) -> tuple[object, object]:
+        values: list[object] = []
+        for act in (actual, earlier):
+            if act is None:
+                values.append(None)
+            elif pick == "texts":
+                values.append(_with_catch_up(act))
+            elif pick == "cost":
+                values.append(_money(act.cost_usd))
+            elif pick == "duration":
+                values.append(_seconds(act.duration_s) if act.duration_s is not None else None)
+            else:
+                values.append(getattr(act, pick))
+        return values[0], values[1]
+
+    rows: list[tuple[str, object, tuple[object, object]]] = [
+        ("texts embedded", est.texts_to_embed, done("texts")),
+        (_derived_label(plan.strategy), est.vectors_copied, done("vectors_derived")),
+        ("tokens", f"{est.tokens} ({_tokens_note(est)})", done("tokens")),
+        ("embedding requests", est.embed_requests, done("embed_requests")),
+        ("cost", f"{_money(est.cost_usd)} ({_price_note(est)})", done("cost")),
+        ("duration", f"{_duration_estimate(est)} ({est.duration_basis})", done("duration")),
         (
             "disk: new data / peak while both exist",
             f"{_bytes(est.target_disk_bytes)} / {_bytes(est.peak_disk_bytes)}",
-            None,
+            (None, None),
         ),
-        ("RAM of the vectors and index", _bytes(est.target_ram_bytes), None),
+        ("RAM of the vectors and index", _bytes(est.target_ram_bytes), (None, None)),
     ]
     if actual is None:
         return [f"| {name} | {planned} |" for name, planned, _ in rows]
-    return [f"| {name} | {planned} | {_fmt(done)} |" for name, planned, done in rows]
+    if earlier is None:
+        return [f"| {name} | {planned} | {_fmt(now)} |" for name, planned, (now, _) in rows]
+    return [
+        f"| {name} | {planned} | {_fmt(now)} | {_fmt(before)} |"
+        for name, planned, (now, before) in rows
+    ]
+
+
+def _duration_estimate(est: Estimate) -> str:
+    if est.duration_s is None or not est.duration_max_s or est.duration_max_s <= est.duration_s:
+        return _seconds(est.duration_s)
+    return f"{_seconds(est.duration_s)} to {_seconds(est.duration_max_s)}"
 
 
 def _with_catch_up(act: Actuals) -> str:
@@ -190,7 +275,7 @@ def render_plan(plan: Plan) -> str:
         "",
         "| estimate | value |",
         "| --- | --- |",
-        *estimate_rows(est),
+        *estimate_rows(plan),
         "",
         f"Would create: {creates}. Alias: {est.alias_change}.",
     ]
@@ -236,9 +321,28 @@ def render_markdown(report: Report) -> str:
     plan, ev = report.plan, report.evidence
     bf, rec, sr = ev.backfill, ev.recall.completeness, ev.self_retrieval
     lineage = plan.target_lineage
-    skipped = ", ".join(f"{r}: {n}" for r, n in bf.skipped_by_reason.items()) or "none"
+    if report.failures:
+        head = [
+            f"### Migration `{plan.migration_id}` failed its checks: the alias stays on "
+            f"`{plan.source.collection}`",
+            "",
+            *(f"- **{failure}**" for failure in report.failures),
+        ]
+    else:
+        head = [f"### Swap `{plan.alias}` to `{plan.target_collection}`?"]
+    empty = (
+        [
+            "",
+            "**The source is empty: there was nothing to measure.** No recall, self-retrieval "
+            "or quality number below says anything about the new model; approving moves the "
+            "alias to an empty collection configured for it.",
+        ]
+        if rec.source_points == 0
+        else []
+    )
     lines = [
-        f"### Swap `{plan.alias}` to `{plan.target_collection}`?",
+        *head,
+        *empty,
         "",
         f"Migration `{plan.migration_id}`: `{plan.source.collection}` → "
         f"`{plan.target_collection}` with **{lineage.get('provider')}/"
@@ -250,30 +354,69 @@ def render_markdown(report: Report) -> str:
         f"| target points | {rec.target_points} |",
         *_catch_up_rows(ev),
         f"| changed since the last catch-up (lag) / damaged | {rec.lag} / {rec.damaged} |",
-        f"| skipped (recorded) | {bf.skipped} ({skipped}) |",
+        *_skipped_rows(plan, ev),
         f"| points without vector | {rec.points_without_vector} |",
         f"| index | {ev.recall.readiness} |",
         _recall_row(ev.recall),
-        f"| own document at rank 1 (new model queries) | {_fmt(sr.hit_at_1)} "
-        f"(MRR {_fmt(sr.mrr)}, {sr.queries} queries) |",
-        f"| embedded / embedding requests | {bf.embedded} / {bf.embed_requests} |",
-        *(
-            [f"| vectors derived from the stored ones (no embedding) | {bf.transformed} |"]
-            if bf.transformed
-            else []
-        ),
+        _self_retrieval_row(sr),
+        f"| embedded / embedding requests (this run) | {report.actual.texts_embedded} / "
+        f"{report.actual.embed_requests} |",
+        *([f"| {_derived_label(plan.strategy)} | {bf.transformed} |"] if bf.transformed else []),
         *map_lines(ev.linear_map),
         "",
         *quality_lines(ev.quality),
         *plan_vs_actual_lines(report),
         "**Plan:** " + " ".join(plan.reasons),
         "",
-        f"Queries must then be embedded with `{lineage.get('model')}` as "
-        f"{lineage.get('query_input')}{_dimensions_note(plan)}. Approve to move the alias "
-        "atomically; "
-        f"`{plan.source.collection}` stays for rollback. Reject to leave everything as is.",
+        _closing(report),
     ]
     return "\n".join(lines)
+
+
+def _closing(report: Report) -> str:
+    plan, lineage = report.plan, report.plan.target_lineage
+    if report.failures:
+        return (
+            f"Nothing was switched: the alias stays on `{plan.source.collection}`. "
+            f"`{plan.target_collection}` is left as it is for inspection; retire the migration "
+            f"(`qdrant_migration_lifecycle`, action `retire`, migration id "
+            f"`{plan.migration_id}`) to delete it."
+        )
+    return (
+        f"Queries must then be embedded with `{lineage.get('model')}` as "
+        f"{lineage.get('query_input')}{_dimensions_note(plan)}. Approve to move the alias "
+        f"atomically; `{plan.source.collection}` stays for rollback. Reject to leave "
+        "everything as is."
+    )
+
+
+def _self_retrieval_row(sr: SelfRetrieval) -> str:
+    if not sr.queries:
+        return "| own document at rank 1 (new model queries) | n/a: nothing to measure |"
+    return (
+        f"| own document at rank 1 (new model queries) | {_fmt(sr.hit_at_1)} "
+        f"(MRR@{sr.k} {_fmt(sr.mrr_at_k)}, {sr.queries} queries) |"
+    )
+
+
+#: Ids shown per skip reason; the rest are in the state store.
+SKIPPED_SHOWN = 5
+
+
+def _skipped_rows(plan: Plan, ev: Evidence) -> list[str]:
+    bf = ev.backfill
+    if not bf.skipped_by_reason:
+        return ["| skipped (recorded) | 0 |"]
+    rows = [f"| skipped (recorded) | {bf.skipped} |"]
+    for reason, count in sorted(bf.skipped_by_reason.items(), key=lambda r: -r[1]):
+        ids = ev.skipped_examples.get(reason, [])[:SKIPPED_SHOWN]
+        shown = ", ".join(map(str, ids)) + (", ..." if count > len(ids) else "")
+        rows.append(f"| &nbsp;&nbsp;{reason} | {count} (ids {shown or 'n/a'}) |")
+    rows.append(
+        f"| &nbsp;&nbsp;full list | records of kind `skip` with migration_id "
+        f"`{plan.migration_id}` in collection `{STATE_COLLECTION}` |"
+    )
+    return rows
 
 
 def _catch_up_rows(ev: Evidence) -> list[str]:
@@ -298,24 +441,54 @@ def map_lines(fitted: MapSummary | None) -> list[str]:
     if fitted is None:
         return []
     known = fitted.known_item
-    return [
+    query = fitted.held_out_query or "a piece of the document"
+    rows = [
         f"| linear map: re-embedded top-{fitted.k} kept (held-out) | "
         f"{_fmt(fitted.retention)} (minimum {fitted.min_retention}, "
-        f"{fitted.held_out} held-out of {fitted.sample} sampled; own document "
-        f"in top-{fitted.k}: {_fmt(known.get('mapped_recall'))} mapped vs "
-        f"{_fmt(known.get('reembedded_recall'))} re-embedded) |"
+        f"{fitted.held_out} held-out of {fitted.sample} sampled) |",
+        f"| linear map: own document in top-{fitted.k} ({query} as the query) | "
+        f"{_fmt(known.get('mapped_recall'))} mapped vs "
+        f"{_fmt(known.get('reembedded_recall'))} re-embedded |",
     ]
+    if fitted.eval_ndcg10_mapped is not None:
+        rows.append(
+            f"| linear map: nDCG@10 on {fitted.eval_queries} evaluation queries | "
+            f"{_fmt(fitted.eval_ndcg10_mapped)} mapped vs "
+            f"{_fmt(fitted.eval_ndcg10_reembedded)} re-embedded (tolerance "
+            f"{fitted.quality_tolerance}) |"
+        )
+    return rows
 
 
 def plan_vs_actual_lines(report: Report) -> list[str]:
+    earlier = report.earlier
+    if earlier is None:
+        header = ["| | plan | actual (this run) |", "| --- | --- | --- |"]
+        note: list[str] = []
+    else:
+        header = [
+            "| | plan | this run | earlier runs |",
+            "| --- | --- | --- | --- |",
+        ]
+        note = [
+            "This run continues a migration earlier runs started: the plan covers the whole "
+            "migration, the last two columns split what was done between them.",
+            "",
+        ]
     return [
         "**Plan vs actual:**",
         "",
-        "| | plan | actual |",
-        "| --- | --- | --- |",
-        *estimate_rows(report.plan.estimate, report.actual),
+        *header,
+        *estimate_rows(report.plan, report.actual, earlier),
         "",
+        *note,
     ]
+
+
+def _metric_label(key: str) -> str:
+    """``mrr@10`` -> ``MRR@10``, ``ndcg@10`` -> ``nDCG@10``."""
+    name, _, k = key.partition("@")
+    return {"mrr": "MRR", "ndcg": "nDCG"}.get(name, name) + f"@{k}"
 
 
 def quality_lines(quality: Quality) -> list[str]:
@@ -330,13 +503,19 @@ def quality_lines(quality: Quality) -> list[str]:
             "",
             "| metric | old | new |",
             "| --- | --- | --- |",
-            *(f"| {m} | {_fmt(old[m])} | {_fmt(new[m])} |" for m in ("recall", "mrr", "ndcg10")),
+            *(
+                f"| {_metric_label(m)} | {_fmt(old.get(m))} | {_fmt(new.get(m))} |"
+                for m in metric_names(quality.k)
+            ),
+            "",
+            *(f"- {d}" for d in definitions(quality.k)),
             "",
         ]
         if quality.worst_regressions:
             lines += ["Queries that regressed most (nDCG@10 old → new):", ""]
             lines += [
-                f"- {w.query!r}: {w.old_ndcg10} → {w.new_ndcg10}" for w in quality.worst_regressions
+                f"- {w.query!r}: {w.old_ndcg_at_10} → {w.new_ndcg_at_10}"
+                for w in quality.worst_regressions
             ]
             lines.append("")
         return lines

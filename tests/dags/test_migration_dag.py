@@ -32,7 +32,7 @@ def _snapshot(path: Path, collection: str) -> dict[Any, Any]:
 
 
 def test_approved_migration_moves_alias_to_new_model(
-    dag: Any, qdrant_conn: Path, reviewer: Any
+    dag: Any, qdrant_conn: Path, reviewer: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     before = _snapshot(qdrant_conn, "articles_v1")
     seen = reviewer("Approve")
@@ -41,6 +41,10 @@ def test_approved_migration_moves_alias_to_new_model(
 
     assert "error" not in seen, seen.get("error")
     assert run.state == "success", task_states(run)
+    # A clean run raises no alarm: no error-level line (dag.test logs tasks to stdout).
+    logged = capsys.readouterr()
+    alarms = [line for line in logged.out.splitlines() if "[error" in line]
+    assert alarms == [], alarms
     assert "recall@10" in seen["detail"]["body"]  # the approver saw the evidence
     # Three partitions of <=100 points for 240 points.
     assert sum(1 for k in task_states(run) if k.startswith("backfill_batch[")) == 3

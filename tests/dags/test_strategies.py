@@ -143,7 +143,8 @@ def test_matryoshka_truncation_cuts_stored_vectors_without_embedding(
     _skipped(states, QUANTIZATION_PATH | {"fit_linear_map"})
     assert _documents_tokens(standin, run) == (0, 0)  # no document was embedded
     body = seen["detail"]["body"]
-    assert f"| vectors derived from the stored ones (no embedding) | {SEED_POINTS} |" in body
+    assert f"| vectors cut from the stored ones (no embedding) | {SEED_POINTS} |" in body
+    assert "| embedded / embedding requests (this run) | 0 / 0 |" in body
     assert "asking for dimensions=256" in body
     assert "Matryoshka truncation" in body
     with _store(qdrant_conn) as client:
@@ -179,8 +180,12 @@ def test_linear_map_maps_the_stored_vectors(dag: Any, qdrant_conn: Path, reviewe
     assert fitted["sample"] == 200 and fitted["retention"] >= 0.3
     body = seen["detail"]["body"]
     assert "| linear map: re-embedded top-10 kept (held-out) |" in body
-    assert f"| vectors derived from the stored ones (no embedding) | {SEED_POINTS} |" in body
-    assert "| embedded / embedding requests | 0 / 0 |" in body
+    assert f"| vectors mapped by the linear map (no embedding) | {SEED_POINTS} |" in body
+    # the fit's sample is all that was embedded, in batches it counted
+    requests = fitted["requests"]
+    assert requests >= 200 / 32
+    embedded = fitted["embedded"]
+    assert f"| embedded / embedding requests (this run) | {embedded} / {requests} |" in body
     with _store(qdrant_conn) as client:
         target = current_target(client, "articles")
         assert target == "articles_v1__multilingual-e5-small__v1"
@@ -297,7 +302,7 @@ def test_dry_run_token_estimate_matches_what_the_provider_received(
     assert estimate["cost_usd"] == pytest.approx(estimate["tokens"] * 0.02 / 1e6)
     # the report shows the plan and what was spent, side by side
     body = seen["detail"]["body"]
-    assert "| | plan | actual |" in body
+    assert "| | plan | actual (this run) |" in body
     assert f"| tokens | {estimate['tokens']} (" in body
 
 

@@ -87,6 +87,15 @@ def test_approved_migration_moves_alias(airflow_services: AirflowServices) -> No
     )
     assert embedded == E2E_POINTS  # each text once, by the run that holds the migration
     assert states["finish_migration"] == "success"
+    # A clean run raises no alarm: no error-level line (an XCom read past the mapped
+    # results, a model's progress bar on stderr) in the logs of the tasks that did the work.
+    for task_id in ("assess_compatibility", "backfill_batch", "catch_up", "build_report"):
+        alarms = [
+            line
+            for line in services.task_log(run_id, task_id).splitlines()
+            if '"level":"error"' in line.replace(" ", "")
+        ]
+        assert alarms == [], (task_id, alarms[:5])
     # No task runs now: the store's lock is free for the test.
     target = services.alias_target()
     assert target == f"{SOURCE_COLLECTION}__multilingual-e5-small__v1"

@@ -55,8 +55,10 @@ def small_spec(**overrides: Any) -> MigrationSpec:
     return MigrationSpec.from_params(params)
 
 
-def settings_of(spec: MigrationSpec) -> BackfillSettings:
-    return BackfillSettings(spec.batch_size, spec.embed_concurrency, spec.bad_text_policy)
+def settings_of(spec: MigrationSpec, run_id: str = "") -> BackfillSettings:
+    return BackfillSettings(
+        spec.batch_size, spec.embed_concurrency, spec.bad_text_policy, run_id=run_id
+    )
 
 
 class SimulatedCrashError(RuntimeError):
@@ -217,9 +219,10 @@ def run_partition(
     provider: EmbeddingProvider,
     state: StateStore,
     spec: MigrationSpec,
+    run_id: str = "",
 ) -> PartitionResult:
     job = PartitionBackfill(
-        client, run.plan, run.partitions[index], provider, state, settings_of(spec)
+        client, run.plan, run.partitions[index], provider, state, settings_of(spec, run_id)
     )
     return job.run()
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from types import SimpleNamespace
 from typing import Any, ClassVar
 
@@ -120,35 +120,70 @@ def test_a_resumed_migration_creates_nothing_new(
     assert "Would create: nothing." in render_plan(again)
 
 
-class RemoteHashing(HashingProvider):
-    """The hashing model behind an API: requests, not this machine's CPU, set the pace."""
+class FakeClock:
+    """Time that passes only when a provider embeds: a cold first call, then per text."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+class TimedHashing(HashingProvider):
+    """The hashing model, taking 30 s to load on its first call, then 0.1 s per text
+    (0.3 s per text in every third batch: a noisy machine)."""
+
+    clock = FakeClock()
+    sizes: ClassVar[list[int]] = []
+
+    def embed_queries(self, texts: Sequence[str]) -> list[list[float]]:
+        self.sizes.append(len(texts))
+        slow = 3.0 if len(self.sizes) % 3 == 0 else 1.0
+        self.clock.now += 30.0 if len(self.sizes) == 1 else 0.1 * slow * len(texts)
+        return super().embed_queries(texts)
+
+
+class RemoteTimed(TimedHashing):
+    """The same behind an API: requests, not this machine's CPU, set the pace."""
 
     needs_connection: ClassVar[bool] = True
 
 
 @pytest.fixture
-def two_second_requests(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every timed embedding call takes two seconds."""
-    ticks = itertools.count(step=2.0)
-    monkeypatch.setattr(estimate, "time", SimpleNamespace(monotonic=lambda: next(ticks)))
+def timed(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    clock = FakeClock()
+    monkeypatch.setattr(TimedHashing, "clock", clock)
+    monkeypatch.setattr(TimedHashing, "sizes", [])
+    monkeypatch.setattr(estimate, "time", clock)
     monkeypatch.setattr(estimate, "MAX_PARALLEL_PARTITIONS", 4)
+    return clock
 
 
-@pytest.mark.usefixtures("two_second_requests")
-def test_without_a_budget_the_duration_is_measured_on_sample_texts(
-    fast_client: QdrantClient,
+def test_without_a_budget_the_duration_is_measured_after_a_warm_up_with_a_range(
+    fast_client: QdrantClient, timed: FakeClock
 ) -> None:
+    """The 30 s model load is not timed; the slow batches give the range's slow end."""
     state = QdrantStateStore(fast_client)
-    local = compatibility.assess(fast_client, hash_spec(), HashingProvider("hash-new"), state)
-    # a local model is bounded by this machine: 16 texts in 2 s, 240 texts in 30 s
-    assert local.estimate.duration_s == 30.0
-    assert local.estimate.duration_basis == "measured 8 texts/s on 16 sample texts"
-    remote = compatibility.assess(fast_client, hash_spec(), RemoteHashing("hash-new"), state)
-    # an API is bounded by requests in flight: 17 requests of 2 s, 2 per task x 3 tasks
-    assert remote.estimate.duration_s == round(17 * 2.0 / 6, 1)
-    assert remote.estimate.duration_basis == (
-        "measured 2.00 s for one request of 16 texts, 6 requests in flight; no rate budget set"
-    )
+    local = compatibility.assess(fast_client, hash_spec(), TimedHashing("hash-new"), state)
+    est = local.estimate
+    # 10 texts/s typical, 3.3/s in the slowest batch: 240 texts in 24 s to 72 s
+    assert (est.duration_s, est.duration_max_s) == (24.0, 72.0)
+    assert est.duration_basis.startswith("measured 10 texts/s (slowest batch 3/s): ")
+    assert "batches of up to" in est.duration_basis and "after a warm-up call" in est.duration_basis
+    assert TimedHashing.sizes[:2] == [1, 2]  # the dimension probe, the warm-up, the batches
+    assert "1m 12s" in render_plan(local)
+
+    remote = compatibility.assess(fast_client, hash_spec(), RemoteTimed("hash-new"), state)
+    # an API is bounded by requests in flight: 17 requests, 2 per task x 3 tasks
+    sizes = [n for n in RemoteTimed.sizes[-4:]]
+    assert remote.estimate.duration_basis.startswith("measured ")
+    assert "s per request (slowest " in remote.estimate.duration_basis
+    assert "6 requests in flight, no rate budget set" in remote.estimate.duration_basis
+    typical = 0.1 * sizes[0]
+    assert remote.estimate.duration_s == round(17 * typical / 6, 1)
+    assert remote.estimate.duration_max_s is not None
+    assert remote.estimate.duration_max_s > remote.estimate.duration_s
 
 
 def test_when_embedding_is_fast_writing_bounds_the_duration(
@@ -192,7 +227,7 @@ def test_tokens_are_counted_with_tiktoken_and_extrapolated_within_10_percent(
     minutes = max(est.tokens / 1_000_000, est.embed_requests / 3000)
     assert est.duration_s == pytest.approx(minutes * 60, rel=0.02)
     assert est.duration_basis == (
-        "the rate budget (tokens_per_minute=1000000, requests_per_minute=3000)"
+        "at least: the rate budget (tokens_per_minute=1000000, requests_per_minute=3000) caps it"
     )
 
 

@@ -30,6 +30,7 @@ from include.qdrant_migration.spec import MigrationSpec, Strategy
 from include.qdrant_migration.state import QdrantStateStore
 from include.qdrant_migration.sync.backfill import BackfillSummary
 from include.qdrant_migration.sync.catchup import CatchUp, CatchUpJob, CatchUpResult, converge
+from include.qdrant_migration.texts import query_like
 from tests.fakes import HashingProvider
 from tests.qdrant_migration.hashed import HASH_TARGET, hash_spec
 from tests.qdrant_migration.helpers import SEED_POINTS, migrate
@@ -117,9 +118,10 @@ BACKFILL = BackfillSummary(
 )
 EVIDENCE = Evidence(
     recall=RECALL,
-    self_retrieval=SelfRetrieval(queries=100, hit_at_1=0.93, mrr=0.961, k=10),
+    self_retrieval=SelfRetrieval(queries=100, hit_at_1=0.93, mrr_at_k=0.961, k=10),
     quality=Quality(skipped="the old model is unknown: set source_provider and source_model"),
     backfill=BACKFILL,
+    skipped_examples={"empty": [11, 12, 13], "missing": ["5b0f6a5e-8d0c-4d57-9b1c-2a5b8d3c7e11"]},
 )
 
 
@@ -136,15 +138,20 @@ def test_markdown_carries_the_numbers_the_approver_needs() -> None:
         "| source points | 1234 |",
         "| target points | 1230 |",
         "| changed since the last catch-up (lag) / damaged | 3 / 0 |",
-        "| skipped (recorded) | 4 (empty: 3, missing: 1) |",
+        "| skipped (recorded) | 4 |",
+        "| &nbsp;&nbsp;empty | 3 (ids 11, 12, 13) |",
+        "| &nbsp;&nbsp;missing | 1 (ids 5b0f6a5e-8d0c-4d57-9b1c-2a5b8d3c7e11) |",
+        "| &nbsp;&nbsp;full list | records of kind `skip` with migration_id `mig-0123456789ab` "
+        "in collection `qdrant_migration_state` |",
         "| points without vector | 0 |",
         "| index | green, 1230/1230 vectors indexed |",
         "| recall@10 ANN vs exact | 0.988 (threshold 0.95, 100 queries) |",
-        "| own document at rank 1 (new model queries) | 0.930 (MRR 0.961, 100 queries) |",
-        "| embedded / embedding requests | 1230 / 97 |",
+        "| own document at rank 1 (new model queries) | 0.930 (MRR@10 0.961, 100 queries) |",
+        "| embedded / embedding requests (this run) | 1230 / 97 |",
     ):
         assert row in text.splitlines(), row
-    assert "vectors derived from the stored ones" not in text  # nothing was derived
+    # nothing was derived: no row among the checks (the plan-vs-actual table has its 0s)
+    assert "| vectors derived without embedding | 0 |" not in text.splitlines()
     assert "catch-up of live writes" not in text  # no catch-up evidence: no row
     assert "missing / extra" not in text
     assert "linear map" not in text
@@ -193,7 +200,7 @@ def test_catch_up_passes_and_the_lag_they_left_are_rows_of_the_checks() -> None:
         "| target points | 1230 |",
         "| catch-up of live writes | 3 passes, changes per pass 120 → 15 → 3 (full_compare) |",
         "| changed since the last catch-up (lag) / damaged | 5 / 2 |",
-        "| skipped (recorded) | 4 (empty: 3, missing: 1) |",
+        "| skipped (recorded) | 4 |",
     ]
     at = lines.index(rows[0])
     assert lines[at : at + len(rows)] == rows  # in this order, with the completeness rows
@@ -229,8 +236,9 @@ def test_markdown_with_sparse_evidence_says_none_and_na() -> None:
         backfill=BackfillSummary(),
     )
     text = Report(make_plan(), evidence).markdown
-    assert "| skipped (recorded) | 0 (none) |" in text
-    assert "| own document at rank 1 (new model queries) | n/a (MRR n/a, 0 queries) |" in text
+    assert "| skipped (recorded) | 0 |" in text
+    assert "| own document at rank 1 (new model queries) | n/a: nothing to measure |" in text
+    assert "source is empty" not in text
 
 
 def test_recall_with_nothing_to_measure_is_not_reported_as_a_number() -> None:
@@ -248,17 +256,17 @@ def test_plan_and_actuals_side_by_side() -> None:
     assert report.actual == Actuals(
         texts_embedded=1230,
         texts_embedded_catch_up=2,
-        vectors_copied=0,
+        vectors_derived=0,
         tokens=60_090,
         embed_requests=97,
         cost_usd=pytest.approx(60_090 * 0.02 / 1e6),  # type: ignore[arg-type]
         duration_s=80.4,
     )
     lines = _lines(report)
-    assert "| | plan | actual |" in lines
+    assert "| | plan | actual (this run) |" in lines
     for row in (
         "| texts embedded | 1230 | 1230 (+2 catch-up) |",
-        "| vectors copied without embedding | 0 | 0 |",
+        "| vectors derived without embedding | 0 | 0 |",
         "| tokens | 61500 (tiktoken cl100k_base (exact), extrapolated from 1000 sampled texts)"
         " | 60090 |",
         "| embedding requests | 10 | 97 |",
@@ -268,6 +276,91 @@ def test_plan_and_actuals_side_by_side() -> None:
         "| RAM of the vectors and index | 2.0 MiB | n/a |",
     ):
         assert row in lines, row
+
+
+def test_an_empty_source_says_there_was_nothing_to_measure() -> None:
+    nothing = Completeness(source_points=0, target_points=0)
+    evidence = dataclasses.replace(
+        EVIDENCE,
+        recall=dataclasses.replace(
+            RECALL, recall_at_k=None, sample_queries=0, completeness=nothing
+        ),
+        self_retrieval=SelfRetrieval(k=10),
+        backfill=BackfillSummary(),
+    )
+    text = Report(make_plan(), evidence).markdown
+    lines = text.splitlines()
+    assert lines[2].startswith("**The source is empty: there was nothing to measure.**")
+    assert "| own document at rank 1 (new model queries) | n/a: nothing to measure |" in lines
+    assert not any("1.000" in line for line in lines)  # never a vacuous pass
+
+
+def test_a_run_that_continues_a_migration_splits_its_work_from_earlier_runs() -> None:
+    """2817 texts embedded over two runs, 0 requests in this one: never side by side."""
+    backfill = dataclasses.replace(
+        BACKFILL,
+        embedded=2817,
+        tokens=90_000,
+        embed_requests=23,
+        earlier={"embedded": 2817, "tokens": 90_000, "requests": 23, "transformed": 0},
+    )
+    report = Report(make_plan(), dataclasses.replace(EVIDENCE, backfill=backfill))
+    assert report.actual.texts_embedded == report.actual.embed_requests == 0
+    assert report.earlier is not None and report.earlier.texts_embedded == 2817
+    lines = _lines(report)
+    assert "| | plan | this run | earlier runs |" in lines
+    assert "| texts embedded | 1230 | 0 | 2817 |" in lines
+    assert "| embedding requests | 10 | 0 | 23 |" in lines
+    assert "| embedded / embedding requests (this run) | 0 / 0 |" in lines
+    assert report.to_dict()["earlier_runs"]["tokens"] == 90_000
+    assert Report(make_plan(), EVIDENCE).to_dict()["earlier_runs"] is None
+
+
+def test_the_duration_runs_from_the_runs_start_to_the_report() -> None:
+    """Checks and the evaluation count too, not only the backfill."""
+    evidence = dataclasses.replace(
+        EVIDENCE,
+        run_started_at="2026-11-30T10:00:00+00:00",
+        reported_at="2026-11-30T10:04:10+00:00",
+    )
+    report = Report(make_plan(), evidence)
+    assert report.actual.duration_s == 250.0  # not the backfill's 80.4
+    assert any(line.startswith("| duration |") and "| 4m 10s |" in line for line in _lines(report))
+
+
+def test_a_duration_estimate_with_a_range_shows_both_ends() -> None:
+    plan = make_plan(
+        estimate=dataclasses.replace(
+            ESTIMATE, duration_s=95.0, duration_max_s=200.0, duration_basis="measured"
+        )
+    )
+    assert "| duration | 1m 35s to 3m 20s (measured) |" in render_plan(plan).splitlines()
+
+
+def test_a_failed_gate_renders_the_whole_report_as_a_failure_summary() -> None:
+    compared = Quality(
+        labeled=True,
+        queries=40,
+        k=10,
+        old={"recall@10": 0.8, "mrr@10": 0.7, "ndcg@10": 0.92},
+        new={"recall@10": 0.6, "mrr@10": 0.5, "ndcg@10": 0.70},
+        tolerance=0.02,
+    )
+    failure = "nDCG@10 falls from 0.920 (old model) to 0.700 (new model)."
+    report = Report(
+        make_plan(), dataclasses.replace(EVIDENCE, quality=compared), failures=[failure]
+    )
+    lines = _lines(report)
+    assert lines[0] == (
+        "### Migration `mig-0123456789ab` failed its checks: the alias stays on `articles_v1`"
+    )
+    assert f"- **{failure}**" in lines
+    for row in ("| nDCG@10 | 0.920 | 0.700 |", "| MRR@10 | 0.700 | 0.500 |"):
+        assert row in lines, row  # every metric, old vs new
+    assert "| recall@10 ANN vs exact | 0.988 (threshold 0.95, 100 queries) |" in lines
+    assert lines[-1].startswith("Nothing was switched: the alias stays on `articles_v1`.")
+    assert "Approve" not in report.markdown
+    assert report.to_dict()["failures"] == [failure]
 
 
 def test_actuals_without_a_price_or_a_timed_partition() -> None:
@@ -309,14 +402,19 @@ def test_linear_map_retention_sits_with_the_checks() -> None:
     report = Report(plan, dataclasses.replace(EVIDENCE, backfill=backfill, linear_map=fitted))
     assert report.actual.tokens == 70_000
     assert report.actual.texts_embedded == 2000
-    assert report.actual.vectors_copied == 1230
-    assert report.actual.duration_s == 110.4  # the backfill after the fit
+    assert report.actual.vectors_derived == 1230
+    assert report.actual.duration_s == 110.4  # without the run's start: backfill and fit
     lines = _lines(report)
     assert (
         "| linear map: re-embedded top-10 kept (held-out) | 0.881 (minimum 0.85, 400 held-out "
-        "of 2000 sampled; own document in top-10: 0.900 mapped vs 0.950 re-embedded) |"
+        "of 2000 sampled) |"
     ) in lines
-    assert "| vectors derived from the stored ones (no embedding) | 1230 |" in lines
+    assert (
+        "| linear map: own document in top-10 (a piece of the document as the query) | "
+        "0.900 mapped vs 0.950 re-embedded |"
+    ) in lines
+    assert "| vectors mapped by the linear map (no embedding) | 1230 |" in lines
+    assert not any("copied" in line for line in lines)  # mapped vectors are not copies
 
 
 def test_a_truncated_target_says_which_dimensions_to_ask_for() -> None:
@@ -334,8 +432,8 @@ def test_labeled_quality_table_and_worst_regressions() -> None:
         labeled=True,
         queries=40,
         k=10,
-        old={"recall": 0.8, "mrr": 0.7, "ndcg10": 0.72},
-        new={"recall": 0.85, "mrr": 0.74, "ndcg10": 0.71},
+        old={"recall@10": 0.8, "mrr@10": 0.7, "ndcg@10": 0.72},
+        new={"recall@10": 0.85, "mrr@10": 0.74, "ndcg@10": 0.71},
         tolerance=0.02,
         worst_regressions=[
             Regression("sort a list", 1.0, 0.5),
@@ -349,9 +447,10 @@ def test_labeled_quality_table_and_worst_regressions() -> None:
     ) in lines
     for row in (
         "| metric | old | new |",
-        "| recall | 0.800 | 0.850 |",
-        "| mrr | 0.700 | 0.740 |",
-        "| ndcg10 | 0.720 | 0.710 |",
+        "| recall@10 | 0.800 | 0.850 |",
+        "| MRR@10 | 0.700 | 0.740 |",
+        "| nDCG@10 | 0.720 | 0.710 |",
+        "- recall@10: share of a query's relevant points found in its top 10",
         "Queries that regressed most (nDCG@10 old → new):",
         "- 'sort a list': 1.0 → 0.5",
         "- 'open a file': 0.6 → 0.4",
@@ -458,5 +557,12 @@ def test_report_of_a_migration_of_the_fast_store(
     ):
         assert row in lines, row
     assert "**hashing/hash-new** (64-d)" in report.markdown
+    # Documents may be private: not one document text (nor its first sentence, the
+    # label-free comparison's query) goes into the XCom or the state store.
+    stored = json.dumps(report.to_dict())
+    texts, _ = fast_client.scroll("articles_v1", limit=SEED_POINTS, with_payload=True)
+    for point in texts:
+        text = str((point.payload or {})["text"])
+        assert text[:60] not in stored and query_like(text) not in stored, point.id
     assert "**Old vs new top-5 overlap** on 20 sample queries" in report.markdown
     assert json.loads(json.dumps(report.to_dict())) == report.to_dict()

@@ -36,7 +36,13 @@ from include.qdrant_migration.leases import LeaseBusyError
 from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.providers import AuthError, ProviderConfigError
 from include.qdrant_migration.report import Evidence, Report, render_plan, render_quantization
-from include.qdrant_migration.spec import MigrationSpec, SpecError
+from include.qdrant_migration.spec import (
+    CATCH_UP_PARAM_SCHEMA,
+    MigrationSpec,
+    SpecError,
+    lifecycle_action,
+    refuse_unknown,
+)
 from include.qdrant_migration.state import (
     MigrationRecord,
     Migrations,
@@ -47,7 +53,7 @@ from include.qdrant_migration.state import (
     now_iso,
 )
 from include.qdrant_migration.strategy import AlreadyMigratedError, CompatibilityError
-from include.qdrant_migration.sync import transform
+from include.qdrant_migration.sync import skips, transform
 from include.qdrant_migration.sync.backfill import (
     BackfillSettings,
     BackfillSummary,
@@ -132,6 +138,7 @@ def assess_compatibility(params: dict[str, Any]) -> XCom:
     provider = build_provider(spec)
     with _qdrant(spec.qdrant_conn_id) as (client, state):
         plan = compatibility.assess(client, spec, provider, state)
+    build_source_provider(plan)  # a wrong old model or connection fails here, not at the report
     log.info("Strategy %s:\n%s", plan.strategy, render_plan(plan))
     if spec.dry_run:
         log.info("Dry run: nothing was written, and every task after this one is skipped.")
@@ -197,7 +204,7 @@ def plan_partitions(plan_xcom: XCom) -> list[XCom]:
 def backfill_batch(plan_xcom: XCom, partition_xcom: XCom) -> XCom:
     plan = Plan.from_dict(plan_xcom)
     part = Partition.from_dict(partition_xcom)
-    settings = BackfillSettings.of(plan)
+    settings = BackfillSettings.of(plan, run_id=str(get_current_context()["run_id"]))
     with _run_writing(plan) as (client, state, heartbeat):
         job: PartitionJob
         if plan.strategy.derives_vectors:
@@ -255,9 +262,14 @@ def recall_check(plan_xcom: XCom) -> XCom | None:
 
 @fail_fast
 def build_report(plan_xcom: XCom, results: list[XCom], caught_up: XCom, recall_xcom: XCom) -> XCom:
-    """Quality of both models, and the report the approval shows."""
+    """Quality of both models, and the report the approval shows.
+
+    Every measurement is made before any gate is judged: when one fails, the whole report
+    (every metric, old vs new) goes to the log and the state store, then the task fails.
+    """
     plan = Plan.from_dict(plan_xcom)
     provider = build_provider(plan.spec)
+    started = get_current_context()["dag_run"].start_date
     with _qdrant(plan.spec.qdrant_conn_id) as (client, state):
         own, compared = quality.evaluate(client, plan, provider, build_source_provider(plan))
         evidence = Evidence(
@@ -268,10 +280,22 @@ def build_report(plan_xcom: XCom, results: list[XCom], caught_up: XCom, recall_x
             catch_up=CatchUpResult.from_dict(caught_up),
             catch_up_changes=list(caught_up.get("changes_per_pass", [])),
             linear_map=linear_map.summary_of(state, plan.migration_id),
+            skipped_examples=skips.examples(state, plan.migration_id),
+            run_started_at=started.isoformat(timespec="seconds") if started else None,
+            reported_at=now_iso(),
         )
-        report = Report(plan, evidence).to_dict()
-        state.put(RecordKind.REPORT, plan.migration_id, report)
-    return report
+        report = Report(plan, evidence, failures=quality.failures(plan, own, compared))
+        doc = report.to_dict()
+        if report.failures:
+            doc["outcome"] = "failed: " + " ".join(report.failures)
+        state.put(RecordKind.REPORT, plan.migration_id, doc)
+    if report.failures:
+        log.error("The checks failed. The full report:\n%s", report.markdown)
+        raise quality.QualityRegressionError(
+            " ".join(report.failures) + f" The full report (every metric, old vs new) is in "
+            f"this task's log and in the state store (record `report` of {plan.migration_id})."
+        )
+    return doc
 
 
 @fail_fast
@@ -347,6 +371,9 @@ def _record_outcome(
             "task; a new run of the same migration resumes it"
         )
     if report is not None:
+        known = str(report.get("outcome") or "")
+        if outcome.startswith("failed") and known.startswith("failed: "):
+            outcome = known  # the gate that failed said why: keep its words
         state.put(RecordKind.REPORT, plan.migration_id, report | {"outcome": outcome})
     return outcome
 
@@ -357,6 +384,7 @@ def _record_outcome(
 @fail_fast
 def migrations_to_catch_up(params: dict[str, Any]) -> list[str]:
     """Every migration that has a target and is kept in sync (not retired or rejected)."""
+    refuse_unknown(params, CATCH_UP_PARAM_SCHEMA, "qdrant_migration_catch_up")
     with _qdrant(str(params["qdrant_conn_id"])) as (_client, state):
         wanted = [
             record.migration_id
@@ -396,12 +424,16 @@ def catch_up_migration(params: dict[str, Any], migration_id: str) -> XCom:
 
 
 @fail_fast
+def choose_action(params: dict[str, Any]) -> str:
+    """The action asked for, once the params are known to fit it (the first task fails)."""
+    return lifecycle_action(params)
+
+
+@fail_fast
 def rollback(params: dict[str, Any]) -> XCom:
     """Point the alias back at the collection it served before its last swap, losing nothing:
     a final mirror pass, the atomic move, then the window's writes reconciled."""
     alias = str(params.get("alias") or "")
-    if not alias:
-        raise aliases.LifecycleError("rollback needs the alias to roll back.")
     conn_id = str(params["qdrant_conn_id"])
     with _qdrant(conn_id) as (client, state):
         record = aliases.swapped_migration(client, state, alias)
@@ -434,8 +466,6 @@ def rollback(params: dict[str, Any]) -> XCom:
 def retire(params: dict[str, Any]) -> XCom:
     """Delete the collection a migration left unused and stop catching it up."""
     migration_id = str(params.get("migration_id") or "")
-    if not migration_id:
-        raise aliases.LifecycleError("retire needs the migration_id (see its report).")
     conn_id = str(params["qdrant_conn_id"])
     with writers.writing(conn_id, migration_id) as (client, state, _heartbeat):
         running = writers.run_holding(state, migration_id)

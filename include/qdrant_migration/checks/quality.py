@@ -2,7 +2,7 @@
 
 Index recall (approximate vs exact) says the new index finds what the new vectors say is
 nearest; it says nothing about whether the new model is better. With an evaluation set
-(queries with the ids that should be found) we measure recall@k, MRR and nDCG@10 for both
+(queries with the ids that should be found) we measure recall@k, MRR@k and nDCG@10 for both
 sides, list the queries that regressed most, and fail when the new side is worse by more
 than a tolerance. Without labels we report how much the two top-k lists overlap and how
 the score distribution moved: score thresholds tuned for the old model do not carry over.
@@ -11,22 +11,19 @@ the score distribution moved: score thresholds tuned for the old model do not ca
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from include.qdrant_migration.checks import CheckFailedError
 from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.providers import EmbeddingProvider
 from include.qdrant_migration.qdrant import PointId, point_id
-from include.qdrant_migration.spec import EvalRow
+from include.qdrant_migration.spec import EvalRow, parse_eval_set
 from include.qdrant_migration.texts import extract_text, query_like
 
 WORST = 5
@@ -45,15 +42,15 @@ class EvalQuery:
 @dataclass(frozen=True)
 class Regression:
     query: str
-    old_ndcg10: float
-    new_ndcg10: float
+    old_ndcg_at_10: float
+    new_ndcg_at_10: float
 
 
 @dataclass(frozen=True)
 class Quality:
     """Old model on the old collection vs new model on the new one.
 
-    ``labeled``: measured on an evaluation set (recall, MRR, nDCG@10 per side); otherwise
+    ``labeled``: measured on an evaluation set (recall@k, MRR@k, nDCG@10 per side); otherwise
     the overlap of both top-k lists and how the scores moved; ``skipped`` says why there
     was no comparison at all.
     """
@@ -88,7 +85,8 @@ class SelfRetrieval:
 
     queries: int = 0
     hit_at_1: float | None = None
-    mrr: float | None = None
+    #: MRR@k: the mean of 1/rank of the document in its own query's top k (0 if absent).
+    mrr_at_k: float | None = None
     k: int = 0
 
 
@@ -102,28 +100,15 @@ class Side:
 
 
 def load_eval_set(value: str | Sequence[EvalRow] | None) -> list[EvalQuery]:
-    """An evaluation set from a JSONL path, inline JSONL text, or a list of objects."""
-    if not value:
-        return []
-    if isinstance(value, str):
-        path = Path(value)
-        text = path.read_text(encoding="utf-8") if path.is_file() else value
-        rows: list[object] = [json.loads(line) for line in text.splitlines() if line.strip()]
-    else:
-        rows = list(value)
+    """An evaluation set from a JSONL path, inline JSONL, or a list of objects.
+
+    The spec already parsed and checked it in the first task (:func:`spec.parse_eval_set`);
+    a spec restored from an older record may still hold the raw value.
+    """
     queries = []
-    for number, row in enumerate(rows, 1):
-        ids = row.get("relevant_ids") if isinstance(row, dict) else None
-        if (
-            not isinstance(row, dict)
-            or not row.get("query")
-            or not isinstance(ids, list)
-            or not ids
-        ):
-            raise ValueError(
-                f"Evaluation set row {number} must be an object with 'query' (text) and "
-                f"'relevant_ids' (a list of point ids); got {str(row)[:120]!r}."
-            )
+    for row in parse_eval_set(value):
+        ids = row["relevant_ids"]
+        assert isinstance(ids, list)  # parse_eval_set checked it
         queries.append(
             EvalQuery(str(row["query"]), [i if isinstance(i, int) else str(i) for i in ids])
         )
@@ -141,6 +126,24 @@ def _ranked(
     return results
 
 
+#: The key of nDCG@10 in a metrics table (the other keys carry the run's k).
+NDCG = "ndcg@10"
+
+
+def metric_names(k: int) -> tuple[str, str, str]:
+    """The keys of a metrics table: recall@k, MRR@k, nDCG@10."""
+    return f"recall@{k}", f"mrr@{k}", NDCG
+
+
+def definitions(k: int) -> list[str]:
+    """What each metric of the labeled comparison means, for the report."""
+    return [
+        f"recall@{k}: share of a query's relevant points found in its top {k}",
+        f"MRR@{k}: mean of 1/rank of the first relevant point in the top {k} (0 if none)",
+        "nDCG@10: rank-discounted gain of the relevant points in the top 10, 1 = ideal order",
+    ]
+
+
 def _metrics(hits: list[PointId], relevant: set[PointId], k: int) -> dict[str, float]:
     """recall@k and MRR@k over the first k hits; nDCG@10 over the first 10, whatever k is."""
     ids = hits[:k]
@@ -148,17 +151,18 @@ def _metrics(hits: list[PointId], relevant: set[PointId], k: int) -> dict[str, f
     first = next((rank for rank, i in enumerate(ids, 1) if i in relevant), None)
     dcg = sum(1 / math.log2(rank + 1) for rank, i in enumerate(hits[:10], 1) if i in relevant)
     ideal = sum(1 / math.log2(rank + 1) for rank in range(1, min(len(relevant), 10) + 1))
+    recall_k, mrr_k, ndcg = metric_names(k)
     return {
-        "recall": len(found) / len(relevant),
-        "mrr": 1 / first if first else 0.0,
-        "ndcg10": dcg / ideal if ideal else 0.0,
+        recall_k: len(found) / len(relevant),
+        mrr_k: 1 / first if first else 0.0,
+        ndcg: dcg / ideal if ideal else 0.0,
     }
 
 
 def compare_labeled(
     client: QdrantClient, old: Side, new: Side, queries: list[EvalQuery], k: int, tolerance: float
 ) -> Quality:
-    """Side-by-side metrics; raises QualityRegressionError past the tolerance."""
+    """Side-by-side metrics (:func:`failure` says whether they pass)."""
     texts = [q.query for q in queries]
     old_hits = _ranked(client, old, texts, max(k, 10))
     new_hits = _ranked(client, new, texts, max(k, 10))
@@ -175,8 +179,8 @@ def compare_labeled(
     metrics = list(rows[0][1])
     old_table = {m: round(statistics.fmean(r[1][m] for r in rows), 4) for m in metrics}
     new_table = {m: round(statistics.fmean(r[2][m] for r in rows), 4) for m in metrics}
-    worst = sorted(rows, key=lambda r: r[2]["ndcg10"] - r[1]["ndcg10"])[:WORST]
-    result = Quality(
+    worst = sorted(rows, key=lambda r: r[2][NDCG] - r[1][NDCG])[:WORST]
+    return Quality(
         labeled=True,
         queries=len(rows),
         k=k,
@@ -184,20 +188,27 @@ def compare_labeled(
         new=new_table,
         tolerance=tolerance,
         worst_regressions=[
-            Regression(text, round(o["ndcg10"], 3), round(n["ndcg10"], 3))
+            Regression(text, round(o[NDCG], 3), round(n[NDCG], 3))
             for text, o, n in worst
-            if n["ndcg10"] < o["ndcg10"]
+            if n[NDCG] < o[NDCG]
         ],
     )
-    drop = old_table["ndcg10"] - new_table["ndcg10"]
-    if drop > tolerance:
-        raise QualityRegressionError(
-            f"nDCG@10 falls from {old_table['ndcg10']:.3f} (old model) to "
-            f"{new_table['ndcg10']:.3f} (new model) on {len(rows)} evaluation queries, more "
-            f"than the tolerance {tolerance}. Worst query: {worst[0][0]!r}. Keep the old "
-            "model, or raise quality_tolerance if the trade-off is intended."
-        )
-    return result
+
+
+def failure(quality: Quality) -> str | None:
+    """Why the labeled comparison fails its tolerance, or None when it passes."""
+    if not quality.labeled or quality.tolerance is None:
+        return None
+    old, new = quality.old[NDCG], quality.new[NDCG]
+    if old - new <= quality.tolerance:
+        return None
+    regressed = quality.worst_regressions
+    worst = f" Worst query: {regressed[0].query!r}." if regressed else ""
+    return (
+        f"nDCG@10 falls from {old:.3f} (old model) to {new:.3f} (new model) on "
+        f"{quality.queries} evaluation queries, more than the tolerance {quality.tolerance}."
+        f"{worst} Keep the old model, or raise quality_tolerance if the trade-off is intended."
+    )
 
 
 def compare_unlabeled(
@@ -271,7 +282,7 @@ def self_retrieval(
     return SelfRetrieval(
         queries=len(ranks),
         hit_at_1=round(sum(1 for r in ranks if r == 1) / len(ranks), 4),
-        mrr=round(statistics.fmean(1 / r if r else 0.0 for r in ranks), 4),
+        mrr_at_k=round(statistics.fmean(1 / r if r else 0.0 for r in ranks), 4),
         k=k,
     )
 
@@ -286,9 +297,11 @@ def evaluate(
     new_model: EmbeddingProvider,
     old_model: EmbeddingProvider | None,
 ) -> tuple[SelfRetrieval, Quality]:
-    """Self-retrieval with the new model, and old vs new quality; raises on a failure.
+    """Self-retrieval with the new model, and old vs new quality, all measured.
 
     Reads both collections and embeds queries (never stored documents) with both models.
+    Nothing raises on a bad result: :func:`failures` says which gates fail, so the
+    reviewer gets every measurement either way.
     """
     spec = plan.spec
     name = plan.vector_name
@@ -300,13 +313,6 @@ def evaluate(
     ).points
     new = Side(plan.target_collection, new_model, name)
     own = self_retrieval(client, new, samples, spec.text_field, spec.recall_k)
-    if own.hit_at_1 is not None and own.hit_at_1 < spec.min_self_retrieval:
-        raise CheckFailedError(
-            f"Only {own.hit_at_1:.0%} of {own.queries} sampled documents are found first "
-            f"by a query of their own text embedded with {plan.target_lineage.get('model')} "
-            f"(minimum {spec.min_self_retrieval:.0%}): the target's vectors do not look like "
-            "this model's. Check that the target was not written by another model."
-        )
     if old_model is None:
         skipped = "the old model is unknown: set source_provider and source_model"
         return own, Quality(skipped=skipped)
@@ -322,3 +328,20 @@ def evaluate(
         if (text := extract_text(point.payload, spec.text_field)[0]) is not None
     ]
     return own, compare_unlabeled(client, old, new, texts[:UNLABELED_QUERIES], spec.recall_k)
+
+
+def failures(plan: Plan, own: SelfRetrieval, quality: Quality) -> list[str]:
+    """The quality gates that fail, each with what to do; empty when all pass."""
+    spec = plan.spec
+    found = []
+    if own.hit_at_1 is not None and own.hit_at_1 < spec.min_self_retrieval:
+        found.append(
+            f"Only {own.hit_at_1:.0%} of {own.queries} sampled documents are found first "
+            f"by a query of their own text embedded with {plan.target_lineage.get('model')} "
+            f"(minimum {spec.min_self_retrieval:.0%}): the target's vectors do not look like "
+            "this model's. Check that the target was not written by another model."
+        )
+    regression = failure(quality)
+    if regression is not None:
+        found.append(regression)
+    return found

@@ -47,11 +47,13 @@ class BackfillSettings:
     embed_concurrency: int = 2
     bad_text_policy: str = "skip"
     progress_interval_s: float = 30.0
+    #: The run doing the work: what earlier runs did is reported apart from it.
+    run_id: str = ""
 
     @classmethod
-    def of(cls, plan: Plan) -> BackfillSettings:
+    def of(cls, plan: Plan, run_id: str = "") -> BackfillSettings:
         spec = plan.spec
-        return cls(spec.batch_size, spec.embed_concurrency, spec.bad_text_policy)
+        return cls(spec.batch_size, spec.embed_concurrency, spec.bad_text_policy, run_id=run_id)
 
 
 @dataclass
@@ -83,7 +85,25 @@ class Checkpoint:
     tokens: int = 0
     truncated: int = 0
     skipped_by_reason: dict[str, int] = field(default_factory=dict)
+    #: Embedding requests made for this partition, over every run.
+    requests: int = 0
+    #: The run that last worked on it, and the part of the totals earlier runs did.
+    run_id: str = ""
+    earlier: dict[str, int] = field(default_factory=dict)
     updated_at: str = field(default_factory=now_iso)
+
+    def work(self) -> dict[str, int]:
+        """The totals that are paid for: texts embedded, vectors derived, tokens, requests."""
+        return {
+            "embedded": self.embedded,
+            "transformed": self.transformed,
+            "tokens": self.tokens,
+            "requests": self.requests,
+        }
+
+    def earlier_than(self, run_id: str) -> dict[str, int]:
+        """What runs before ``run_id`` did: all of it when another run wrote this checkpoint."""
+        return dict(self.earlier) if self.run_id == run_id else self.work()
 
     @staticmethod
     def key_of(partition: Partition) -> str:
@@ -110,12 +130,15 @@ class Progress:
     transformed: int = 0
     tokens: int = 0
     truncated: int = 0
+    requests: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
+    #: What earlier runs did (carried into every checkpoint of this run).
+    earlier: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     last_log: float = field(default_factory=time.monotonic)
 
     @classmethod
-    def resume(cls, total: int, checkpoint: Checkpoint | None) -> Progress:
+    def resume(cls, total: int, checkpoint: Checkpoint | None, run_id: str) -> Progress:
         progress = cls(total=total)
         if checkpoint is not None:
             progress.done = checkpoint.done_points
@@ -123,7 +146,9 @@ class Progress:
             progress.transformed = checkpoint.transformed
             progress.tokens = checkpoint.tokens
             progress.truncated = checkpoint.truncated
+            progress.requests = checkpoint.requests
             progress.skipped.update(checkpoint.skipped_by_reason)
+            progress.earlier = checkpoint.earlier_than(run_id)
         return progress
 
     def line(self, label: str) -> str:
@@ -158,6 +183,8 @@ class PartitionResult:
     #: When this run worked on it (None when a retry found it already finished).
     started_at: str | None = None
     finished_at: str | None = None
+    #: The part of the totals above that earlier runs did (keys of ``Checkpoint.work``).
+    earlier: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -181,12 +208,21 @@ class BackfillSummary:
     embed_requests: int = 0
     resumed_partitions: int = 0
     wall_seconds: float | None = None
+    #: The part of the totals that earlier runs of the migration did.
+    earlier: dict[str, int] = field(default_factory=dict)
+
+    def this_run(self, key: str) -> int:
+        """``embedded``, ``transformed``, ``tokens`` or ``requests`` done by this run."""
+        total = self.embed_requests if key == "requests" else int(getattr(self, key))
+        return total - self.earlier.get(key, 0)
 
     @classmethod
     def of(cls, results: Sequence[PartitionResult]) -> BackfillSummary:
         reasons: Counter[str] = Counter()
+        earlier: Counter[str] = Counter()
         for result in results:
             reasons.update(result.skipped_by_reason)
+            earlier.update(result.earlier)
         return cls(
             partitions=len(results),
             embedded=sum(r.embedded for r in results),
@@ -198,6 +234,7 @@ class BackfillSummary:
             embed_requests=sum(r.embed_requests for r in results),
             resumed_partitions=sum(1 for r in results if r.resumed),
             wall_seconds=wall_seconds(results),
+            earlier=dict(earlier),
         )
 
 
@@ -313,11 +350,12 @@ class PartitionJob(ABC):
     def run(self) -> PartitionResult:
         doc = self.state.get(RecordKind.CHECKPOINT, self.key)
         saved = Checkpoint.from_doc(doc) if doc is not None else None
+        run_id = self.settings.run_id
         if saved is not None and saved.done:
             log.info("%s already finished; nothing to do", self.partition.label)
-            return self._result(saved, resumed=True, calls=0, seconds=0.0)
+            return self._result(saved, resumed=True, earlier=saved.earlier_than(run_id))
         offset = saved.next_offset if saved is not None else self.partition.start
-        progress = Progress.resume(self.partition.points, saved)
+        progress = Progress.resume(self.partition.points, saved, run_id)
         if saved is not None:
             log.info(
                 "Resuming %s at offset %s (%d done)", self.partition.label, offset, progress.done
@@ -325,7 +363,6 @@ class PartitionJob(ABC):
             # The killed try may have written the next sub-batches already (insert-only
             # leaves them as it wrote them): record what the target really holds for them.
             self._read_back = self.settings.embed_concurrency
-        calls = 0
         started_at = now_iso()
         inflight: deque[Batch] = deque()
         pool = ThreadPoolExecutor(self.settings.embed_concurrency, "embed")
@@ -346,7 +383,6 @@ class PartitionJob(ABC):
                     self._commit(inflight.popleft(), progress)
                 batch = self._prepare(records, next_offset, pool)
                 batch.states = [(point_id(r.id), state_of(r.payload)) for r in records]
-                calls += batch.requests
                 inflight.append(batch)
             while inflight:
                 self._commit(inflight.popleft(), progress)
@@ -358,7 +394,7 @@ class PartitionJob(ABC):
         result = self._result(
             final,
             resumed=saved is not None,
-            calls=calls,
+            earlier=progress.earlier,
             seconds=time.monotonic() - progress.started,
         )
         return dataclasses.replace(result, started_at=started_at, finished_at=now_iso())
@@ -397,6 +433,7 @@ class PartitionJob(ABC):
             progress.transformed += len(points)
         progress.tokens += batch.tokens
         progress.truncated += batch.truncated
+        progress.requests += batch.requests
         progress.done += len(points) + len(batch.skipped)
         self._checkpoint(batch.next_offset, progress, done=False)
         self.heartbeat()
@@ -433,12 +470,20 @@ class PartitionJob(ABC):
             tokens=progress.tokens,
             truncated=progress.truncated,
             skipped_by_reason=dict(progress.skipped),
+            requests=progress.requests,
+            run_id=self.settings.run_id,
+            earlier=progress.earlier,
         )
         self.state.put(RecordKind.CHECKPOINT, self.key, checkpoint.to_doc())
         return checkpoint
 
     def _result(
-        self, checkpoint: Checkpoint, *, resumed: bool, calls: int, seconds: float
+        self,
+        checkpoint: Checkpoint,
+        *,
+        resumed: bool,
+        earlier: dict[str, int],
+        seconds: float = 0.0,
     ) -> PartitionResult:
         return PartitionResult(
             partition=self.partition.index,
@@ -449,9 +494,10 @@ class PartitionJob(ABC):
             truncated=checkpoint.truncated,
             skipped=sum(checkpoint.skipped_by_reason.values()),
             skipped_by_reason=dict(checkpoint.skipped_by_reason),
-            embed_requests=calls,
+            embed_requests=checkpoint.requests,
             resumed=resumed,
             seconds=round(seconds, 2),
+            earlier=earlier,
         )
 
 

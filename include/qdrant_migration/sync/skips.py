@@ -36,3 +36,13 @@ def record_skips(
 def forget_skip(state: StateStore, migration_id: str, point: PointId) -> None:
     """The point has usable text now (it was embedded): it is no longer a skip."""
     state.delete(RecordKind.SKIP, _key(migration_id, point))
+
+
+def examples(state: StateStore, migration_id: str, per_reason: int = 5) -> dict[str, list[PointId]]:
+    """The first ``per_reason`` recorded skips of each reason (for the report)."""
+    found: dict[str, list[PointId]] = {}
+    for doc in state.scan(RecordKind.SKIP, migration_id=migration_id):
+        ids = found.setdefault(str(doc.get("reason", "unknown")), [])
+        if len(ids) < per_reason:
+            ids.append(doc["point_id"])
+    return found

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -19,19 +20,20 @@ import pytest
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from include.qdrant_migration.checks import CheckFailedError
 from include.qdrant_migration.checks.quality import (
     WORST,
     EvalQuery,
     Quality,
-    QualityRegressionError,
     Regression,
     SelfRetrieval,
     Side,
     compare_labeled,
     compare_unlabeled,
     evaluate,
+    failure,
+    failures,
     load_eval_set,
+    metric_names,
     self_retrieval,
 )
 from include.qdrant_migration.providers import (
@@ -40,6 +42,7 @@ from include.qdrant_migration.providers import (
     ProviderLimits,
     get_provider,
 )
+from include.qdrant_migration.spec import SpecError
 from include.qdrant_migration.texts import query_like
 from tests.fakes import HashingProvider
 from tests.qdrant_migration.helpers import SOURCE_MODEL, Migrated
@@ -106,12 +109,13 @@ def test_labeled_metrics_of_known_rankings() -> None:
     queries = [EvalQuery("q", [2, 4])]
     found = compare_labeled(store, old, new, queries, k=10, tolerance=0.02)
     assert found.labeled and (found.queries, found.k, found.tolerance) == (1, 10, 0.02)
+    # the keys carry their k: recall@10 and MRR@10 here, nDCG@10 always
     assert found.old == {
-        "recall": 1.0,
-        "mrr": 0.5,
-        "ndcg10": round(_dcg([2, 4]) / _dcg([1, 2]), 4),
+        "recall@10": 1.0,
+        "mrr@10": 0.5,
+        "ndcg@10": round(_dcg([2, 4]) / _dcg([1, 2]), 4),
     }
-    assert found.new == {"recall": 1.0, "mrr": 1.0, "ndcg10": 1.0}
+    assert found.new == {"recall@10": 1.0, "mrr@10": 1.0, "ndcg@10": 1.0}
     assert found.worst_regressions == []  # nothing got worse
 
 
@@ -119,25 +123,26 @@ def test_recall_and_mrr_count_the_top_k_only() -> None:
     store, old, new = _sides(IDS, IDS)
     queries = [EvalQuery("q", [3, 12])]  # 12 ranks last
     found = compare_labeled(store, old, new, queries, k=4, tolerance=0.0)
-    assert found.old["recall"] == found.new["recall"] == 0.5
-    assert found.old["mrr"] == found.new["mrr"] == round(1 / 3, 4)
+    assert set(found.new) == {"recall@4", "mrr@4", "ndcg@10"}
+    assert found.old["recall@4"] == found.new["recall@4"] == 0.5
+    assert found.old["mrr@4"] == found.new["mrr@4"] == round(1 / 3, 4)
     missed = compare_labeled(store, old, new, [EvalQuery("q", [5])], k=4, tolerance=0.0)
-    assert missed.new["recall"] == missed.new["mrr"] == 0.0
+    assert missed.new["recall@4"] == missed.new["mrr@4"] == 0.0
 
 
 def test_ndcg_at_10_counts_ranks_beyond_k() -> None:
     store, old, new = _sides(IDS, IDS)
     found = compare_labeled(store, old, new, [EvalQuery("q", [2, 6])], k=3, tolerance=0.0)
-    assert found.new["ndcg10"] == round(_dcg([2, 6]) / _dcg([1, 2]), 4)
+    assert found.new["ndcg@10"] == round(_dcg([2, 6]) / _dcg([1, 2]), 4)
 
 
 def test_a_regression_past_the_tolerance_fails_with_the_worst_query() -> None:
     # new ranks the relevant 1 last, where old ranks it first
     store, old, new = _sides(IDS, [*IDS[1:], 1])
     queries = [EvalQuery("lost query", [1]), EvalQuery("kept query", [2])]
-    with pytest.raises(QualityRegressionError) as error:
-        compare_labeled(store, old, new, queries, k=10, tolerance=0.1)
-    message = str(error.value)
+    found = compare_labeled(store, old, new, queries, k=10, tolerance=0.1)
+    message = failure(found)
+    assert message is not None
     assert "nDCG@10 falls from" in message and "on 2 evaluation queries" in message
     assert "more than the tolerance 0.1" in message
     assert "Worst query: 'lost query'" in message
@@ -149,7 +154,8 @@ def test_regressions_within_the_tolerance_are_listed_worst_first() -> None:
     found = compare_labeled(store, old, new, queries, k=10, tolerance=1.0)
     assert len(found.worst_regressions) <= WORST
     assert found.worst_regressions[0] == Regression("q1", 1.0, 0.0)
-    drops = [r.old_ndcg10 - r.new_ndcg10 for r in found.worst_regressions]
+    assert failure(found) is None  # within the tolerance
+    drops = [r.old_ndcg_at_10 - r.new_ndcg_at_10 for r in found.worst_regressions]
     assert drops == sorted(drops, reverse=True) and all(d > 0 for d in drops)
 
 
@@ -213,7 +219,7 @@ def test_an_eval_set_from_a_list_inline_jsonl_or_a_file(tmp_path: Path) -> None:
     ids=["no-query", "empty-query", "no-ids", "ids-not-a-list", "not-an-object"],
 )
 def test_a_bad_eval_row_is_refused_with_its_number(row: Any) -> None:
-    with pytest.raises(ValueError, match="Evaluation set row 2 must be an object with 'query'"):
+    with pytest.raises(SpecError, match="eval_set row 2 must be an object with 'query'"):
         load_eval_set([ROWS[0], row])
 
 
@@ -244,9 +250,10 @@ def test_evaluate_with_labels_compares_both_models(
         fast_migrated.plan.spec, eval_set=_eval_set(fast_migrated, 12), quality_tolerance=1.0
     )
     plan = dataclasses.replace(fast_migrated.plan, spec=spec)
-    _, compared = evaluate(fast_migrated.client, plan, new_model, old_model)
+    own, compared = evaluate(fast_migrated.client, plan, new_model, old_model)
     assert compared.labeled and compared.queries == 12
-    assert compared.old["recall"] >= 0.9 and compared.new["recall"] >= 0.9
+    assert compared.old["recall@5"] >= 0.9 and compared.new["recall@5"] >= 0.9
+    assert failures(plan, own, compared) == []
 
 
 def test_evaluate_fails_when_the_new_side_retrieves_worse(
@@ -257,8 +264,10 @@ def test_evaluate_fails_when_the_new_side_retrieves_worse(
         fast_migrated.plan.spec, eval_set=_eval_set(fast_migrated, 12), min_self_retrieval=0.0
     )
     plan = dataclasses.replace(fast_migrated.plan, spec=spec)
-    with pytest.raises(QualityRegressionError, match=r"nDCG@10 falls from 1\.000"):
-        evaluate(fast_migrated.client, plan, old_model, old_model)
+    own, compared = evaluate(fast_migrated.client, plan, old_model, old_model)
+    assert compared.old["ndcg@10"] == 1.0 and compared.new["ndcg@10"] < 0.5  # all measured
+    (message,) = failures(plan, own, compared)
+    assert re.match(r"nDCG@10 falls from 1\.000", message)
 
 
 def test_evaluate_without_the_old_model_skips_the_comparison(
@@ -274,9 +283,8 @@ def test_evaluate_without_the_old_model_skips_the_comparison(
 def test_vectors_of_another_model_fail_self_retrieval(
     fast_migrated: Migrated, old_model: HashingProvider
 ) -> None:
-    with pytest.raises(CheckFailedError) as error:
-        evaluate(fast_migrated.client, fast_migrated.plan, old_model, None)
-    message = str(error.value)
+    own, compared = evaluate(fast_migrated.client, fast_migrated.plan, old_model, None)
+    (message,) = failures(fast_migrated.plan, own, compared)
     assert "of 20 sampled documents are found first" in message
     assert "embedded with hash-new (minimum 50%)" in message
     assert "the target's vectors do not look like this model's" in message
@@ -312,7 +320,7 @@ def test_self_retrieval_finds_each_document_with_new_model_queries(
     found = self_retrieval(migrated.client, side, samples, "text", k=10)
     assert found.queries == 30 and found.k == 10
     assert found.hit_at_1 is not None and found.hit_at_1 >= 0.9
-    assert found.mrr is not None and found.mrr >= found.hit_at_1
+    assert found.mrr_at_k is not None and found.mrr_at_k >= found.hit_at_1
 
 
 @pytest.mark.integration
@@ -341,5 +349,6 @@ def test_labeled_quality_searches_each_side_with_its_own_model(
     assert compared.labeled and compared.queries == 20
     # each side searched with its own model finds the documents; a side searched with the
     # other model would not (see the self-retrieval test above)
-    assert compared.old["mrr"] >= 0.9 and compared.new["mrr"] >= 0.9
-    assert compared.old["recall"] >= 0.9 and compared.new["recall"] >= 0.9
+    recall_k, mrr_k, _ = metric_names(compared.k)
+    assert compared.old[mrr_k] >= 0.9 and compared.new[mrr_k] >= 0.9
+    assert compared.old[recall_k] >= 0.9 and compared.new[recall_k] >= 0.9

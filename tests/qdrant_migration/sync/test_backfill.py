@@ -203,17 +203,54 @@ def test_finished_partitions_make_no_embedding_calls(
     assert stored == first.partitions
     counting = CountingProvider(new_model)
     run = MigrationRun(first.plan, stored)
-    results = [run_partition(articles, run, p.index, counting, state, spec) for p in run.partitions]
+    results = [
+        run_partition(articles, run, p.index, counting, state, spec, run_id="second")
+        for p in run.partitions
+    ]
     assert counting.calls == 0
     assert [r.resumed for r in results] == [True, True, True]
-    assert [r.embed_requests for r in results] == [0, 0, 0]
     assert sum(r.embedded for r in results) == SEED_POINTS  # still reports the work done
+    assert [r.embed_requests for r in results] == [r.embed_requests for r in first.results]
     summary = BackfillSummary.of(results)
     assert summary.resumed_partitions == 3
     assert summary.embedded == SEED_POINTS
+    # ... as the earlier run's: this one embedded nothing and made no request
+    assert summary.this_run("embedded") == summary.this_run("requests") == 0
+    assert summary.earlier["embedded"] == SEED_POINTS
     # they did no work in this run: no span, so no wall time
     assert all(r.started_at is None and r.finished_at is None for r in results)
     assert summary.wall_seconds is None
+
+
+def test_a_run_that_resumes_another_runs_partition_counts_only_its_own_work(
+    articles: QdrantClient, new_model: HashingProvider
+) -> None:
+    """Run one is killed mid-partition; run two finishes it: each is billed for its part."""
+    spec = fast_spec(points_per_partition=1000, batch_size=8)
+    state = QdrantStateStore(articles)
+    run = prepare(articles, spec, new_model, state)
+    killed = CountingProvider(new_model, fail_on_call=4)
+    with pytest.raises(SimulatedCrashError):
+        run_partition(articles, run, 0, killed, state, spec, run_id="first")
+    first_doc = state.get(RecordKind.CHECKPOINT, Checkpoint.key_of(run.partitions[0]))
+    assert first_doc is not None
+    before = Checkpoint.from_doc(first_doc)
+    assert before.run_id == "first" and before.earlier == {}
+    # a retry of run one resumes it as its own work
+    again = CountingProvider(new_model, fail_on_call=2)
+    with pytest.raises(SimulatedCrashError):
+        run_partition(articles, run, 0, again, state, spec, run_id="first")
+    mid_doc = state.get(RecordKind.CHECKPOINT, Checkpoint.key_of(run.partitions[0]))
+    assert mid_doc is not None and Checkpoint.from_doc(mid_doc).earlier == {}
+
+    result = run_partition(articles, run, 0, new_model, state, spec, run_id="second")
+
+    mid = Checkpoint.from_doc(mid_doc)
+    assert result.earlier == mid.work()  # what run one did before run two took over
+    assert result.embedded == SEED_POINTS
+    summary = BackfillSummary.of([result])
+    assert summary.this_run("embedded") == SEED_POINTS - mid.embedded > 0
+    assert summary.this_run("requests") == result.embed_requests - mid.requests > 0
 
 
 # -- bad texts ---------------------------------------------------------------------------
