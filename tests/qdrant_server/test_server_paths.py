@@ -8,6 +8,7 @@ version would fail here instead of passing silently. Real local models do the em
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import uuid
 from collections.abc import Callable
@@ -145,8 +146,10 @@ def test_core_flow_over_http(
 
         settings = BackfillSettings(batch_size=BATCH, embed_concurrency=2)
         results = [PartitionBackfill(client, plan, p, e5, state, settings).run() for p in parts]
-        rerun = PartitionBackfill(client, plan, parts[0], e5, state, settings).run()
-        assert rerun.resumed and rerun.embed_requests == 0  # its checkpoint says done
+        again = dataclasses.replace(settings, run_id="another run")
+        rerun = PartitionBackfill(client, plan, parts[0], e5, state, again).run()
+        assert rerun.resumed and rerun.earlier["requests"] == rerun.embed_requests  # all earlier
+        assert BackfillSummary.of([rerun]).this_run("requests") == 0  # its checkpoint says done
         assert BackfillSummary.of(results).embedded == POINTS
         collections.finish_bulk_load(client, plan, state)
         loaded = client.get_collection(plan.target_collection).config.optimizer_config
