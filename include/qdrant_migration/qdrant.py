@@ -24,6 +24,7 @@ from typing import IO, Any, cast
 
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
+from qdrant_client.http.exceptions import UnexpectedResponse
 
 log = logging.getLogger(__name__)
 #: Lock files held by each thread here (opening twice in one thread would wait on itself).
@@ -219,6 +220,24 @@ def open_client(settings: QdrantSettings) -> Iterator[QdrantClient]:
 _versions: weakref.WeakKeyDictionary[QdrantClient, tuple[int, int, int] | None] = (
     weakref.WeakKeyDictionary()
 )
+
+
+def create_once(client: QdrantClient, collection: str, **config: Any) -> bool:
+    """Create ``collection`` unless it exists; False when another process created it first.
+
+    Parallel backfill tasks create the migration's companion collections on their first
+    write: the loser of that race finds the collection there, which is what it wanted.
+    """
+    if client.collection_exists(collection):
+        return False
+    try:
+        client.create_collection(collection, **config)
+    except (UnexpectedResponse, ValueError) as error:
+        status = getattr(error, "status_code", None)
+        if status not in (None, 409) or not client.collection_exists(collection):
+            raise
+        return False
+    return True
 
 
 def scroll_all(

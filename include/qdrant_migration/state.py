@@ -23,7 +23,7 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
 from include.qdrant_migration.plan import Lineage, Plan
-from include.qdrant_migration.qdrant import scroll_all, supports
+from include.qdrant_migration.qdrant import create_once, scroll_all, supports
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ class QdrantStateStore:
 
     def _ensure(self) -> None:
         if not self._exists():
-            self.client.create_collection(self.collection, vectors_config={})
+            create_once(self.client, self.collection, vectors_config={})
             self._ready = True
 
     def get(self, kind: RecordKind, key: str) -> Doc | None:

@@ -26,6 +26,7 @@ from include.qdrant_migration.qdrant import (
     PointId,
     QdrantSettings,
     connect,
+    create_once,
     dense_vector,
     embedded_lock,
     id_key,
@@ -403,3 +404,16 @@ def test_dense_vector_reads_the_unnamed_or_the_named_vector() -> None:
     assert dense_vector(two, "dense") == []  # this point has none
     without = client.retrieve("named", [1], with_vectors=False)[0]
     assert dense_vector(without, "dense") == []
+
+
+def test_create_once_is_fine_when_another_process_created_it_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Parallel backfill tasks race to create the companion collections on first write."""
+    client = QdrantClient(":memory:")
+    assert create_once(client, "states", vectors_config={}) is True
+    answers = iter([False, True])  # "not there" when asked, then it is: the other task won
+    monkeypatch.setattr(client, "collection_exists", lambda name: next(answers))
+    assert create_once(client, "states", vectors_config={}) is False
+    monkeypatch.undo()
+    assert create_once(client, "states", vectors_config={}) is False

@@ -22,7 +22,7 @@ from typing import Any
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from include.qdrant_migration.qdrant import PointId, id_key, point_id, scroll_all
+from include.qdrant_migration.qdrant import PointId, create_once, id_key, point_id, scroll_all
 
 PREFIX = "qdrant_migration_sync__"
 
@@ -52,7 +52,7 @@ class Fingerprints:
 
     def ensure(self) -> None:
         if not self.exists():
-            self.client.create_collection(self.collection, vectors_config={})
+            create_once(self.client, self.collection, vectors_config={})
             self._exists = True
 
     def stream(self) -> Iterator[tuple[PointId, str]]:
