@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
@@ -39,6 +39,7 @@ from include.qdrant_migration.sync.skips import record_skips
 from include.qdrant_migration.texts import Skipped, select_texts
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -287,6 +288,15 @@ def _pages(
         offset = next_offset
 
 
+def _read_ahead(pages: Iterator[T]) -> Iterator[T]:
+    """``pages``, with the next one read in a thread while the caller handles this one."""
+    with ThreadPoolExecutor(1, "read-ahead") as reader:
+        upcoming = reader.submit(next, pages, None)
+        while (page := upcoming.result()) is not None:
+            upcoming = reader.submit(next, pages, None)
+            yield page
+
+
 def write_points(client: QdrantClient, collection: str, points: Sequence[qm.PointStruct]) -> None:
     """Write without ever overwriting newer data already in the target.
 
@@ -346,6 +356,8 @@ class PartitionJob(ABC):
         self.heartbeat: Callable[[], None] = lambda: None
         #: Sub-batches whose target states are read back (after a resume).
         self._read_back = 0
+        #: A sub-batch failed on the writer thread: the ones after it are not written.
+        self._failed = False
 
     def run(self) -> PartitionResult:
         doc = self.state.get(RecordKind.CHECKPOINT, self.key)
@@ -364,8 +376,15 @@ class PartitionJob(ABC):
             # leaves them as it wrote them): record what the target really holds for them.
             self._read_back = self.settings.embed_concurrency
         started_at = now_iso()
-        inflight: deque[Batch] = deque()
+        # Three stages overlap: the next page is read while this one is prepared, up to
+        # embed_concurrency sub-batches are embedded at once, and one writer thread writes,
+        # records and checkpoints them in order (so a checkpoint still follows its write).
+        # At most embed_concurrency + 1 sub-batches are embedded but not yet written: a
+        # killed worker repeats at most that many, the price of keeping the provider busy.
+        self._failed = False
+        pending: deque[Future[None]] = deque()
         pool = ThreadPoolExecutor(self.settings.embed_concurrency, "embed")
+        writer = ThreadPoolExecutor(1, "write")
         try:
             pages = _pages(
                 self.client,
@@ -375,19 +394,18 @@ class PartitionJob(ABC):
                 self.settings.batch_size,
                 vectors=self._vectors_to_read(),
             )
-            for records, next_offset in pages:
-                # At most embed_concurrency sub-batches are embedded but not yet written, so
-                # a killed worker repeats at most that many: the price of keeping the
-                # provider busy while Qdrant writes.
-                while len(inflight) >= self.settings.embed_concurrency:
-                    self._commit(inflight.popleft(), progress)
+            for records, next_offset in _read_ahead(pages):
+                while len(pending) > self.settings.embed_concurrency:
+                    pending.popleft().result()  # a failed write stops the loop here
                 batch = self._prepare(records, next_offset, pool)
                 batch.states = [(point_id(r.id), state_of(r.payload)) for r in records]
-                inflight.append(batch)
-            while inflight:
-                self._commit(inflight.popleft(), progress)
+                pending.append(writer.submit(self._commit_in_order, batch, progress))
+            while pending:
+                pending.popleft().result()
         finally:
-            # After an error, do not pay for embeddings that would be thrown away.
+            # After an error: nothing is written past the failed sub-batch, and no
+            # embedding is paid for that would be thrown away.
+            writer.shutdown(wait=True, cancel_futures=True)
             pool.shutdown(wait=True, cancel_futures=True)
         final = self._checkpoint(None, progress, done=True)
         log.info(progress.line(self.partition.label))
@@ -410,6 +428,17 @@ class PartitionJob(ABC):
         self, records: list[qm.Record], next_offset: PointId | None, pool: ThreadPoolExecutor
     ) -> Batch:
         """Start making the vectors of one page (in ``pool`` when that is slow)."""
+
+    def _commit_in_order(self, batch: Batch, progress: Progress) -> None:
+        """:meth:`_commit` on the writer thread; after a failure, later sub-batches are not
+        written (their checkpoint would skip the one that failed)."""
+        if self._failed:
+            raise RuntimeError("an earlier sub-batch failed: not written")
+        try:
+            self._commit(batch, progress)
+        except BaseException:
+            self._failed = True
+            raise
 
     def _commit(self, batch: Batch, progress: Progress) -> None:
         vectors = batch.vectors.result() if batch.vectors is not None else []
