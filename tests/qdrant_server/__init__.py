@@ -13,6 +13,11 @@ reports :data:`DEFAULT_VERSION`; parametrize it indirectly for another::
         with open_client(qdrant_server.settings()) as client:
             ...
 
+The backend is :data:`DEFAULT_BACKEND` (``engine``: Qdrant's Rust engine with real HNSW
+indexes); a tuple ``(version, backend)`` picks another::
+
+    @pytest.mark.parametrize("qdrant_server", [("1.17.0", "local")], indirect=True)
+
 The store is shared by the session's tests: call :meth:`QdrantServer.reset` first.
 """
 
@@ -22,15 +27,29 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.qdrant_server.server import DEFAULT_VERSION, QdrantServer, running_server
+from tests.qdrant_server.server import (
+    BACKENDS,
+    DEFAULT_BACKEND,
+    DEFAULT_VERSION,
+    QdrantServer,
+    running_server,
+)
 
 
 @pytest.fixture(scope="session")
 def qdrant_server(request: pytest.FixtureRequest) -> Iterator[QdrantServer]:
-    """A façade reporting ``request.param`` (default :data:`DEFAULT_VERSION`)."""
-    version = str(getattr(request, "param", DEFAULT_VERSION))
-    with running_server(version=version) as server:
+    """A façade reporting ``request.param``: a version, or ``(version, backend)``."""
+    param = getattr(request, "param", DEFAULT_VERSION)
+    version, backend = param if isinstance(param, tuple) else (param, DEFAULT_BACKEND)
+    with running_server(version=str(version), backend=backend) as server:
         yield server
 
 
-__all__ = ["DEFAULT_VERSION", "QdrantServer", "qdrant_server", "running_server"]
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_BACKEND",
+    "DEFAULT_VERSION",
+    "QdrantServer",
+    "qdrant_server",
+    "running_server",
+]

@@ -1,4 +1,5 @@
-"""``python -m tests.qdrant_server --version 1.15.0``: serve the façade (prints its port)."""
+"""``python -m tests.qdrant_server --version 1.15.0 [--backend engine|local]``: serve the
+façade (prints its port)."""
 
 from __future__ import annotations
 

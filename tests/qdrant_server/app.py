@@ -1,13 +1,19 @@
-"""A REST façade that speaks Qdrant's HTTP API, backed by qdrant-client's local mode.
+"""A REST façade that speaks Qdrant's HTTP API, over one of two backends.
 
 No Qdrant server binary can be installed here, so this stands in for one: qdrant-client in
 REST mode (``QdrantClient(url=...)``) talks to it exactly as it talks to a server, request
 bodies are parsed into ``qdrant_client.http.models`` and answers use Qdrant's envelope
 (``{"result": ..., "status": "ok", "time": ...}``; errors ``{"status": {"error": ...}}``
-with 400/404/409). The data lives in a local-mode store (``:memory:`` or a path) inside
-the façade's own process.
+with 400/404/409). :func:`build_app` serves any :class:`BaseFacade`:
 
-What it adds on top of local mode, to behave like a server for the migration's code paths:
+* :class:`Facade` (this module, backend ``local``): qdrant-client's local mode
+  (``:memory:`` or a path), exact search only, the bookkeeping below on top;
+* :class:`tests.qdrant_server.engine.EngineFacade` (backend ``engine``): Qdrant's Rust
+  engine in-process (``qdrant-edge-py``), with real HNSW indexes built in the background,
+  quantization and payload indexes; see that module for what it reproduces and what not.
+
+What :class:`Facade` adds on top of local mode, to behave like a server for the
+migration's code paths:
 
 * ``GET /`` reports a configurable version, so version-dependent branches can be tested
   (``metadata`` and ``update_filter`` need 1.16, ``update_mode`` 1.17). Fields the
@@ -32,11 +38,12 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from abc import ABC, abstractmethod
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import pydantic_core
 from fastapi import FastAPI, Request, Response
@@ -74,18 +81,7 @@ def parse_version(version: str) -> tuple[int, int, int]:
     return (parts[0], parts[1], parts[2])
 
 
-@dataclass
-class _Settings:
-    """What local mode does not keep about a collection, as a server reports it."""
-
-    params: dict[str, Any]
-    hnsw: m.HnswConfig
-    optimizer: m.OptimizersConfig
-    quantization: Any = None
-    payload_schema: dict[str, m.PayloadIndexInfo] = field(default_factory=dict)
-
-
-def _merge(base: BaseModel, diff: BaseModel | None) -> Any:
+def merge_diff(base: BaseModel, diff: BaseModel | None) -> Any:
     """``base`` with the fields ``diff`` sets (server semantics of a *Diff object)."""
     if diff is None:
         return base.model_copy(deep=True)
@@ -99,52 +95,19 @@ def _merge(base: BaseModel, diff: BaseModel | None) -> Any:
     return type(base).model_validate(merged)
 
 
-class Facade:
-    """The store and the server-side bookkeeping; HTTP-agnostic, so it is easy to test."""
+@dataclass
+class CollectionSettings:
+    """What a backend's store does not keep about a collection, as a server reports it."""
 
-    def __init__(self, *, version: str, path: str | None = None, strict: bool = True) -> None:
-        self.version = version
-        self.version_tuple = parse_version(version)
-        self.strict = strict
-        self.path = path
-        self.client = QdrantClient(path=path) if path else QdrantClient(":memory:")
-        self.settings: dict[str, _Settings] = {}
-        self.stats: Counter[str] = Counter()
-        self._operation_id = 0
-        #: Per collection, its ids in Qdrant's order (and their sort keys), built on the first
-        #: unfiltered scroll after a write: local mode sorts every id on every scroll call,
-        #: which makes a full scroll quadratic; a server pages in O(log n + limit).
-        self._order: dict[str, tuple[list[tuple[str, int]], list[Any]]] = {}
+    params: dict[str, Any]
+    hnsw: m.HnswConfig
+    optimizer: m.OptimizersConfig
+    quantization: Any = None
+    payload_schema: dict[str, m.PayloadIndexInfo] = field(default_factory=dict)
 
-    # -- helpers -------------------------------------------------------------------------
-
-    def gate(self, name: str, value: Any) -> None:
-        """Refuse a field the reported server version does not know (when strict)."""
-        since = FIELD_SINCE[name]
-        if value is not None and self.strict and self.version_tuple < since:
-            raise ApiError(
-                400,
-                f"Format error in JSON body: unknown field `{name}` "
-                f"(introduced in Qdrant {'.'.join(map(str, since))}, this server is "
-                f"{self.version})",
-            )
-
-    def resolve(self, name: str) -> str:
-        """The collection behind ``name`` (a collection or an alias), or 404."""
-        for alias in self.client.get_aliases().aliases:
-            if alias.alias_name == name:
-                return str(alias.collection_name)
-        if self.client.collection_exists(name):  # local mode also says yes for an alias
-            return name
-        raise ApiError(404, f"Not found: Collection `{name}` doesn't exist!")
-
-    def _settings_of(self, name: str) -> _Settings:
-        if name not in self.settings:  # created before the façade started (a path store)
-            self.settings[name] = self._new_settings(m.CreateCollection())
-        return self.settings[name]
-
-    @staticmethod
-    def _new_settings(body: m.CreateCollection) -> _Settings:
+    @classmethod
+    def create(cls, body: m.CreateCollection) -> CollectionSettings:
+        """The server's defaults, overridden by what ``body`` sets."""
         hnsw = m.HnswConfig(m=16, ef_construct=100, full_scan_threshold=10_000)
         optimizer = m.OptimizersConfig(
             deleted_threshold=0.2,
@@ -159,17 +122,203 @@ class Facade:
             "write_consistency_factor": body.write_consistency_factor or 1,
             "on_disk_payload": True if body.on_disk_payload is None else body.on_disk_payload,
         }
-        return _Settings(
+        return cls(
             params=params,
-            hnsw=_merge(hnsw, body.hnsw_config),
-            optimizer=_merge(optimizer, body.optimizers_config),
+            hnsw=merge_diff(hnsw, body.hnsw_config),
+            optimizer=merge_diff(optimizer, body.optimizers_config),
             quantization=body.quantization_config,
         )
+
+    def update(self, body: m.UpdateCollection) -> None:
+        """Merge a PATCH: optimizer and HNSW diffs, params, quantization (``Disabled``: none)."""
+        self.optimizer = merge_diff(self.optimizer, body.optimizers_config)
+        self.hnsw = merge_diff(self.hnsw, body.hnsw_config)
+        if body.params is not None:
+            for key, value in body.params.model_dump(exclude_none=True).items():
+                if key in self.params:
+                    self.params[key] = value
+        if body.quantization_config is not None:
+            disabled = isinstance(body.quantization_config, m.Disabled)
+            self.quantization = None if disabled else body.quantization_config
+
+    def add_index(self, field_name: str, schema: m.PayloadFieldSchema | None) -> None:
+        """Record a payload index as ``payload_schema`` reports it (``points`` filled in later)."""
+        if schema is None:
+            raise ApiError(400, "Wrong input: field_schema is required")
+        if isinstance(schema, m.PayloadSchemaType):
+            info = m.PayloadIndexInfo(data_type=schema, points=0)
+        else:  # an index with params: its type names the schema type
+            info = m.PayloadIndexInfo(
+                data_type=m.PayloadSchemaType(schema.type.value), params=schema, points=0
+            )
+        self.payload_schema[field_name] = info
+
+
+class BaseFacade(ABC):
+    """A backend of the façade: one method per route :func:`build_app` serves.
+
+    What every backend shares lives here: the reported version and the gating of newer
+    fields, request counters (``/__facade__/stats``), operation ids. A backend is one
+    subclass; ``tests.qdrant_server.server.BACKENDS`` names them.
+    """
+
+    #: The name ``running_server(backend=...)`` and ``/__facade__/stats`` use.
+    backend: ClassVar[str]
+
+    def __init__(self, *, version: str, strict: bool = True) -> None:
+        self.version = version
+        self.version_tuple = parse_version(version)
+        self.strict = strict
+        self.stats: Counter[str] = Counter()
+        self._operation_id = 0
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def gate(self, name: str, value: Any) -> None:
+        """Refuse a field the reported server version does not know (when strict)."""
+        since = FIELD_SINCE[name]
+        if value is not None and self.strict and self.version_tuple < since:
+            raise ApiError(
+                400,
+                f"Format error in JSON body: unknown field `{name}` "
+                f"(introduced in Qdrant {'.'.join(map(str, since))}, this server is "
+                f"{self.version})",
+            )
+
+    def count_conditional(self, kind: str, update_mode: Any, update_filter: Any) -> None:
+        """Count a write that carried ``update_mode`` / ``update_filter`` (after gating)."""
+        if update_mode is not None:
+            self.stats[f"{kind}.update_mode.{update_mode.value}"] += 1
+        if update_filter is not None:
+            self.stats[f"{kind}.update_filter"] += 1
+
+    def _completed(self) -> m.UpdateResult:
+        self._operation_id += 1
+        return m.UpdateResult(operation_id=self._operation_id, status=m.UpdateStatus.COMPLETED)
 
     # -- service -------------------------------------------------------------------------
 
     def root(self) -> dict[str, Any]:
         return {"title": TITLE, "version": self.version, "commit": None}
+
+    def report(self) -> dict[str, Any]:
+        import psutil
+
+        rss = psutil.Process(os.getpid()).memory_info().rss
+        return {
+            "version": self.version,
+            "backend": self.backend,
+            "rss_bytes": rss,
+            "counts": dict(self.stats),
+        }
+
+    def query_batch(self, name: str, body: m.QueryRequestBatch) -> list[m.QueryResponse]:
+        return [self.query(name, request) for request in body.searches]
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release what the backend holds (files, threads): the process is about to end."""
+
+    # -- routes --------------------------------------------------------------------------
+
+    @abstractmethod
+    def list_collections(self) -> m.CollectionsResponse: ...
+
+    @abstractmethod
+    def collection_exists(self, name: str) -> m.CollectionExistence: ...
+
+    @abstractmethod
+    def get_collection(self, name: str) -> m.CollectionInfo: ...
+
+    @abstractmethod
+    def create_collection(self, name: str, body: m.CreateCollection) -> bool: ...
+
+    @abstractmethod
+    def update_collection(self, name: str, body: m.UpdateCollection) -> bool: ...
+
+    @abstractmethod
+    def delete_collection(self, name: str) -> bool: ...
+
+    @abstractmethod
+    def list_aliases(self) -> m.CollectionsAliasesResponse: ...
+
+    @abstractmethod
+    def collection_aliases(self, name: str) -> m.CollectionsAliasesResponse: ...
+
+    @abstractmethod
+    def update_aliases(self, body: m.ChangeAliasesOperation) -> bool: ...
+
+    @abstractmethod
+    def create_index(self, name: str, body: m.CreateFieldIndex) -> m.UpdateResult: ...
+
+    @abstractmethod
+    def delete_index(self, name: str, field_name: str) -> m.UpdateResult: ...
+
+    @abstractmethod
+    def upsert(self, name: str, body: m.PointsList | m.PointsBatch) -> m.UpdateResult: ...
+
+    @abstractmethod
+    def update_vectors(self, name: str, body: m.UpdateVectors) -> m.UpdateResult: ...
+
+    @abstractmethod
+    def set_payload(self, name: str, body: m.SetPayload) -> m.UpdateResult: ...
+
+    @abstractmethod
+    def overwrite_payload(self, name: str, body: m.SetPayload) -> m.UpdateResult: ...
+
+    @abstractmethod
+    def delete_points(self, name: str, selector: Any) -> m.UpdateResult: ...
+
+    @abstractmethod
+    def retrieve(self, name: str, body: m.PointRequest) -> list[m.Record]: ...
+
+    @abstractmethod
+    def get_point(self, name: str, point_id: str) -> m.Record: ...
+
+    @abstractmethod
+    def scroll(self, name: str, body: m.ScrollRequest) -> m.ScrollResult: ...
+
+    @abstractmethod
+    def count(self, name: str, body: m.CountRequest) -> m.CountResult: ...
+
+    @abstractmethod
+    def query(self, name: str, body: m.QueryRequest) -> m.QueryResponse: ...
+
+    @abstractmethod
+    def reset(self) -> bool:
+        """Drop every collection and alias, and zero the request counters."""
+
+
+class Facade(BaseFacade):
+    """Backend ``local``: qdrant-client's local mode plus the server-side bookkeeping."""
+
+    backend = "local"
+
+    def __init__(self, *, version: str, path: str | None = None, strict: bool = True) -> None:
+        super().__init__(version=version, strict=strict)
+        self.path = path
+        self.client = QdrantClient(path=path) if path else QdrantClient(":memory:")
+        self.settings: dict[str, CollectionSettings] = {}
+        #: Per collection, its ids in Qdrant's order (and their sort keys), built on the first
+        #: unfiltered scroll after a write: local mode sorts every id on every scroll call,
+        #: which makes a full scroll quadratic; a server pages in O(log n + limit).
+        self._order: dict[str, tuple[list[tuple[str, int]], list[Any]]] = {}
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def resolve(self, name: str) -> str:
+        """The collection behind ``name`` (a collection or an alias), or 404."""
+        for alias in self.client.get_aliases().aliases:
+            if alias.alias_name == name:
+                return str(alias.collection_name)
+        if self.client.collection_exists(name):  # local mode also says yes for an alias
+            return name
+        raise ApiError(404, f"Not found: Collection `{name}` doesn't exist!")
+
+    def _settings_of(self, name: str) -> CollectionSettings:
+        if name not in self.settings:  # created before the façade started (a path store)
+            self.settings[name] = CollectionSettings.create(m.CreateCollection())
+        return self.settings[name]
 
     # -- collections ---------------------------------------------------------------------
 
@@ -221,7 +370,7 @@ class Facade:
             sparse_vectors_config=body.sparse_vectors,
             metadata=body.metadata,
         )
-        self.settings[name] = self._new_settings(body)
+        self.settings[name] = CollectionSettings.create(body)
         self._order.pop(name, None)
         return True
 
@@ -231,16 +380,7 @@ class Facade:
         self.client.update_collection(
             real, sparse_vectors_config=body.sparse_vectors, metadata=body.metadata
         )
-        extra = self._settings_of(real)
-        extra.optimizer = _merge(extra.optimizer, body.optimizers_config)
-        extra.hnsw = _merge(extra.hnsw, body.hnsw_config)
-        if body.params is not None:
-            for key, value in body.params.model_dump(exclude_none=True).items():
-                if key in extra.params:
-                    extra.params[key] = value
-        if body.quantization_config is not None:
-            disabled = isinstance(body.quantization_config, m.Disabled)
-            extra.quantization = None if disabled else body.quantization_config
+        self._settings_of(real).update(body)
         return True
 
     def delete_collection(self, name: str) -> bool:
@@ -267,27 +407,15 @@ class Facade:
 
     def create_index(self, name: str, body: m.CreateFieldIndex) -> m.UpdateResult:
         real = self.resolve(name)
-        schema = body.field_schema
-        if schema is None:
-            raise ApiError(400, "Wrong input: field_schema is required")
-        plain = isinstance(schema, m.PayloadSchemaType)
-        data_type = schema if plain else schema.type
-        params = None if plain else schema
-        self._settings_of(real).payload_schema[body.field_name] = m.PayloadIndexInfo(
-            data_type=m.PayloadSchemaType(data_type), params=params, points=0
-        )
-        if isinstance(schema, m.TextIndexParams):  # local mode uses text indexes with scoring
-            self.client.create_payload_index(real, body.field_name, field_schema=schema)
+        self._settings_of(real).add_index(body.field_name, body.field_schema)
+        if isinstance(body.field_schema, m.TextIndexParams):  # local mode scores text matches
+            self.client.create_payload_index(real, body.field_name, field_schema=body.field_schema)
         return self._completed()
 
     def delete_index(self, name: str, field_name: str) -> m.UpdateResult:
         real = self.resolve(name)
         self._settings_of(real).payload_schema.pop(field_name, None)
         return self._completed()
-
-    def _completed(self) -> m.UpdateResult:
-        self._operation_id += 1
-        return m.UpdateResult(operation_id=self._operation_id, status=m.UpdateStatus.COMPLETED)
 
     # -- points --------------------------------------------------------------------------
 
@@ -296,10 +424,7 @@ class Facade:
         self.gate("update_filter", body.update_filter)
         real = self.resolve(name)
         points: Any = body.points if isinstance(body, m.PointsList) else body.batch
-        if body.update_mode is not None:
-            self.stats[f"upsert.update_mode.{body.update_mode.value}"] += 1
-        if body.update_filter is not None:
-            self.stats["upsert.update_filter"] += 1
+        self.count_conditional("upsert", body.update_mode, body.update_filter)
         self.client.upsert(
             real, points, update_filter=body.update_filter, update_mode=body.update_mode
         )
@@ -309,8 +434,7 @@ class Facade:
     def update_vectors(self, name: str, body: m.UpdateVectors) -> m.UpdateResult:
         """Replace the given vectors of existing points (only where ``update_filter`` matches)."""
         self.gate("update_filter", body.update_filter)
-        if body.update_filter is not None:
-            self.stats["update_vectors.update_filter"] += 1
+        self.count_conditional("update_vectors", None, body.update_filter)
         self.client.update_vectors(
             self.resolve(name), body.points, update_filter=body.update_filter
         )
@@ -403,9 +527,6 @@ class Facade:
             lookup_from=body.lookup_from,
         )
 
-    def query_batch(self, name: str, body: m.QueryRequestBatch) -> list[m.QueryResponse]:
-        return [self.query(name, request) for request in body.searches]
-
     # -- the façade's own ----------------------------------------------------------------
 
     def reset(self) -> bool:
@@ -422,11 +543,8 @@ class Facade:
         self._order.clear()
         return True
 
-    def report(self) -> dict[str, Any]:
-        import psutil
-
-        rss = psutil.Process(os.getpid()).memory_info().rss
-        return {"version": self.version, "rss_bytes": rss, "counts": dict(self.stats)}
+    def close(self) -> None:
+        self.client.close()
 
 
 def _id_key(point_id: Any) -> tuple[str, int]:
@@ -460,7 +578,7 @@ def _parse(model: Any, raw: bytes) -> Any:
     return model.model_validate_json(raw or b"{}")
 
 
-def build_app(facade: Facade) -> FastAPI:
+def build_app(facade: BaseFacade) -> FastAPI:
     """The FastAPI app serving ``facade`` (routes are added in the order of Qdrant's API)."""
     app = FastAPI(title="qdrant REST façade", openapi_url=None, docs_url=None, redoc_url=None)
 

@@ -10,14 +10,21 @@ backfill's memory does not count the store's data.
         settings = server.settings()          # QdrantSettings(url=...)
         ...
         server.stats()                        # requests per route, server RSS
+
+Two backends (:data:`BACKENDS`): ``engine`` (the default, Qdrant's Rust engine with real
+HNSW indexes built in the background, :mod:`tests.qdrant_server.engine`) and ``local``
+(qdrant-client's local mode, exact search only). ``running_server(backend="local")``
+picks one; ``QDRANT_FACADE_BACKEND=local`` changes the default.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -26,24 +33,43 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from include.qdrant_migration.qdrant import QdrantSettings
 
+if TYPE_CHECKING:
+    from tests.qdrant_server.app import BaseFacade
+
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_VERSION = "1.17.0"
 START_TIMEOUT_S = 60.0
+#: The façade's backends: name -> ``module:class`` (a :class:`~tests.qdrant_server.app.
+#: BaseFacade`), imported in the façade's process only.
+BACKENDS = {
+    "engine": "tests.qdrant_server.engine:EngineFacade",
+    "local": "tests.qdrant_server.app:Facade",
+}
+DEFAULT_BACKEND = os.environ.get("QDRANT_FACADE_BACKEND", "engine")
 
 
 class QdrantServer:
     """A façade process: start it, point clients at :attr:`url`, stop it."""
 
     def __init__(
-        self, *, version: str = DEFAULT_VERSION, path: str | None = None, strict: bool = True
+        self,
+        *,
+        version: str = DEFAULT_VERSION,
+        backend: str = DEFAULT_BACKEND,
+        path: str | None = None,
+        strict: bool = True,
     ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"Unknown façade backend {backend!r}: one of {', '.join(BACKENDS)}")
         self.version = version
+        self.backend = backend
         self.path = path
         self.strict = strict
         self.port = 0
@@ -53,6 +79,7 @@ class QdrantServer:
 
     def start(self) -> QdrantServer:
         command = [sys.executable, "-m", "tests.qdrant_server", "--version", self.version]
+        command += ["--backend", self.backend]
         if self.path:
             command += ["--path", self.path]
         if not self.strict:
@@ -131,10 +158,13 @@ class QdrantServer:
         httpx.post(f"{self.url}/__facade__/reset", timeout=60).raise_for_status()
 
     def stats(self) -> dict[str, Any]:
-        """``{"version", "rss_bytes", "counts": {"METHOD /path": n, "upsert.update_mode.m": n}}``.
+        """``{"version", "backend", "rss_bytes", "counts": {"METHOD /path": n, ...}}``.
 
         Counts are per route template (``POST /collections/{collection_name}/points`` is a
-        retrieve) plus the writes that carried ``update_mode`` or ``update_filter``.
+        retrieve) plus the writes that carried ``update_mode`` or ``update_filter``
+        (``"upsert.update_mode.insert_only": n``). The ``engine`` backend adds ``builds``
+        (one entry per finished background index build: collection, points, indexed,
+        seconds) and ``building`` (the collections whose index is being built now).
         """
         response = httpx.get(f"{self.url}/__facade__/stats", timeout=30)
         response.raise_for_status()
@@ -144,22 +174,43 @@ class QdrantServer:
 
 @contextmanager
 def running_server(
-    *, version: str = DEFAULT_VERSION, path: str | None = None, strict: bool = True
+    *,
+    version: str = DEFAULT_VERSION,
+    backend: str = DEFAULT_BACKEND,
+    path: str | None = None,
+    strict: bool = True,
 ) -> Iterator[QdrantServer]:
     """A façade process for the duration of a block (what the benchmarks use)."""
-    with QdrantServer(version=version, path=path, strict=strict) as server:
+    with QdrantServer(version=version, backend=backend, path=path, strict=strict) as server:
         yield server
+
+
+def make_facade(
+    backend: str, *, version: str, path: str | None = None, strict: bool = True
+) -> BaseFacade:
+    """The backend named ``backend`` (see :data:`BACKENDS`)."""
+    module, _, name = BACKENDS[backend].partition(":")
+    facade: BaseFacade = getattr(importlib.import_module(module), name)(
+        version=version, path=path, strict=strict
+    )
+    return facade
 
 
 def serve(argv: Sequence[str] | None = None) -> None:
     """The child process: build the façade, bind a free port, report it, serve."""
     import uvicorn
 
-    from tests.qdrant_server.app import Facade, build_app
+    from tests.qdrant_server.app import build_app
 
-    parser = argparse.ArgumentParser(description="Qdrant REST façade over qdrant-client local mode")
+    parser = argparse.ArgumentParser(description="Qdrant REST façade (Qdrant's HTTP API)")
     parser.add_argument("--version", default=DEFAULT_VERSION, help="version GET / reports")
-    parser.add_argument("--path", default=None, help="local-mode store on disk (default: memory)")
+    parser.add_argument("--backend", default=DEFAULT_BACKEND, choices=sorted(BACKENDS))
+    parser.add_argument(
+        "--path",
+        default=None,
+        help="local: the store on disk (default: memory); engine: where its temporary "
+        "shard folder goes (default: the system's temporary folder)",
+    )
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--lenient", action="store_true", help="accept fields newer than version")
     args = parser.parse_args(argv)
@@ -167,7 +218,9 @@ def serve(argv: Sequence[str] | None = None) -> None:
     # Local mode warns about what a server would do (indexes, search params, big collections);
     # the façade emulates those, so its stderr stays for real errors.
     warnings.simplefilter("ignore", UserWarning)
-    facade = Facade(version=args.version, path=args.path, strict=not args.lenient)
+    facade = make_facade(
+        args.backend, version=args.version, path=args.path, strict=not args.lenient
+    )
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", args.port))
@@ -180,4 +233,14 @@ def serve(argv: Sequence[str] | None = None) -> None:
         lifespan="off",
         timeout_keep_alive=60,
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    # uvicorn re-raises the signal that stopped it once it has shut down: exit through
+    # Python then, so that the backend closes (the engine removes its temporary shards).
+    signal.signal(signal.SIGTERM, _exit)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        facade.close()
+
+
+def _exit(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)

@@ -4,6 +4,8 @@
 1.15.0 takes the fallbacks (retrieve-then-insert, lineage in the state store only). The
 façade refuses fields newer than the version it reports, so a request that ignored the
 version would fail here instead of passing silently. Real local models do the embedding.
+The façade runs its default backend, ``engine`` (Qdrant's own engine: payload indexes,
+HNSW built in the background, real readiness states).
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ from scripts.seeding import read_corpus, seed_collection
 from tests.fakes import HashingProvider
 from tests.qdrant_migration.hashed import hash_spec, mark_ready
 from tests.qdrant_migration.helpers import migrate
-from tests.qdrant_server import QdrantServer
+from tests.qdrant_server import BACKENDS, QdrantServer
+from tests.qdrant_server.app import BaseFacade
+from tests.qdrant_server.server import make_facade
 
 pytestmark = pytest.mark.integration
 
@@ -430,15 +434,31 @@ def test_create_target_copies_payload_index_params(
     assert {k: v.params for k, v in target.items()} == {k: v.params for k, v in source.items()}
 
 
-def test_facade_scroll_pages_in_the_order_and_offsets_of_local_mode() -> None:
-    """The façade pages unfiltered scrolls from its own id index: same pages as local mode."""
-    from tests.qdrant_server.app import Facade
-
-    ids: list[int | str] = [*range(0, 300, 3), *(str(uuid.UUID(int=7919 * k)) for k in range(50))]
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_facade_scroll_pages_in_the_order_and_offsets_of_local_mode(backend: str) -> None:
+    """Both backends page unfiltered scrolls as local mode does (``local`` from its own id
+    index, ``engine`` natively): same pages, same next offsets."""
+    ids: list[qm.ExtendedPointId] = [
+        *range(0, 300, 3),
+        *(str(uuid.UUID(int=7919 * k)) for k in range(50)),
+    ]
     random.Random(5).shuffle(ids)
     points = [qm.PointStruct(id=i, vector=[1.0, 0.5], payload={"i": str(i)}) for i in ids]
     params = qm.VectorParams(size=2, distance=qm.Distance.COSINE)
-    facade, local = Facade(version="1.17.0"), QdrantClient(":memory:")
+    facade, local = make_facade(backend, version="1.17.0"), QdrantClient(":memory:")
+    try:
+        _scroll_like_local_mode(facade, local, ids, points, params)
+    finally:
+        facade.close()
+
+
+def _scroll_like_local_mode(
+    facade: BaseFacade,
+    local: QdrantClient,
+    ids: list[qm.ExtendedPointId],
+    points: list[qm.PointStruct],
+    params: qm.VectorParams,
+) -> None:
     facade.create_collection("c", qm.CreateCollection(vectors=params))
     local.create_collection("c", vectors_config=params)
     for deleted in (False, True):
