@@ -64,6 +64,12 @@ def seed_source(client: QdrantClient, records: Sequence[dict[str, Any]] | Iterat
     return total
 
 
+def seed_ids(client: QdrantClient, count: int) -> int:
+    """A source behind the alias with ``count`` points and no payload: for id-only work."""
+    records = ({"id": point_id} for point_id in range(1, count + 1))
+    return seed_source(client, records)
+
+
 def drop_migration(client: QdrantClient) -> None:
     """Forget every migration (targets, state): the next run starts from scratch."""
     for collection in client.get_collections().collections:

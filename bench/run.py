@@ -12,6 +12,15 @@ c. backfill vs raw local model: multilingual-e5-small embedding the same texts i
    same batch size, raw and through the backfill, alternately; ratio of the medians.
 d. peak RSS of the backfill process at 10k vs 100k points, against the Qdrant façade
    (the store's data lives in the façade's process) with a zero-latency stand-in.
+e. throughput vs ``embed_concurrency`` (1 to 8, 16 in the full profile) with a 300 ms
+   stand-in and no cap: texts/s at each level over ``level`` x texts/s at 1 (1.0 is
+   linear); the row is the worst level up to 8.
+g. backfill points/s with an instant provider, 4 partitions at once (as the DAG maps
+   them), over the store's own bulk-ingest rate of the same points with ready vectors and
+   4 parallel upsert streams, at 20k points (100k and 1M in the full profile).
+f. partition planning (every id read once) at 10k, 100k (and 1M in the full profile)
+   points: seconds per point at the largest size over seconds per point at the smallest
+   (1.0 is linear).
 
 The machine is shared and noisy: rows a/b and c alternate their two sides over several
 rounds and report medians. ``--quick`` runs fewer and smaller rounds (~2 minutes).
@@ -30,7 +39,14 @@ from typing import Any
 
 from qdrant_client import QdrantClient
 
-from bench.common import cycled_records, drop_migration, median, run_worker, seed_source
+from bench.common import (
+    cycled_records,
+    drop_migration,
+    median,
+    run_worker,
+    seed_ids,
+    seed_source,
+)
 from include.qdrant_migration.providers.packing import ApproximateCounter, tiktoken_counter
 from tests.qdrant_server import running_server
 from tests.standin.server import OPENAI_KEY, RequestRecord, StandIn
@@ -54,6 +70,10 @@ class Profile:
     local_texts: int
     local_rounds: int
     rss_sizes: tuple[int, int]
+    concurrency_levels: tuple[int, ...] = (1, 2, 4, 8)
+    concurrency_steady_s: float = 5.0
+    plan_sizes: tuple[int, ...] = (10_000, 100_000)
+    ingest_sizes: tuple[int, ...] = (20_000,)
     latency_s: float = 0.3
     tokens_per_minute: float = 1_800_000
     window_s: float = 6.0
@@ -73,6 +93,10 @@ FULL = Profile(
     local_texts=512,
     local_rounds=4,
     rss_sizes=(10_000, 100_000),
+    concurrency_levels=(1, 2, 4, 8, 16),
+    concurrency_steady_s=10.0,
+    plan_sizes=(10_000, 100_000, 1_000_000),
+    ingest_sizes=(100_000, 1_000_000),
 )
 QUICK = Profile(
     "quick",
@@ -348,6 +372,129 @@ def row_peak_rss(profile: Profile, standin: StandIn, server: Any, client: Qdrant
     )
 
 
+# -- rows e and f ----------------------------------------------------------------------
+
+#: Texts per request in row e: small requests reach a steady state quickly.
+SWEEP_BATCH = 32
+
+
+def row_concurrency(profile: Profile, standin: StandIn, server: Any, client: QdrantClient) -> Row:
+    rates: dict[int, float] = {}
+    details: list[str] = []
+    per_stream = SWEEP_BATCH / profile.latency_s  # texts/s one request stream can carry
+    for level in profile.concurrency_levels:
+        count = max(1000, int(level * per_stream * (profile.concurrency_steady_s + 2)))
+        server.reset()
+        standin.reset()
+        standin.latency_s = profile.latency_s
+        seed_source(client, cycled_records(count))
+        run = run_worker(
+            "backfill",
+            {
+                "qdrant_url": server.url,
+                "base_url": standin.openai_base_url,
+                "api_key": OPENAI_KEY,
+                "provider": "openai",
+                "model": OPENAI_MODEL,
+                "dimensions": profile.rss_dimensions,
+                "batch_size": SWEEP_BATCH,
+                "embed_concurrency": level,
+                "options": {"max_concurrency": level},
+            },
+        )
+        requests = _embedding_requests(standin, run["started"])
+        rates[level], steady = steady_rate(requests, skip_s=1.0, measure=lambda r: r.n_texts)
+        details.append(
+            f"embed_concurrency {level}: {count:,} pts, {rates[level]:.0f} texts/s over a "
+            f"{steady:.1f} s steady state ({rates[level] / (level * rates[1]):.2f} of linear)"
+        )
+        log(details[-1])
+    server.reset()
+    standin.reset()
+    worst = min(rates[c] / (c * rates[1]) for c in rates if c <= 8)
+    return Row(
+        "e. throughput vs embed_concurrency, worst level up to 8: share of linear",
+        worst,
+        0.85,
+        details=[
+            f"{profile.latency_s * 1000:.0f} ms per request, {SWEEP_BATCH} texts per request, "
+            "no cap; the stand-in's request log gives texts/s after the first second",
+            *details,
+        ],
+    )
+
+
+def row_planning(profile: Profile, server: Any, client: QdrantClient) -> Row:
+    per_point: dict[int, float] = {}
+    details: list[str] = []
+    for size in profile.plan_sizes:
+        server.reset()
+        seeded = time.monotonic()
+        seed_ids(client, size)
+        seeded = time.monotonic() - seeded
+        run = run_worker("plan", {"qdrant_url": server.url, "points_per_partition": 50_000})
+        per_point[size] = run["seconds"] / size
+        details.append(
+            f"{size:,} pts (seeded in {seeded:.1f} s): planned {run['partitions']} partitions "
+            f"in {run['seconds']:.2f} s ({run['seconds'] / size * 1e6:.1f} µs per point)"
+        )
+        log(details[-1])
+    server.reset()
+    small, large = min(per_point), max(per_point)
+    return Row(
+        f"f. partition planning, {large // 1000}k / {small // 1000}k points: time per point",
+        per_point[large] / per_point[small],
+        1.5,
+        higher_is_better=False,
+        details=details,
+    )
+
+
+#: Parallel partitions of row g, and the store's parallel upsert streams beside them.
+STREAMS = 4
+
+
+def row_ingest(profile: Profile, server: Any, client: QdrantClient) -> Row:
+    ratios: list[float] = []
+    details: list[str] = []
+    for size in profile.ingest_sizes:
+        server.reset()
+        seed_source(client, cycled_records(size))
+        common = {
+            "qdrant_url": server.url,
+            "dimensions": profile.rss_dimensions,
+            "batch_size": profile.batch_size,
+            "parallel": STREAMS,
+        }
+        store = run_worker("ingest", common)
+        ours = run_worker(
+            "backfill",
+            common
+            | {
+                "provider": "instant",
+                "model": "instant",
+                "embed_concurrency": 2,
+                "points_per_partition": -(-size // STREAMS),
+            },
+        )
+        store_rate = store["points"] / store["seconds"]
+        our_rate = ours["points"] / ours["seconds"]
+        ratios.append(our_rate / store_rate)
+        details.append(
+            f"{size:,} pts: backfill {our_rate:,.0f} pts/s ({ours['partitions']} partitions), "
+            f"store bulk ingest {store_rate:,.0f} pts/s ({STREAMS} streams of "
+            f"{profile.batch_size}): {ratios[-1]:.2f}"
+        )
+        log(details[-1])
+    server.reset()
+    return Row(
+        "g. backfill with an instant provider / the store's own bulk ingest: points/s",
+        min(ratios),
+        0.8,
+        details=details,
+    )
+
+
 # -- the table -------------------------------------------------------------------------
 
 
@@ -373,6 +520,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="smaller, single rounds (~2 min)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="markdown file to write")
+    parser.add_argument(
+        "--rows", default="abcdefg", help="which rows to measure (letters, default all)"
+    )
     args = parser.parse_args(argv)
     profile = QUICK if args.quick else FULL
     started = time.monotonic()
@@ -380,9 +530,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     with StandIn() as standin, running_server(version=SERVER_VERSION) as server:
         client = QdrantClient(url=server.url, timeout=300)
         try:
-            rows += rows_cap_and_sequential(profile, standin, server.url, client)
-            rows.append(row_local_model(profile))
-            rows.append(row_peak_rss(profile, standin, server, client))
+            if {"a", "b"} & set(args.rows):
+                rows += rows_cap_and_sequential(profile, standin, server.url, client)
+            if "c" in args.rows:
+                rows.append(row_local_model(profile))
+            if "d" in args.rows:
+                rows.append(row_peak_rss(profile, standin, server, client))
+            if "e" in args.rows:
+                rows.append(row_concurrency(profile, standin, server, client))
+            if "f" in args.rows:
+                rows.append(row_planning(profile, server, client))
+            if "g" in args.rows:
+                rows.append(row_ingest(profile, server, client))
         finally:
             client.close()
     table = render(rows, profile, time.monotonic() - started)

@@ -9,6 +9,8 @@ monotonic clock, shared with the stand-in's request log) and prints one JSON lin
   peak RSS.
 * ``sequential``: the tutorial loop (scroll a page, embed it with the OpenAI SDK, upsert
   it, repeat) on the same source and stand-in.
+* ``ingest``: the store's own bulk-ingest rate (ready vectors, parallel upsert streams).
+* ``plan``: partition planning of the source (every id read once), timed.
 * ``local``: rounds alternating the raw local model (``embed_documents`` batch by batch)
   and the backfill with the same model, texts and batch size, on an in-process store.
 """
@@ -20,7 +22,8 @@ import resource
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar
 
 import psutil
 from qdrant_client import QdrantClient
@@ -28,7 +31,13 @@ from qdrant_client import models as qm
 
 from bench.common import ALIAS, SOURCE, drop_migration, seed_source
 from include.qdrant_migration import collections, compatibility
-from include.qdrant_migration.providers import Credentials, EmbeddingProvider, get_provider
+from include.qdrant_migration.providers import (
+    Credentials,
+    EmbeddingProvider,
+    ModelInfo,
+    ProviderLimits,
+    get_provider,
+)
 from include.qdrant_migration.qdrant import QdrantSettings, open_client
 from include.qdrant_migration.spec import MigrationSpec
 from include.qdrant_migration.state import QdrantStateStore
@@ -37,6 +46,7 @@ from include.qdrant_migration.sync.backfill import (
     BackfillSettings,
     BackfillSummary,
     PartitionBackfill,
+    PartitionResult,
 )
 from scripts.seeding import read_corpus
 
@@ -73,7 +83,34 @@ def _spec(config: dict[str, Any], points_per_partition: int) -> MigrationSpec:
     )
 
 
+class InstantProvider(EmbeddingProvider):
+    """A provider that answers at once (a cheap vector per text): the backfill's own
+    overhead, with the embedding taken out."""
+
+    name: ClassVar[str] = "instant"
+    needs_connection: ClassVar[bool] = False
+
+    @property
+    def limits(self) -> ProviderLimits:
+        return ProviderLimits(max_inputs_per_request=2048)
+
+    def model_info(self) -> ModelInfo:
+        return ModelInfo(self.model, native_dimension=self.requested_dimensions or 64)
+
+    def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
+        return [instant_vector(len(t), self.dimension) for t in texts]
+
+    def embed_queries(self, texts: Sequence[str]) -> list[list[float]]:
+        return self.embed_documents(texts)
+
+
+def instant_vector(seed: int, size: int) -> list[float]:
+    return [((seed >> (i % 16)) & 7) / 8 + 0.125 for i in range(size)]
+
+
 def _provider(config: dict[str, Any]) -> EmbeddingProvider:
+    if config["provider"] == "instant":
+        return InstantProvider(config["model"], dimensions=config.get("dimensions"))
     credentials = None
     if config["provider"] != "local":
         credentials = Credentials(
@@ -101,7 +138,13 @@ def migrate(
     settings = BackfillSettings.of(plan)
     rss_before = _rss()
     started, cpu = time.monotonic(), _cpu_s()
-    results = [PartitionBackfill(client, plan, p, provider, state, settings).run() for p in parts]
+
+    def run(part: partitions.Partition) -> PartitionResult:
+        return PartitionBackfill(client, plan, part, provider, state, settings).run()
+
+    # ``parallel`` partitions at once, as the DAG's mapped tasks run them.
+    with ThreadPoolExecutor(int(config.get("parallel", 1))) as tasks:
+        results = list(tasks.map(run, parts))
     finished, cpu = time.monotonic(), _cpu_s() - cpu
     summary = BackfillSummary.of(results)
     return {
@@ -229,8 +272,60 @@ def local(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def ingest(config: dict[str, Any]) -> dict[str, Any]:
+    """The store's own bulk-ingest rate: the source's points, with ready vectors, upserted
+    into a new collection by ``parallel`` streams of ``batch_size`` (wait=True), no
+    embedding and no bookkeeping."""
+    size = int(config["dimensions"])
+    target = f"{SOURCE}__ingest"
+    with open_client(QdrantSettings(url=config["qdrant_url"], timeout=300)) as client:
+        client.create_collection(
+            target, vectors_config=qm.VectorParams(size=size, distance=qm.Distance.COSINE)
+        )
+        pages: list[list[qm.PointStruct]] = []
+        offset: Any = None
+        while True:
+            records, offset = client.scroll(
+                ALIAS, limit=int(config["batch_size"]), offset=offset, with_payload=True
+            )
+            text = lambda r: str((r.payload or {}).get("text", ""))  # noqa: E731
+            pages.append(
+                [
+                    qm.PointStruct(
+                        id=r.id, vector=instant_vector(len(text(r)), size), payload=r.payload
+                    )
+                    for r in records
+                ]
+            )
+            if offset is None:
+                break
+
+        def write(page: list[qm.PointStruct]) -> None:
+            client.upsert(target, page, wait=True)
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(int(config.get("parallel", 1))) as streams:
+            list(streams.map(write, pages))
+        seconds = time.monotonic() - started
+        client.delete_collection(target)
+    return {"seconds": seconds, "points": sum(len(p) for p in pages)}
+
+
+def plan(config: dict[str, Any]) -> dict[str, Any]:
+    """Time partition planning (reading every id once) of the source behind the alias."""
+    with open_client(QdrantSettings(url=config["qdrant_url"], timeout=300)) as client:
+        started = time.perf_counter()
+        _, counts = partitions.compute_boundaries(
+            client, SOURCE, int(config["points_per_partition"])
+        )
+        seconds = time.perf_counter() - started
+    return {"seconds": seconds, "points": sum(counts), "partitions": len(counts)}
+
+
 JOBS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "backfill": backfill,
+    "ingest": ingest,
+    "plan": plan,
     "sequential": sequential,
     "local": local,
 }
