@@ -654,6 +654,11 @@ def build_app(facade: BaseFacade) -> FastAPI:
     route("GET", "/collections/{collection_name}/points/{point_id}", facade.get_point)
     route("POST", "/__facade__/reset", facade.reset)
     route("GET", "/__facade__/stats", facade.report)
+    hold = getattr(facade, "hold_indexing", None)
+    if hold is not None:  # the engine backend builds indexes; a test may hold them
+        from tests.qdrant_server.engine import IndexingHold
+
+        route("POST", "/__facade__/indexing", hold, IndexingHold)
     return app
 
 

@@ -329,6 +329,12 @@ class LiveShard:
         shutil.rmtree(self.home, ignore_errors=True)
 
 
+class IndexingHold(BaseModel):
+    """``POST /__facade__/indexing`` body."""
+
+    hold: bool
+
+
 class Indexer(threading.Thread):
     """The façade's optimizer: builds each collection's index when one is due."""
 
@@ -341,9 +347,13 @@ class Indexer(threading.Thread):
         self.shards = shards
         self.on_build = on_build
         self.stopped = threading.Event()
+        #: Set by a test to keep builds waiting (the collections stay yellow meanwhile).
+        self.held = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.wait(QUIET_S / 2):
+            if self.held.is_set():
+                continue
             for name, shard in self.shards():
                 if self.stopped.is_set():
                     return
@@ -730,6 +740,14 @@ class EngineFacade(BaseFacade):
         self.aliases.clear()
         self.stats.clear()
         self.builds.clear()
+        return True
+
+    def hold_indexing(self, body: IndexingHold) -> bool:
+        """Hold index builds (collections that need one stay yellow) or let them run."""
+        if body.hold:
+            self.indexer.held.set()
+        else:
+            self.indexer.held.clear()
         return True
 
     def report(self) -> dict[str, Any]:

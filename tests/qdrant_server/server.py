@@ -157,6 +157,11 @@ class QdrantServer:
         """Drop every collection and alias, and zero the request counters."""
         httpx.post(f"{self.url}/__facade__/reset", timeout=60).raise_for_status()
 
+    def hold_indexing(self, hold: bool = True) -> None:
+        """Engine backend: keep index builds waiting (collections stay yellow), or resume."""
+        response = httpx.post(f"{self.url}/__facade__/indexing", json={"hold": hold}, timeout=30)
+        response.raise_for_status()
+
     def stats(self) -> dict[str, Any]:
         """``{"version", "backend", "rss_bytes", "counts": {"METHOD /path": n, ...}}``.
 

@@ -1,0 +1,120 @@
+"""``recall_check`` against Qdrant's engine: it waits while the target's index builds, then
+measures the recall the engine's HNSW gives (nothing here is 1.000 by construction).
+
+The test server (``tests/qdrant_server``, engine backend) builds indexes in the background
+as a server does; the test holds those builds until the sensor has rescheduled once, so
+the wait is certain rather than a race with a fast build.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from qdrant_client import models as qm
+
+from include.qdrant_migration.aliases import current_target
+from include.qdrant_migration.qdrant import open_client
+from tests.dags.conftest import task_states
+from tests.qdrant_migration.helpers import seed_standin_source
+from tests.qdrant_server import QdrantServer
+
+pytestmark = pytest.mark.integration
+
+ALIAS, SOURCE = "docs", "docs_v1"
+CONF = {
+    "alias": ALIAS,
+    "provider": "openai",
+    "model": "text-embedding-3-large",
+    "dimensions": 256,
+    "provider_conn_id": "embeddings",
+    "points_per_partition": 100,
+    "batch_size": 32,
+    "recall_sample_size": 50,
+}
+
+
+def _reschedules(run: Any, task_id: str) -> int:
+    from airflow.models.taskreschedule import TaskReschedule
+    from airflow.utils.session import create_session
+
+    (ti,) = [t for t in run.get_task_instances() if t.task_id == task_id]
+    with create_session() as session:
+        return int(session.query(TaskReschedule).filter(TaskReschedule.ti_id == ti.id).count())
+
+
+def test_recall_check_waits_for_the_index_then_measures_the_engines_recall(
+    qdrant_server: QdrantServer,
+    monkeypatch: pytest.MonkeyPatch,
+    corpus: list[dict[str, Any]],
+    openai_connection: None,
+    dagbag: Any,
+    reviewer: Callable[[str], dict[str, Any]],
+) -> None:
+    qdrant_server.reset()
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_QDRANT_DEFAULT",
+        json.dumps({"conn_type": "qdrant", "extra": {"url": qdrant_server.url}}),
+    )
+    with open_client(qdrant_server.settings()) as client:
+        seed_standin_source(client, corpus, collection=SOURCE, alias=ALIAS, dimensions=256)
+        # Small segments are searched exactly on a server; these settings (copied to the
+        # target) make this small collection use, and so wait for, a real HNSW index.
+        client.update_collection(
+            SOURCE,
+            optimizers_config=qm.OptimizersConfigDiff(indexing_threshold=1),
+            hnsw_config=qm.HnswConfigDiff(full_scan_threshold=1),
+        )
+    qdrant_server.hold_indexing(True)
+    dag = dagbag.get_dag("qdrant_model_migration")
+    release = threading.Event()
+
+    def release_after_a_reschedule() -> None:
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.utils.session import create_session
+
+        while not release.wait(1.0):
+            with create_session() as session:
+                waiting = (
+                    session.query(TaskInstance)
+                    .filter(
+                        TaskInstance.task_id == "recall_check",
+                        TaskInstance.state == "up_for_reschedule",
+                    )
+                    .count()
+                )
+            if waiting:
+                qdrant_server.hold_indexing(False)
+                return
+
+    watcher = threading.Thread(target=release_after_a_reschedule, daemon=True)
+    watcher.start()
+    seen = reviewer("Approve")
+    try:
+        run = dag.test(run_conf=CONF)
+    finally:
+        release.set()
+        qdrant_server.hold_indexing(False)
+        watcher.join(timeout=10)
+
+    assert "error" not in seen, seen.get("error")
+    assert run.state == "success", task_states(run)
+    assert _reschedules(run, "recall_check") >= 1  # it waited while the index was built
+    body = seen["detail"]["body"]
+    target = f"{SOURCE}__text-embedding-3-large-256d__v1"
+    with open_client(qdrant_server.settings()) as client:
+        assert current_target(client, ALIAS) == target
+        info = client.get_collection(target)
+        assert info.status == qm.CollectionStatus.GREEN
+        assert info.indexed_vectors_count and info.indexed_vectors_count >= info.points_count
+    builds = [b for b in qdrant_server.stats()["builds"] if b["collection"] == target]
+    assert builds, qdrant_server.stats()["builds"]  # the engine built the target's HNSW
+    # the approval shows what the engine measured, on an index it says is complete
+    row = next(line for line in body.splitlines() if line.startswith("| recall@10 ANN vs exact"))
+    assert "(threshold 0.95, 50 queries)" in row, row
+    print(f"\n[engine] reschedules {_reschedules(run, 'recall_check')}; {row}; {builds[-1]}")
+    index_row = next(line for line in body.splitlines() if line.startswith("| index |"))
+    assert index_row.startswith("| index | green, "), index_row
