@@ -112,6 +112,11 @@ def test_quantization_only_changes_the_source_in_place(
     assert after == before  # no point written
     assert [d["status"] for d in docs] == ["quantized"]
     assert docs[0]["quantization"]["requested"] == "scalar_int8"
+    # recall after the change, with and without rescoring (exact on the embedded store)
+    measured = return_value(run, "apply_quantization")["recall"]
+    assert measured["k"] == 10 and measured["sample_queries"] > 0
+    assert measured["rescored"] == measured["not_rescored"] == 1.0
+    assert docs[0]["quantization"]["recall"] == measured
 
 
 def test_matryoshka_truncation_cuts_stored_vectors_without_embedding(

@@ -164,10 +164,32 @@ def apply_quantization(plan_xcom: XCom) -> XCom:
     """The one sanctioned write to a source: its quantization config. No points written."""
     plan = Plan.from_dict(plan_xcom)
     wanted = plan.spec.quantization or "none"
-    with writers.writing(plan.spec.qdrant_conn_id, plan.migration_id) as (client, state, _):
+    with writers.writing(plan.spec.qdrant_conn_id, plan.migration_id) as (
+        client,
+        state,
+        heartbeat,
+    ):
         aliases.ensure_alias_at(client, plan.alias, plan.source.collection)
         result = quantization.apply_in_place(
             client, plan.source.collection, plan.vector_name, wanted
+        )
+        measured = recall.quantized_recall(
+            client,
+            plan.source.collection,
+            plan.vector_name,
+            k=plan.spec.recall_k,
+            sample_size=plan.spec.recall_sample_size,
+            heartbeat=heartbeat,  # the writer's lease, while it waits for the re-quantization
+        )
+        result["recall"] = measured.to_dict()
+        log.info(
+            "recall@%d of %s after the change (%s, %d queries): %s with rescoring, %s without",
+            measured.k,
+            plan.source.collection,
+            measured.readiness,
+            measured.sample_queries,
+            measured.rescored,
+            measured.not_rescored,
         )
         Migrations(state).put(
             MigrationRecord(

@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import statistics
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,11 +102,15 @@ def index_recall(
     vector_name: str | None,
     queries: list[list[float]],
     k: int,
+    params: qm.SearchParams | None = None,
 ) -> float | None:
-    """Mean recall@k of approximate search against exact search (None: no queries)."""
+    """Mean recall@k of approximate search (with ``params``) against exact search (None:
+    no queries)."""
     recalls = []
     for vector in queries:
-        ann = client.query_points(collection, query=vector, using=vector_name, limit=k)
+        ann = client.query_points(
+            collection, query=vector, using=vector_name, limit=k, search_params=params
+        )
         exact = client.query_points(
             collection,
             query=vector,
@@ -145,3 +151,63 @@ def poke(client: QdrantClient, plan: Plan, state: StateStore) -> RecallResult | 
         sample_queries=len(queries),
         completeness=completeness,
     )
+
+
+@dataclass(frozen=True)
+class QuantizedRecall:
+    """recall@k of approximate search on quantized vectors, with rescoring by the original
+    vectors (oversampling :data:`RESCORE_OVERSAMPLING`) and without, against exact search:
+    what a quantization change costs, and what rescoring buys back."""
+
+    readiness: str
+    k: int
+    sample_queries: int
+    rescored: float | None
+    not_rescored: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+#: Candidates fetched per result when rescoring with the original vectors (rescoring the
+#: top k alone only reorders them; Qdrant suggests oversampling 2-3 for binary codes).
+RESCORE_OVERSAMPLING = 3.0
+#: Seconds a quantization change may take to be applied before recall is measured anyway.
+QUANTIZED_WAIT_S = 600.0
+
+
+def quantized_recall(
+    client: QdrantClient,
+    collection: str,
+    vector_name: str | None,
+    *,
+    k: int,
+    sample_size: int,
+    wait_s: float = QUANTIZED_WAIT_S,
+    heartbeat: Callable[[], None] = lambda: None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> QuantizedRecall:
+    """Once the collection is re-quantized (green, indexed), recall@k with and without
+    rescoring; measured on whatever is there after ``wait_s`` (and says so)."""
+    deadline = clock() + wait_s
+    ready = readiness(client, collection, vector_name)
+    while not ready.ready and clock() < deadline:
+        heartbeat()
+        sleep(2.0)
+        ready = readiness(client, collection, vector_name)
+    state = ready.reason if ready.ready else f"still not ready after {wait_s:.0f}s: {ready.reason}"
+    samples = sample_points(client, collection, sample_size, vector_name)
+    queries = [v for p in samples if (v := dense_vector(p, vector_name))]
+
+    def measured(rescore: bool) -> float | None:
+        quantized = (
+            qm.QuantizationSearchParams(rescore=True, oversampling=RESCORE_OVERSAMPLING)
+            if rescore
+            else qm.QuantizationSearchParams(rescore=False)
+        )
+        params = qm.SearchParams(quantization=quantized)
+        found = index_recall(client, collection, vector_name, queries, k, params)
+        return None if found is None else round(found, 4)
+
+    return QuantizedRecall(state, k, len(queries), measured(True), measured(False))
