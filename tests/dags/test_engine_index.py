@@ -9,6 +9,7 @@ the wait is certain rather than a race with a fast build.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +18,10 @@ import pytest
 from qdrant_client import models as qm
 
 from include.qdrant_migration.aliases import current_target
+from include.qdrant_migration.providers import get_provider
 from include.qdrant_migration.qdrant import open_client
+from scripts.seeding import read_corpus, seed_collection
+from tests.conftest import SOURCE_MODEL
 from tests.dags.conftest import task_states
 from tests.qdrant_migration.helpers import seed_standin_source
 from tests.qdrant_server import QdrantServer
@@ -118,3 +122,73 @@ def test_recall_check_waits_for_the_index_then_measures_the_engines_recall(
     print(f"\n[engine] reschedules {_reschedules(run, 'recall_check')}; {row}; {builds[-1]}")
     index_row = next(line for line in body.splitlines() if line.startswith("| index |"))
     assert index_row.startswith("| index | green, "), index_row
+
+
+#: At least 20,000 real embeddings: 12-word windows (stride 3) over the demo corpus.
+WINDOWS = 20_000
+
+
+def _windows(corpus: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    words = " ".join(record["text"] for record in read_corpus()).split()
+    texts = [" ".join(words[i : i + 12]) for i in range(0, len(words) - 12, 3)][:count]
+    assert len(texts) == count, len(texts)
+    return [{"id": i + 1, "text": text} for i, text in enumerate(texts)]
+
+
+def test_a_weak_index_fails_recall_check_and_the_alias_stays(
+    qdrant_server: QdrantServer,
+    monkeypatch: pytest.MonkeyPatch,
+    corpus: list[dict[str, Any]],
+    dagbag: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """20,000 all-MiniLM-L6-v2 embeddings behind an index far too weak for them (m=4,
+    ef_construct=8, copied from the source to the target): the engine's approximate search
+    misses, recall_check fails with the recall it measured, and no approval is offered."""
+    qdrant_server.reset()
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_QDRANT_DEFAULT",
+        json.dumps({"conn_type": "qdrant", "extra": {"url": qdrant_server.url}}),
+    )
+    with open_client(qdrant_server.settings()) as client:
+        seed_collection(
+            client,
+            collection="windows_v1",
+            alias="windows",
+            records=_windows(corpus, WINDOWS),
+            provider=get_provider("local", SOURCE_MODEL),
+            batch_size=256,
+        )
+        client.update_collection(
+            "windows_v1",
+            hnsw_config=qm.HnswConfigDiff(m=4, ef_construct=8, full_scan_threshold=10),
+            optimizers_config=qm.OptimizersConfigDiff(indexing_threshold=10),
+        )
+    run = dagbag.get_dag("qdrant_model_migration").test(
+        run_conf={
+            "alias": "windows",
+            "strategy": "linear_map",  # the stored vectors, mapped: no 20,000 embeddings
+            "allow_linear_map": True,
+            "min_map_retention": 0.0,
+            "map_sample_size": 200,
+            "points_per_partition": 10_000,
+            "batch_size": 256,
+            "recall_sample_size": 50,
+        }
+    )
+
+    states = task_states(run)
+    assert run.state == "failed", states
+    assert states["recall_check"] == "failed", states
+    assert states["build_report"] in {"upstream_failed", None}, states
+    assert states["approve_swap"] in {"upstream_failed", None}, states  # never offered
+    out = capsys.readouterr().out
+    message = next(line for line in out.splitlines() if "of approximate vs exact search" in line)
+    found = re.search(r"is (\d\.\d{3}), below the threshold 0\.95", message)
+    assert found is not None, message
+    assert float(found.group(1)) < 0.95
+    print(f"\n[engine] weak index over {WINDOWS} embeddings: recall@10 {found.group(1)}")
+    with open_client(qdrant_server.settings()) as client:
+        assert current_target(client, "windows") == "windows_v1"  # the alias did not move
+        target = client.get_collection("windows_v1__multilingual-e5-small__v1")
+        assert target.config.hnsw_config.m == 4 and target.points_count == WINDOWS
