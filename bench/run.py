@@ -18,6 +18,9 @@ e. throughput vs ``embed_concurrency`` (1 to 8, 16 in the full profile) with a 3
 g. backfill points/s with an instant provider, 4 partitions at once (as the DAG maps
    them), over the store's own bulk-ingest rate of the same points with ready vectors and
    4 parallel upsert streams, at 20k points (100k and 1M in the full profile).
+h. bulk-load deferral: seconds to load ready vectors (4 upsert streams) and have them
+   indexed (green, every vector indexed), with indexing kept off during the load and
+   restored after (as the backfill does) vs left on; the row is without / with.
 f. partition planning (every id read once) at 10k, 100k (and 1M in the full profile)
    points: seconds per point at the largest size over seconds per point at the smallest
    (1.0 is linear).
@@ -74,6 +77,8 @@ class Profile:
     concurrency_steady_s: float = 5.0
     plan_sizes: tuple[int, ...] = (10_000, 100_000)
     ingest_sizes: tuple[int, ...] = (20_000,)
+    load_points: int = 20_000
+    load_dimensions: int = 128
     latency_s: float = 0.3
     tokens_per_minute: float = 1_800_000
     window_s: float = 6.0
@@ -97,6 +102,8 @@ FULL = Profile(
     concurrency_steady_s=10.0,
     plan_sizes=(10_000, 100_000, 1_000_000),
     ingest_sizes=(100_000, 1_000_000),
+    load_points=100_000,
+    load_dimensions=384,
 )
 QUICK = Profile(
     "quick",
@@ -495,6 +502,41 @@ def row_ingest(profile: Profile, server: Any, client: QdrantClient) -> Row:
     )
 
 
+def row_deferral(profile: Profile, server: Any) -> Row:
+    times: dict[bool, list[float]] = {True: [], False: []}
+    details: list[str] = []
+    for deferred in (False, True, False, True):  # alternated: the machine is noisy
+        server.reset()
+        run = run_worker(
+            "load",
+            {
+                "qdrant_url": server.url,
+                "points": profile.load_points,
+                "dimensions": profile.load_dimensions,
+                "batch_size": profile.batch_size,
+                "parallel": STREAMS,
+                "deferred": deferred,
+            },
+        )
+        times[deferred].append(run["total_s"])
+        details.append(
+            f"{'deferred' if deferred else 'indexing on'}: loaded in {run['load_s']:.1f} s, "
+            f"green and indexed after {run['total_s']:.1f} s"
+        )
+        log(details[-1])
+    server.reset()
+    return Row(
+        "h. load and index, indexing left on / deferred during the load: seconds",
+        median(times[False]) / median(times[True]),
+        1.0,
+        details=[
+            f"{profile.load_points:,} random {profile.load_dimensions}-d vectors, "
+            f"{STREAMS} streams of {profile.batch_size}, indexing_threshold 1000 KB",
+            *details,
+        ],
+    )
+
+
 # -- the table -------------------------------------------------------------------------
 
 
@@ -521,7 +563,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller, single rounds (~2 min)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="markdown file to write")
     parser.add_argument(
-        "--rows", default="abcdefg", help="which rows to measure (letters, default all)"
+        "--rows", default="abcdefgh", help="which rows to measure (letters, default all)"
     )
     args = parser.parse_args(argv)
     profile = QUICK if args.quick else FULL
@@ -542,6 +584,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rows.append(row_planning(profile, server, client))
             if "g" in args.rows:
                 rows.append(row_ingest(profile, server, client))
+            if "h" in args.rows:
+                rows.append(row_deferral(profile, server))
         finally:
             client.close()
     table = render(rows, profile, time.monotonic() - started)

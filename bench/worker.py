@@ -10,6 +10,7 @@ monotonic clock, shared with the stand-in's request log) and prints one JSON lin
 * ``sequential``: the tutorial loop (scroll a page, embed it with the OpenAI SDK, upsert
   it, repeat) on the same source and stand-in.
 * ``ingest``: the store's own bulk-ingest rate (ready vectors, parallel upsert streams).
+* ``load``: ready vectors loaded and indexed, with indexing deferred during the load or not.
 * ``plan``: partition planning of the source (every id read once), timed.
 * ``local``: rounds alternating the raw local model (``embed_documents`` batch by batch)
   and the backfill with the same model, texts and batch size, on an in-process store.
@@ -25,6 +26,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
+import numpy as np
 import psutil
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
@@ -311,6 +313,52 @@ def ingest(config: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": seconds, "points": sum(len(p) for p in pages)}
 
 
+def load(config: dict[str, Any]) -> dict[str, Any]:
+    """Load ``points`` ready vectors into a new collection, ``parallel`` upsert streams, then
+    wait until the store reports it green and fully indexed: with indexing deferred during
+    the load (threshold 0, restored after, as the backfill does) or not."""
+    size, count = int(config["dimensions"]), int(config["points"])
+    deferred = bool(config["deferred"])
+    threshold = int(config.get("indexing_threshold_kb", 1000))
+    rng = np.random.default_rng(0)
+    name = f"{SOURCE}__load"
+    with open_client(QdrantSettings(url=config["qdrant_url"], timeout=300)) as client:
+        client.create_collection(
+            name,
+            vectors_config=qm.VectorParams(size=size, distance=qm.Distance.COSINE),
+            optimizers_config=qm.OptimizersConfigDiff(
+                indexing_threshold=0 if deferred else threshold
+            ),
+        )
+        batch = int(config["batch_size"])
+        pages = [
+            [
+                qm.PointStruct(id=i, vector=rng.normal(size=size).tolist())
+                for i in range(start, min(start + batch, count))
+            ]
+            for start in range(0, count, batch)
+        ]
+        started = time.monotonic()
+        with ThreadPoolExecutor(int(config.get("parallel", 1))) as streams:
+            list(streams.map(lambda page: client.upsert(name, page, wait=True), pages))
+        loaded = time.monotonic()
+        if deferred:
+            client.update_collection(
+                name, optimizers_config=qm.OptimizersConfigDiff(indexing_threshold=threshold)
+            )
+        while True:
+            info = client.get_collection(name)
+            if (
+                info.status == qm.CollectionStatus.GREEN
+                and (info.indexed_vectors_count or 0) >= count
+            ):
+                break
+            time.sleep(0.2)
+        indexed = time.monotonic()
+        client.delete_collection(name)
+    return {"load_s": loaded - started, "total_s": indexed - started, "points": count}
+
+
 def plan(config: dict[str, Any]) -> dict[str, Any]:
     """Time partition planning (reading every id once) of the source behind the alias."""
     with open_client(QdrantSettings(url=config["qdrant_url"], timeout=300)) as client:
@@ -325,6 +373,7 @@ def plan(config: dict[str, Any]) -> dict[str, Any]:
 JOBS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "backfill": backfill,
     "ingest": ingest,
+    "load": load,
     "plan": plan,
     "sequential": sequential,
     "local": local,
