@@ -276,7 +276,7 @@ def dense_vector(point: qm.Record | qm.ScoredPoint, name: str | None) -> list[fl
     return []
 
 
-def scroll_ids(client: QdrantClient, collection: str, page: int = 1000) -> Iterator[PointId]:
+def scroll_ids(client: QdrantClient, collection: str, page: int = 10_000) -> Iterator[PointId]:
     """Every id of ``collection`` in Qdrant's order, reading ids only."""
     return (point_id(point.id) for point in scroll_all(client, collection, page=page))
 
