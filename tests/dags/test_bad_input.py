@@ -103,6 +103,28 @@ def _collections(path: Path) -> set[str]:
         return {c.name for c in client.get_collections().collections}
 
 
+def _refused_in(
+    dag: Any,
+    first_task: str,
+    store: Path,
+    capsys: pytest.CaptureFixture[str],
+    conf: dict[str, Any],
+    words: list[str],
+) -> dict[str, str | None]:
+    """Run ``dag`` with ``conf``: it fails in ``first_task``, saying ``words``, and nothing
+    is created (the source untouched). Returns the task states."""
+    before = _collections(store)
+    run = dag.test(run_conf=conf)
+
+    states = task_states(run)
+    assert run.state == "failed" and states[first_task] == "failed", states
+    failure = _failure_text(capsys)
+    for word in words:
+        assert word in failure, failure[-3000:]
+    assert _collections(store) == before
+    return states
+
+
 @pytest.mark.parametrize(
     ("conf", "words"),
     [pytest.param(conf, words, id=what) for what, conf, words in FIRST_TASK_REFUSES],
@@ -114,17 +136,8 @@ def test_the_first_task_refuses_with_the_reason_and_creates_nothing(
     conf: dict[str, Any],
     words: list[str],
 ) -> None:
-    before = _collections(qdrant_conn)
-    run = dag.test(run_conf=conf)
-
-    states = task_states(run)
-    assert run.state == "failed"
-    assert states["assess_compatibility"] == "failed", states
+    states = _refused_in(dag, "assess_compatibility", qdrant_conn, capsys, conf, words)
     assert states["create_collection"] in {"upstream_failed", None}, states
-    failure = _failure_text(capsys)
-    for word in words:
-        assert word in failure, failure[-3000:]
-    assert _collections(qdrant_conn) == before  # nothing created, the source untouched
 
 
 @pytest.mark.parametrize(
@@ -146,15 +159,7 @@ def test_the_lifecycle_dag_refuses_in_its_first_task(
     conf: dict[str, Any],
     words: list[str],
 ) -> None:
-    before = _collections(qdrant_conn)
-    run = lifecycle_dag.test(run_conf=conf)
-
-    states = task_states(run)
-    assert run.state == "failed" and states["choose_action"] == "failed", states
-    failure = _failure_text(capsys)
-    for word in words:
-        assert word in failure, failure[-3000:]
-    assert _collections(qdrant_conn) == before
+    _refused_in(lifecycle_dag, "choose_action", qdrant_conn, capsys, conf, words)
 
 
 # -- names the params schema refuses before any task -----------------------------------

@@ -652,28 +652,28 @@ class EngineFacade(BaseFacade):
         return self._completed()
 
     def set_payload(self, name: str, body: m.SetPayload) -> m.UpdateResult:
-        collection = self.resolve(name)
-        if body.points is not None:
-            ids = point_ids(body.points)
-            operation = edge.UpdateOperation.set_payload(ids, body.payload, key=body.key)
-        else:
-            selector = _required_filter(body.filter)
-            operation = edge.UpdateOperation.set_payload_by_filter(
-                selector, body.payload, key=body.key
-            )
-        collection.shard.write(operation)
-        return self._completed()
+        ops = edge.UpdateOperation
+        return self._write_payload(name, body, ops.set_payload, ops.set_payload_by_filter)
 
     def overwrite_payload(self, name: str, body: m.SetPayload) -> m.UpdateResult:
+        ops = edge.UpdateOperation
+        return self._write_payload(
+            name, body, ops.overwrite_payload, ops.overwrite_payload_by_filter
+        )
+
+    def _write_payload(
+        self,
+        name: str,
+        body: m.SetPayload,
+        by_ids: Callable[..., Any],
+        by_filter: Callable[..., Any],
+    ) -> m.UpdateResult:
+        """A payload write to the points ``body`` names, by ids or by filter."""
         collection = self.resolve(name)
         if body.points is not None:
-            ids = point_ids(body.points)
-            operation = edge.UpdateOperation.overwrite_payload(ids, body.payload, key=body.key)
+            operation = by_ids(point_ids(body.points), body.payload, key=body.key)
         else:
-            selector = _required_filter(body.filter)
-            operation = edge.UpdateOperation.overwrite_payload_by_filter(
-                selector, body.payload, key=body.key
-            )
+            operation = by_filter(_required_filter(body.filter), body.payload, key=body.key)
         collection.shard.write(operation)
         return self._completed()
 
