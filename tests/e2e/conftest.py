@@ -4,11 +4,13 @@
 processes, as in production, each in its own session (``setsid``) with a private
 AIRFLOW_HOME, a SQLite metadata DB and the LocalExecutor. Airflow 3.3 allows the
 LocalExecutor on SQLite (it is even the default: the SequentialExecutor is gone), so
-mapped backfill tasks really run in parallel worker processes here; they take turns on the
-embedded Qdrant store through the lock in ``include/qdrant_migration/qdrant.py``.
+mapped backfill tasks really run in parallel worker processes here.
 
-The Qdrant connection points at an embedded store seeded with real texts embedded with
-all-MiniLM-L6-v2 behind the alias ``articles`` -> ``articles_v1``.
+The Qdrant connection points at the test server backed by Qdrant's engine
+(``tests/qdrant_server``, real HNSW and optimizer), seeded with real texts embedded with
+all-MiniLM-L6-v2 behind the alias ``articles`` -> ``articles_v1``. ``E2E_QDRANT=embedded``
+runs the same tests on an embedded store instead, where the parallel workers take turns
+through the lock in ``include/qdrant_migration/qdrant.py``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from include.qdrant_migration.providers import get_provider
 from include.qdrant_migration.qdrant import QdrantSettings, open_client
 from scripts.approvals_client import ApprovalClient
 from scripts.seeding import read_corpus, seed_collection
+from tests.qdrant_server import running_server
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_ID = "qdrant_model_migration"
@@ -61,7 +64,8 @@ class AirflowServices:
     home: Path
     url: str
     env: dict[str, str]
-    store: Path
+    #: How the tests reach the store the tasks use.
+    qdrant: QdrantSettings
     password: str = field(repr=False)
     token: str = field(default="", repr=False)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -202,14 +206,15 @@ class AirflowServices:
 
     # --- Qdrant ----------------------------------------------------------------------
     def alias_target(self, alias: str = ALIAS) -> str | None:
-        """Where ``alias`` points. Takes the store's lock: call it only while no task runs."""
-        with open_client(QdrantSettings(path=str(self.store))) as client:
+        """Where ``alias`` points. An embedded store's lock is taken: call it only while no
+        task runs."""
+        with open_client(self.qdrant) as client:
             return {a.alias_name: a.collection_name for a in client.get_aliases().aliases}.get(
                 alias
             )
 
     def collection_points(self, collection: str) -> int:
-        with open_client(QdrantSettings(path=str(self.store))) as client:
+        with open_client(self.qdrant) as client:
             return client.count(collection, exact=True).count
 
     # --- Diagnostics -----------------------------------------------------------------
@@ -236,7 +241,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _service_env(home: Path, store: Path, port: int) -> dict[str, str]:
+def _service_env(home: Path, qdrant: QdrantSettings, port: int) -> dict[str, str]:
     """The components' own environment: nothing inherited from the in-process test setup."""
     inherited = {
         key: value
@@ -264,7 +269,9 @@ def _service_env(home: Path, store: Path, port: int) -> dict[str, str]:
         "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
         "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
         "AIRFLOW_CONN_QDRANT_DEFAULT": json.dumps(
-            {"conn_type": "qdrant", "extra": {"path": str(store)}}
+            {"conn_type": "qdrant", "extra": {"url": qdrant.url}}
+            if qdrant.url
+            else {"conn_type": "qdrant", "extra": {"path": qdrant.path}}
         ),
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
@@ -274,8 +281,8 @@ def _service_env(home: Path, store: Path, port: int) -> dict[str, str]:
     }
 
 
-def _seed_store(store: Path) -> None:
-    with open_client(QdrantSettings(path=str(store))) as client:
+def _seed_store(qdrant: QdrantSettings) -> None:
+    with open_client(qdrant) as client:
         seed_collection(
             client,
             collection=SOURCE_COLLECTION,
@@ -408,34 +415,48 @@ def stop_processes(processes: dict[str, subprocess.Popen[bytes]]) -> None:
             process.wait(timeout=10)
 
 
+@contextlib.contextmanager
+def _qdrant(base: Path) -> Iterator[QdrantSettings]:
+    """The store the services use: the engine-backed test server unless E2E_QDRANT=embedded."""
+    if os.environ.get("E2E_QDRANT", "server") == "embedded":
+        yield QdrantSettings(path=str(base / "qdrant" / "store"))
+        return
+    with running_server(path=str(base / "qdrant")) as server:
+        yield server.settings()
+
+
 @pytest.fixture(scope="session")
 def airflow_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowServices]:
     """api-server, scheduler, dag-processor and triggerer on a fresh home and seeded store."""
     base = tmp_path_factory.mktemp("e2e")
-    home, store = base / "airflow", base / "qdrant" / "store"
+    home = base / "airflow"
     home.mkdir()
-    store.parent.mkdir()
+    (base / "qdrant").mkdir()
     port = _free_port()
-    services = AirflowServices(
-        home=home,
-        url=f"http://127.0.0.1:{port}",
-        env=_service_env(home, store, port),
-        store=store,
-        password="",
-    )
-    logs: list[IO[bytes]] = []
-    try:
-        _seed_store(store)
-        _prepare(services.env, home)
-        _start(
-            services, "api-server", ["api-server", "--host", "127.0.0.1", "--port", str(port)], logs
+    with _qdrant(base) as qdrant:
+        services = AirflowServices(
+            home=home,
+            url=f"http://127.0.0.1:{port}",
+            env=_service_env(home, qdrant, port),
+            qdrant=qdrant,
+            password="",
         )
-        for name, args in COMPONENTS.items():
-            _start(services, name, args, logs)
-        _wait_healthy(services)
-        _login(services)
-        yield services
-    finally:
-        stop_processes(services.processes)
-        for log in logs:
-            log.close()
+        logs: list[IO[bytes]] = []
+        try:
+            _seed_store(qdrant)
+            _prepare(services.env, home)
+            _start(
+                services,
+                "api-server",
+                ["api-server", "--host", "127.0.0.1", "--port", str(port)],
+                logs,
+            )
+            for name, args in COMPONENTS.items():
+                _start(services, name, args, logs)
+            _wait_healthy(services)
+            _login(services)
+            yield services
+        finally:
+            stop_processes(services.processes)
+            for log in logs:
+                log.close()

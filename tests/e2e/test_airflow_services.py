@@ -2,7 +2,7 @@
 
 Unlike ``tests/dags`` (``dag.test()`` in-process), these runs go through the scheduler, the
 LocalExecutor's worker processes and the api-server's execution API, as in production.
-Each test leaves no task running, so the store can be opened between runs.
+Each test leaves no task running, so even an embedded store can be opened between runs.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def test_approved_migration_moves_alias(airflow_services: AirflowServices) -> No
             if '"level":"error"' in line.replace(" ", "")
         ]
         assert alarms == [], (task_id, alarms[:5])
-    # No task runs now: the store's lock is free for the test.
+    # No task runs now: even an embedded store's lock is free for the test.
     target = services.alias_target()
     assert target == f"{SOURCE_COLLECTION}__multilingual-e5-small__v1"
     assert services.collection_points(target) == E2E_POINTS
