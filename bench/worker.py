@@ -19,11 +19,12 @@ monotonic clock, shared with the stand-in's request log) and prints one JSON lin
 from __future__ import annotations
 
 import json
+import multiprocessing
 import resource
 import sys
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, ClassVar
 
 import numpy as np
@@ -33,6 +34,7 @@ from qdrant_client import models as qm
 
 from bench.common import ALIAS, SOURCE, drop_migration, seed_source
 from include.qdrant_migration import collections, compatibility
+from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.providers import (
     Credentials,
     EmbeddingProvider,
@@ -130,7 +132,11 @@ def _provider(config: dict[str, Any]) -> EmbeddingProvider:
 def migrate(
     client: QdrantClient, config: dict[str, Any], provider: EmbeddingProvider
 ) -> dict[str, Any]:
-    """assess -> create_target -> plan_partitions -> every partition's backfill, timed."""
+    """assess -> create_target -> plan_partitions -> every partition's backfill, timed.
+
+    With ``parallel`` > 1 the partitions run at once in as many processes, as the DAG's
+    mapped tasks run on their workers (each its own interpreter, client and provider).
+    """
     state = QdrantStateStore(client)
     total = client.count(ALIAS, exact=True).count
     spec = _spec(config, int(config.get("points_per_partition") or max(total, 1)))
@@ -139,15 +145,20 @@ def migrate(
     parts = partitions.partitions_for(client, state, plan)
     settings = BackfillSettings.of(plan)
     rss_before = _rss()
-    started, cpu = time.monotonic(), _cpu_s()
-
-    def run(part: partitions.Partition) -> PartitionResult:
-        return PartitionBackfill(client, plan, part, provider, state, settings).run()
-
-    # ``parallel`` partitions at once, as the DAG's mapped tasks run them.
-    with ThreadPoolExecutor(int(config.get("parallel", 1))) as tasks:
-        results = list(tasks.map(run, parts))
-    finished, cpu = time.monotonic(), _cpu_s() - cpu
+    parallel = int(config.get("parallel", 1))
+    if parallel > 1:
+        runs = in_processes(
+            parallel, _backfill_partition, [(config, plan.to_dict(), part) for part in parts]
+        )
+        started, finished = min(r["started"] for r in runs), max(r["finished"] for r in runs)
+        cpu = sum(r["cpu_seconds"] for r in runs)
+        results = [PartitionResult.from_dict(r["result"]) for r in runs]
+    else:
+        started, cpu = time.monotonic(), _cpu_s()
+        results = [
+            PartitionBackfill(client, plan, part, provider, state, settings).run() for part in parts
+        ]
+        finished, cpu = time.monotonic(), _cpu_s() - cpu
     summary = BackfillSummary.of(results)
     return {
         "started": started,
@@ -160,6 +171,59 @@ def migrate(
         "rss_before_backfill": rss_before,
         "target": plan.target_collection,
     }
+
+
+# -- work spread over processes, timed from when all are ready ----------------------------
+
+_start_line: Any = None
+
+
+def _join_start_line(barrier: Any) -> None:
+    global _start_line
+    _start_line = barrier
+
+
+def ready() -> None:
+    """Wait until every process of :func:`in_processes` has set up: the clock starts now."""
+    _start_line.wait()
+
+
+def in_processes(
+    count: int, job: Callable[..., dict[str, Any]], calls: list[tuple[Any, ...]]
+) -> list[dict[str, Any]]:
+    """``job(*call)`` for each call, ``count`` processes at once (fresh interpreters).
+
+    Each job sets up (imports, clients, its data), calls :func:`ready`, then does the
+    timed work and reports ``started``/``finished`` (the system's monotonic clock, shared
+    by every process). Jobs beyond ``count`` wait for a free process: only the first
+    ``count`` meet at the start line.
+    """
+    context = multiprocessing.get_context("spawn")
+    start_line = context.Barrier(min(count, len(calls)))
+    with ProcessPoolExecutor(
+        count, mp_context=context, initializer=_join_start_line, initargs=(start_line,)
+    ) as processes:
+        return list(processes.map(job, *zip(*calls, strict=True)))
+
+
+def _backfill_partition(
+    config: dict[str, Any], plan_dict: dict[str, Any], part: partitions.Partition
+) -> dict[str, Any]:
+    provider = _provider(config)
+    plan = Plan.from_dict(plan_dict)
+    with open_client(QdrantSettings(url=config["qdrant_url"], timeout=300)) as client:
+        job = PartitionBackfill(
+            client, plan, part, provider, QdrantStateStore(client), BackfillSettings.of(plan)
+        )
+        ready()
+        started, cpu = time.monotonic(), _cpu_s()
+        result = job.run()
+        return {
+            "started": started,
+            "finished": time.monotonic(),
+            "cpu_seconds": _cpu_s() - cpu,
+            "result": result.to_dict(),
+        }
 
 
 def backfill(config: dict[str, Any]) -> dict[str, Any]:
@@ -276,41 +340,53 @@ def local(config: dict[str, Any]) -> dict[str, Any]:
 
 def ingest(config: dict[str, Any]) -> dict[str, Any]:
     """The store's own bulk-ingest rate: the source's points, with ready vectors, upserted
-    into a new collection by ``parallel`` streams of ``batch_size`` (wait=True), no
-    embedding and no bookkeeping."""
+    into a new collection as batches of ``batch_size`` (wait=True) by ``parallel``
+    processes at once, each over its share of the ids; no embedding, no bookkeeping."""
     size = int(config["dimensions"])
     target = f"{SOURCE}__ingest"
+    parallel = int(config.get("parallel", 1))
     with open_client(QdrantSettings(url=config["qdrant_url"], timeout=300)) as client:
         client.create_collection(
             target, vectors_config=qm.VectorParams(size=size, distance=qm.Distance.COSINE)
         )
-        pages: list[list[qm.PointStruct]] = []
-        offset: Any = None
-        while True:
-            records, offset = client.scroll(
-                ALIAS, limit=int(config["batch_size"]), offset=offset, with_payload=True
-            )
-            text = lambda r: str((r.payload or {}).get("text", ""))  # noqa: E731
-            pages.append(
-                [
-                    qm.PointStruct(
-                        id=r.id, vector=instant_vector(len(text(r)), size), payload=r.payload
-                    )
-                    for r in records
-                ]
-            )
-            if offset is None:
-                break
-
-        def write(page: list[qm.PointStruct]) -> None:
-            client.upsert(target, page, wait=True)
-
-        started = time.monotonic()
-        with ThreadPoolExecutor(int(config.get("parallel", 1))) as streams:
-            list(streams.map(write, pages))
-        seconds = time.monotonic() - started
+        total = client.count(ALIAS, exact=True).count
+        share = -(-total // parallel)
+        shares = [(config, target, 1 + k * share, 1 + (k + 1) * share) for k in range(parallel)]
+        runs = in_processes(parallel, _ingest_share, shares)
         client.delete_collection(target)
-    return {"seconds": seconds, "points": sum(len(p) for p in pages)}
+    seconds = max(r["finished"] for r in runs) - min(r["started"] for r in runs)
+    return {"seconds": seconds, "points": sum(r["points"] for r in runs)}
+
+
+def _ingest_share(config: dict[str, Any], target: str, start: int, end: int) -> dict[str, Any]:
+    """Upsert the points with ids in ``[start, end)`` (read before the clock starts)."""
+    size, batch = int(config["dimensions"]), int(config["batch_size"])
+    pages: list[qm.Batch] = []
+    with open_client(QdrantSettings(url=config["qdrant_url"], timeout=300)) as client:
+        offset: Any = start
+        while offset is not None:
+            records, offset = client.scroll(ALIAS, limit=batch, offset=offset, with_payload=True)
+            records = [r for r in records if int(r.id) < end]
+            if records:
+                text = [str((r.payload or {}).get("text", "")) for r in records]
+                pages.append(
+                    qm.Batch(
+                        ids=[r.id for r in records],
+                        vectors=[instant_vector(len(t), size) for t in text],
+                        payloads=[r.payload or {} for r in records],
+                    )
+                )
+            if offset is not None and int(offset) >= end:
+                break
+        ready()
+        started = time.monotonic()
+        for page in pages:
+            client.upsert(target, page, wait=True)
+        return {
+            "started": started,
+            "finished": time.monotonic(),
+            "points": sum(len(p.ids) for p in pages),
+        }
 
 
 def load(config: dict[str, Any]) -> dict[str, Any]:
