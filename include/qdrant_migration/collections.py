@@ -70,9 +70,24 @@ def _vector_params(
         # float16 carries over; an integer datatype was chosen for the old model's values.
         datatype=src_params.datatype if src_params.datatype == qm.Datatype.FLOAT16 else None,
     )
-    if plan.vector_name is None:
+    carried = [name for name in plan.source.carried if name not in plan.source.carried_sparse]
+    if plan.vector_name is None and not carried:
         return params
-    return {plan.vector_name: params}
+    # Carried dense vectors and multivectors keep their whole configuration.
+    return {plan.vector_name or "": params} | {
+        name: _source_vector(source, name).model_copy() for name in carried
+    }
+
+
+def _sparse_params(plan: Plan, source: qm.CollectionInfo) -> dict[str, qm.SparseVectorParams]:
+    """The source's sparse vectors as they are (index, modifier), and the added BM25 one."""
+    sparse = {
+        name: params.model_copy()
+        for name, params in (source.config.params.sparse_vectors or {}).items()
+    }
+    if plan.add_sparse:
+        sparse[plan.add_sparse] = qm.SparseVectorParams(modifier=qm.Modifier.IDF)
+    return sparse
 
 
 def _hnsw_diff(config: qm.HnswConfig) -> qm.HnswConfigDiff:
@@ -107,6 +122,8 @@ def create_target(client: QdrantClient, plan: Plan, state: StateStore) -> dict[s
         # Defer HNSW building while bulk-loading a collection that serves no queries.
         "optimizers_config": qm.OptimizersConfigDiff(indexing_threshold=0),
     }
+    if sparse := _sparse_params(plan, source):
+        kwargs["sparse_vectors_config"] = sparse
     if supports(client, (1, 16, 0)):
         kwargs["metadata"] = {METADATA_KEY: lineage}
     client.create_collection(name, **kwargs)

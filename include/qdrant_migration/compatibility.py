@@ -15,9 +15,9 @@ import re
 from typing import cast
 
 from qdrant_client import QdrantClient
-from qdrant_client import models as qm
 
 from include.qdrant_migration import estimate, quantization
+from include.qdrant_migration.layout import read_layout
 from include.qdrant_migration.plan import Lineage, Plan, SourceInfo
 from include.qdrant_migration.providers import EmbeddingProvider, canonical_model
 from include.qdrant_migration.qdrant import point_id
@@ -61,29 +61,15 @@ def resolve_alias(client: QdrantClient, alias: str) -> str:
     )
 
 
-def _single_dense_vector(info: qm.CollectionInfo, collection: str) -> tuple[str | None, int, str]:
-    vectors = info.config.params.vectors
-    if info.config.params.sparse_vectors:
-        raise CompatibilityError(
-            f"Collection {collection!r} has sparse vectors "
-            f"({', '.join(info.config.params.sparse_vectors)}); this tool migrates one dense "
-            "vector per point and would drop them. Migrate a collection without sparse vectors."
-        )
-    if isinstance(vectors, qm.VectorParams):
-        return None, vectors.size, str(vectors.distance.value)
-    if isinstance(vectors, dict) and len(vectors) == 1:
-        name, params = next(iter(vectors.items()))
-        return name, params.size, str(params.distance.value)
-    names = ", ".join(sorted(vectors or {}))
-    raise CompatibilityError(
-        f"Collection {collection!r} has {len(vectors or {})} named vectors ({names}); "
-        "this tool migrates collections with exactly one dense vector per point."
-    )
-
-
-def read_source(client: QdrantClient, collection: str, text_field: str) -> SourceInfo:
+def read_source(
+    client: QdrantClient,
+    collection: str,
+    text_field: str,
+    vector_name: str | None = None,
+    add_sparse: str | None = None,
+) -> SourceInfo:
     info = client.get_collection(collection)
-    vector_name, size, distance = _single_dense_vector(info, collection)
+    layout = read_layout(info, collection, vector_name, add_sparse)
     points = client.count(collection, exact=True).count
     sample, _ = client.scroll(collection, limit=SAMPLE_SIZE, with_payload=True, with_vectors=False)
     with_text = [p for p in sample if extract_text(p.payload, text_field)[0] is not None]
@@ -98,14 +84,17 @@ def read_source(client: QdrantClient, collection: str, text_field: str) -> Sourc
     lineage = (info.config.metadata or {}).get("qdrant_migration", {})
     return SourceInfo(
         collection=collection,
-        vector_name=vector_name,
-        size=size,
-        distance=distance,
+        vector_name=layout.migrated,
+        size=layout.size,
+        distance=layout.distance,
         points=points,
         sample_ids=[point_id(p.id) for p in with_text[:16]],
         text_coverage=round(coverage, 4),
         lineage=cast(Lineage, dict(lineage)) if isinstance(lineage, dict) else Lineage(),
-        quantization=quantization.current(info, vector_name),
+        quantization=quantization.current(info, layout.migrated),
+        carried=list(layout.carried),
+        carried_sparse=list(layout.sparse),
+        carried_bm25=layout.bm25,
     )
 
 
@@ -181,10 +170,18 @@ def assess(
     to measure throughput when no rate budget is configured (see estimate.py).
     """
     source_collection = resolve_alias(client, spec.alias)
-    source = read_source(client, source_collection, spec.text_field)
+    source = read_source(
+        client, source_collection, spec.text_field, spec.vector_name, spec.add_sparse
+    )
     decision = choose_strategy(facts_of(spec, provider, source))
     migration_id = spec.migration_id(source_collection, decision.strategy)
     if not decision.strategy.creates_target:
+        if spec.add_sparse:
+            raise CompatibilityError(
+                f"add_sparse {spec.add_sparse!r} needs a new collection, but this migration "
+                "only changes the quantization of the source in place. Leave add_sparse "
+                "empty, or migrate to a new model."
+            )
         plan = _in_place_plan(spec, source, migration_id, decision)
     else:
         plan = _new_target_plan(client, spec, provider, state, source, migration_id, decision)

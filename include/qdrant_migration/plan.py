@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from include.qdrant_migration.layout import Carried
 from include.qdrant_migration.providers.base import ModelLineage
 from include.qdrant_migration.qdrant import PointId
 from include.qdrant_migration.spec import MigrationSpec, Strategy
@@ -47,6 +48,11 @@ class SourceInfo:
     text_coverage: float
     lineage: Lineage = field(default_factory=lambda: Lineage())
     quantization: str = "none"
+    #: The other vectors, copied unchanged (``layout.VectorLayout``), and which are sparse.
+    carried: list[str] = field(default_factory=list)
+    carried_sparse: list[str] = field(default_factory=list)
+    #: A carried sparse vector with the IDF modifier (taken for BM25 in hybrid quality).
+    carried_bm25: str | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,16 @@ class Plan:
     def vector_name(self) -> str | None:
         """The name of the migrated vector (None: the collection's single unnamed one)."""
         return self.source.vector_name
+
+    @property
+    def carried(self) -> Carried:
+        """The vectors copied unchanged from the source."""
+        return Carried(tuple(self.source.carried), tuple(self.source.carried_sparse))
+
+    @property
+    def add_sparse(self) -> str | None:
+        """The BM25 sparse vector the target gains (None: none)."""
+        return self.spec.add_sparse or None if self.creates_target else None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types only (enums as their values): what an XCom can hold."""

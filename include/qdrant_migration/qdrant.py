@@ -245,10 +245,11 @@ def scroll_all(
     collection: str,
     *,
     with_payload: bool = False,
+    with_vectors: bool | list[str] = False,
     scroll_filter: qm.Filter | None = None,
     page: int = 256,
 ) -> Iterator[qm.Record]:
-    """Every point of ``collection`` (no vectors) in Qdrant's id order, a page at a time."""
+    """Every point of ``collection`` in Qdrant's id order, a page at a time."""
     offset: qm.ExtendedPointId | None = None
     while True:
         points, offset = client.scroll(
@@ -256,7 +257,7 @@ def scroll_all(
             limit=page,
             offset=offset,
             with_payload=with_payload,
-            with_vectors=False,
+            with_vectors=with_vectors,
             scroll_filter=scroll_filter,
         )
         yield from points

@@ -497,18 +497,33 @@ def quality_lines(quality: Quality) -> list[str]:
         return [f"**Quality:** not compared ({quality.skipped}).", ""]
     if quality.labeled:
         old, new = quality.old, quality.new
+        hybrid = quality.hybrid_old or quality.hybrid_new
+        columns = ["old", "new"]
+        tables = [old, new]
+        if hybrid:
+            columns += ["old hybrid", "new hybrid"]
+            tables += [quality.hybrid_old, quality.hybrid_new]
         lines = [
             f"**Quality on {quality.queries} labeled queries** (old model on the old "
             "collection vs new model on the new one):",
             "",
-            "| metric | old | new |",
-            "| --- | --- | --- |",
+            "| metric | " + " | ".join(columns) + " |",
+            "| --- |" + " --- |" * len(columns),
             *(
-                f"| {_metric_label(m)} | {_fmt(old.get(m))} | {_fmt(new.get(m))} |"
+                f"| {_metric_label(m)} | " + " | ".join(_fmt(t.get(m)) for t in tables) + " |"
                 for m in metric_names(quality.k)
             ),
             "",
             *(f"- {d}" for d in definitions(quality.k)),
+            *(
+                [
+                    f"- hybrid: the dense results fused by reciprocal rank (RRF) with BM25 "
+                    f"search on sparse vector {quality.hybrid_vector!r} ('n/a': that side has "
+                    "no such vector)"
+                ]
+                if hybrid
+                else []
+            ),
             "",
         ]
         if quality.worst_regressions:

@@ -78,6 +78,23 @@ PARAM_SCHEMA: dict[str, dict[str, Any]] = {
         "description": "The payload key that holds the text to embed (dots reach nested "
         "fields, e.g. 'doc.body').",
     },
+    "vector_name": {
+        "default": None,
+        "type": ["null", "string"],
+        "title": "Vector to migrate",
+        "description": "The named dense vector the new model replaces. Leave empty when the "
+        "collection has one dense vector. Every other vector (sparse, other named dense "
+        "vectors, multivectors) is copied unchanged, with its configuration.",
+    },
+    "add_sparse": {
+        "default": None,
+        "type": ["null", "string"],
+        "pattern": r"^[A-Za-z0-9_\-]*$",
+        "title": "Add a BM25 sparse vector",
+        "description": "Name of a sparse vector to add to the new collection (e.g. 'bm25'): "
+        "the text's BM25 as Qdrant computes it (model 'qdrant/bm25', IDF modifier), so "
+        "applications can start hybrid search at the swap. Leave empty to add none.",
+    },
     "updated_at_field": {
         "default": None,
         "type": ["null", "string"],
@@ -410,6 +427,8 @@ class MigrationSpec:
     bad_text_policy: str = "skip"
     max_catch_up_lag: int = 1000
     updated_at_field: str | None = None
+    vector_name: str | None = None
+    add_sparse: str | None = None
     recall_k: int = 10
     recall_threshold: float = 0.95
     recall_sample_size: int = 100
@@ -505,6 +524,11 @@ class MigrationSpec:
             key["strategy"] = strategy.value
         if self.quantization is not None:
             key["quantization"] = self.quantization
+        # Another migrated vector or an added sparse vector is another target.
+        if self.vector_name is not None:
+            key["vector_name"] = self.vector_name
+        if self.add_sparse:
+            key["add_sparse"] = self.add_sparse
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
         return f"mig-{digest[:12]}"
 

@@ -127,3 +127,39 @@ def test_unknown_alias_fails_in_assess_without_writing(dag: Any, qdrant_conn: Pa
     assert states["create_collection"] in {"upstream_failed", None}
     with open_client(QdrantSettings(path=str(qdrant_conn))) as client:
         assert {c.name for c in client.get_collections().collections} == {"articles_v1"}
+
+
+def test_add_sparse_gives_the_new_collection_bm25_and_the_report_measures_hybrid(
+    dag: Any, qdrant_conn: Path, reviewer: Any
+) -> None:
+    import json
+
+    from tests.conftest import ROOT
+
+    rows = [json.loads(line) for line in (ROOT / "demo" / "eval_queries.jsonl").open()]
+    seeded = [r for r in rows if max(r["relevant_ids"]) <= SEED_POINTS]
+    seen = reviewer("Approve")
+    conf = CONF | {
+        "add_sparse": "bm25",
+        "source_provider": "local",
+        "source_model": "all-MiniLM-L6-v2",
+        "eval_set": seeded,
+    }
+
+    run = dag.test(run_conf=conf)
+
+    assert run.state == "success", task_states(run)
+    body = seen["detail"]["body"]
+    header = next(line for line in body.splitlines() if line.startswith("| metric | old"))
+    assert header == "| metric | old | new | old hybrid | new hybrid |", header
+    ndcg = next(line for line in body.splitlines() if line.startswith("| nDCG@10 |"))
+    cells = [c.strip() for c in ndcg.strip("|").split("|")]
+    assert cells[3] == "n/a" and float(cells[4]) > 0, ndcg  # only the new side has BM25
+    print(f"\n[add_sparse] {len(seeded)} queries: {ndcg}")
+    with open_client(QdrantSettings(path=str(qdrant_conn))) as client:
+        target = current_target(client, "articles")
+        assert target is not None
+        sparse = client.get_collection(target).config.params.sparse_vectors or {}
+        assert str(sparse["bm25"].modifier) in ("idf", "Modifier.IDF")
+        points, _ = client.scroll(target, limit=SEED_POINTS, with_vectors=["bm25"])
+        assert all(isinstance(p.vector, dict) and p.vector.get("bm25") for p in points)

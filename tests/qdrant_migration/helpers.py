@@ -315,3 +315,86 @@ class NoEmbeddingProvider(EmbeddingProvider):
 
     def lineage(self) -> ModelLineage:
         return self.inner.lineage()
+
+
+#: Collection layouts beyond one dense vector (see ``include/qdrant_migration/layout.py``).
+LAYOUTS = ("hybrid", "hybrid_unnamed", "named", "multivector")
+
+
+def layout_vectors(layout: str, text: str, dense: list[float]) -> dict[str, Any]:
+    """A point's vectors in ``layout``: ``dense`` is the one a migration replaces."""
+    from tests.fakes import HashingProvider
+
+    words = text.split()
+    if layout in ("hybrid", "hybrid_unnamed"):
+        from qdrant_edge import Bm25, Bm25Config
+
+        made = Bm25(Bm25Config(language="english")).embed_document(text)
+        sparse = qm.SparseVector(indices=list(made.indices), values=list(made.values))
+        return {"" if layout == "hybrid_unnamed" else "dense": dense, "bm25": sparse}
+    if layout == "named":
+        title = HashingProvider("hash-title-16").vector(" ".join(words[:5]))
+        return {"body": dense, "title": title}
+    tokens = HashingProvider("hash-token-8")
+    return {"dense": dense, "colbert": [tokens.vector(w) for w in words[:4] or [text]]}
+
+
+def layout_config(layout: str, size: int) -> dict[str, Any]:
+    """``create_collection`` arguments of ``layout`` (``size``: the migrated vector's)."""
+    dense = qm.VectorParams(size=size, distance=qm.Distance.COSINE)
+    bm25 = {"bm25": qm.SparseVectorParams(modifier=qm.Modifier.IDF)}
+    if layout == "hybrid_unnamed":
+        return {"vectors_config": dense, "sparse_vectors_config": bm25}
+    if layout == "hybrid":
+        return {"vectors_config": {"dense": dense}, "sparse_vectors_config": bm25}
+    if layout == "named":
+        title = qm.VectorParams(
+            size=16,
+            distance=qm.Distance.DOT,
+            on_disk=True,
+            hnsw_config=qm.HnswConfigDiff(m=8),
+            quantization_config=qm.ScalarQuantization(
+                scalar=qm.ScalarQuantizationConfig(type=qm.ScalarType.INT8)
+            ),
+        )
+        return {"vectors_config": {"body": dense, "title": title}}
+    colbert = qm.VectorParams(
+        size=8,
+        distance=qm.Distance.COSINE,
+        multivector_config=qm.MultiVectorConfig(comparator=qm.MultiVectorComparator.MAX_SIM),
+    )
+    return {"vectors_config": {"dense": dense, "colbert": colbert}}
+
+
+def seed_layout(
+    client: QdrantClient,
+    layout: str,
+    records: Sequence[dict[str, Any]],
+    provider: EmbeddingProvider,
+    *,
+    collection: str = "articles_v1",
+    alias: str = "articles",
+) -> None:
+    """A source in ``layout`` behind ``alias``: the migrated vector from ``provider``."""
+    client.create_collection(collection, **layout_config(layout, provider.dimension))
+    texts = [r["text"] for r in records]
+    vectors = provider.embed_documents(texts)
+    client.upsert(
+        collection,
+        [
+            qm.PointStruct(
+                id=r["id"],
+                vector=layout_vectors(layout, r["text"], v),
+                payload={k: x for k, x in r.items() if k != "id"},
+            )
+            for r, v in zip(records, vectors, strict=True)
+        ],
+        wait=True,
+    )
+    client.update_collection_aliases(
+        change_aliases_operations=[
+            qm.CreateAliasOperation(
+                create_alias=qm.CreateAlias(collection_name=collection, alias_name=alias)
+            )
+        ]
+    )

@@ -310,31 +310,23 @@ def test_named_vector_source_is_supported(new_model: HashingProvider) -> None:
     assert plan.target_dimension == HASH_DIMENSION
 
 
-@pytest.mark.parametrize(
-    ("vectors", "sparse", "match"),
-    [
-        (
-            {
-                "a": qm.VectorParams(size=2, distance=qm.Distance.COSINE),
-                "b": qm.VectorParams(size=2, distance=qm.Distance.COSINE),
-            },
-            None,
-            "has 2 named vectors \\(a, b\\)",
-        ),
-        (
-            qm.VectorParams(size=2, distance=qm.Distance.COSINE),
-            {"keywords": qm.SparseVectorParams()},
-            "has sparse vectors \\(keywords\\)",
-        ),
-    ],
-)
-def test_layouts_that_would_lose_vectors_are_refused(
-    vectors: object, sparse: dict[str, qm.SparseVectorParams] | None, match: str
-) -> None:
+def test_two_dense_vectors_need_vector_name_and_sparse_ones_are_carried() -> None:
     store = QdrantClient(":memory:")
-    store.create_collection("multi", vectors_config=vectors, sparse_vectors_config=sparse)  # type: ignore[arg-type]
-    with pytest.raises(CompatibilityError, match=match):
+    dense = qm.VectorParams(size=2, distance=qm.Distance.COSINE)
+    store.create_collection("multi", vectors_config={"a": dense, "b": dense})
+    with pytest.raises(CompatibilityError, match=r"has 2 dense vectors \(a, b\): set vector_name"):
         read_source(store, "multi", "text")
+    assert read_source(store, "multi", "text", vector_name="b").carried == ["a"]
+    store.create_collection(
+        "hybrid", vectors_config=dense, sparse_vectors_config={"keywords": qm.SparseVectorParams()}
+    )
+    info = read_source(store, "hybrid", "text")
+    assert (info.vector_name, info.carried, info.carried_sparse) == (
+        None,
+        ["keywords"],
+        ["keywords"],
+    )
+    assert info.carried_bm25 is None  # no IDF modifier: not taken for BM25
 
 
 def test_an_impossible_strategy_is_refused_before_anything_is_embedded(

@@ -168,7 +168,7 @@ def test_remote_provider_needs_a_connection() -> None:
 def test_from_params_refuses_unknown_keys_naming_the_closest_param() -> None:
     with pytest.raises(SpecError, match=r"'modle' \(did you mean 'model'\?\)"):
         MigrationSpec.from_params({"alias": "articles", "modle": "all-MiniLM-L6-v2"})
-    with pytest.raises(SpecError, match=r"'surprise'. Known params: alias, "):
+    with pytest.raises(SpecError, match=r"'surprise'. Known params: add_sparse, alias, "):
         MigrationSpec.from_params({"alias": "articles", "surprise": 1})
 
 

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import date
 from enum import Enum
+from functools import cache
 from typing import Any
 
 import qdrant_edge as edge
@@ -78,11 +79,32 @@ def id_out(value: Any) -> int | str:
     return value if isinstance(value, int) else str(value)
 
 
+_BM25 = "qdrant/bm25"
+
+
+@cache
+def _bm25() -> Any:
+    return edge.Bm25(edge.Bm25Config(language="english"))
+
+
+def _document(value: m.Document, *, query: bool) -> edge.SparseVector:
+    """Server-side inference: only Qdrant's own BM25, as a server runs it."""
+    if value.model.lower() != _BM25:
+        raise ApiError(400, f"Wrong input: model {value.model!r} is not available for inference")
+    embedder = _bm25()
+    made: edge.SparseVector = (
+        embedder.embed_query(value.text) if query else embedder.embed_document(value.text)
+    )
+    return made
+
+
 def _one_vector(value: Any) -> Any:
     if isinstance(value, list):
         return value
     if isinstance(value, m.SparseVector):
         return edge.SparseVector(value.indices, value.values)
+    if isinstance(value, m.Document):
+        return _document(value, query=False)
     raise unsupported(f"vector input {type(value).__name__} (inference)")
 
 
@@ -141,8 +163,8 @@ def vector_out(vector: Any, *, unnamed: bool) -> Any:
         if isinstance(value, edge.SparseVector):
             value = m.SparseVector(indices=value.indices, values=value.values)
         out[name] = value
-    if unnamed:
-        return out.get("", {})
+    if unnamed and set(out) == {""}:
+        return out[""]  # the unnamed vector alone comes back bare, as from Qdrant
     return out
 
 
@@ -356,6 +378,8 @@ def query_in(query: Any, using: str | None) -> Any:
         query = query.nearest
     if isinstance(query, list | m.SparseVector):
         return edge.Query.Nearest(_one_vector(query), using=using)
+    if isinstance(query, m.Document):
+        return edge.Query.Nearest(_document(query, query=True), using=using)
     if isinstance(query, m.SampleQuery):
         return edge.Sample.Random
     if isinstance(query, m.FusionQuery):

@@ -23,10 +23,11 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
 from include.qdrant_migration.checks import CheckFailedError
+from include.qdrant_migration.layout import Carried
 from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.qdrant import PointId, scroll_all
 from include.qdrant_migration.state import StateStore
-from include.qdrant_migration.sync.fingerprints import Fingerprints, align, state_of
+from include.qdrant_migration.sync.fingerprints import Fingerprints, align
 from include.qdrant_migration.sync.skips import skipped_ids
 
 EXAMPLES = 10
@@ -71,21 +72,29 @@ class _Tally:
 
 
 def compare(
-    client: QdrantClient, source: str, target: str, state: StateStore, migration_id: str
+    client: QdrantClient,
+    source: str,
+    target: str,
+    state: StateStore,
+    migration_id: str,
+    carried: Carried | None = None,
 ) -> _Tally:
-    """Sort every point into agreeing, lag, skipped or damaged."""
+    """Sort every point into agreeing, lag, skipped or damaged (payloads and, with
+    ``carried``, the carried vectors: see ``layout.Carried``)."""
+    carried = carried or Carried()
     skips = skipped_ids(state, migration_id)
     tally = _Tally()
+    vectors = carried.read()
     triples = align(
-        scroll_all(client, source, with_payload=True),
-        scroll_all(client, target, with_payload=True),
+        scroll_all(client, source, with_payload=True, with_vectors=vectors),
+        scroll_all(client, target, with_payload=True, with_vectors=vectors),
         Fingerprints(client, migration_id).stream(),
     )
     for here, src, tgt, recorded in triples:
         tally.source_points += src is not None
         tally.target_points += tgt is not None
-        s = state_of(src.payload) if src is not None else None
-        t = state_of(tgt.payload) if tgt is not None else None
+        s = carried.state(src) if src is not None else None
+        t = carried.state(tgt) if tgt is not None else None
         if s == t:
             continue
         if tgt is None and s == recorded and str(here) in skips:
@@ -105,7 +114,7 @@ def points_without_vector(client: QdrantClient, collection: str, vector_name: st
 def measure(client: QdrantClient, plan: Plan, state: StateStore) -> Completeness:
     """The target of ``plan`` against its source, as of the last catch-up."""
     target = plan.target_collection
-    tally = compare(client, plan.source.collection, target, state, plan.migration_id)
+    tally = compare(client, plan.source.collection, target, state, plan.migration_id, plan.carried)
     return Completeness(
         source_points=tally.source_points,
         target_points=tally.target_points,

@@ -20,6 +20,7 @@ from typing import Any
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
+from include.qdrant_migration import sparse
 from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.providers import EmbeddingProvider
 from include.qdrant_migration.qdrant import PointId, point_id
@@ -68,6 +69,11 @@ class Quality:
     new_top1_scores: dict[str, float] = field(default_factory=dict)
     old_topk_scores: dict[str, float] = field(default_factory=dict)
     new_topk_scores: dict[str, float] = field(default_factory=dict)
+    #: Labeled: the same metrics for hybrid search (the dense vector fused by RRF with the
+    #: sparse one named in ``hybrid_vector``) on each side that has it; empty otherwise.
+    hybrid_vector: str | None = None
+    hybrid_old: dict[str, float] = field(default_factory=dict)
+    hybrid_new: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -97,6 +103,11 @@ class Side:
     collection: str
     provider: EmbeddingProvider
     vector_name: str | None
+    #: A BM25 sparse vector to fuse with the dense results (hybrid search); None: dense only.
+    sparse: str | None = None
+
+    def hybrid(self, sparse: str | None) -> Side | None:
+        return dataclasses.replace(self, sparse=sparse) if sparse else None
 
 
 def load_eval_set(value: str | Sequence[EvalRow] | None) -> list[EvalQuery]:
@@ -120,10 +131,29 @@ def _ranked(
 ) -> list[list[qm.ScoredPoint]]:
     vectors = side.provider.embed_queries(list(texts))
     results = []
-    for vector in vectors:
-        found = client.query_points(side.collection, query=vector, using=side.vector_name, limit=k)
+    for text, vector in zip(texts, vectors, strict=True):
+        if side.sparse is None:
+            found = client.query_points(
+                side.collection, query=vector, using=side.vector_name, limit=k
+            )
+        else:  # hybrid: both result lists fused by reciprocal rank
+            found = client.query_points(
+                side.collection,
+                prefetch=[
+                    qm.Prefetch(query=vector, using=side.vector_name, limit=HYBRID_DEPTH),
+                    qm.Prefetch(
+                        query=sparse.query(client, text), using=side.sparse, limit=HYBRID_DEPTH
+                    ),
+                ],
+                query=qm.FusionQuery(fusion=qm.Fusion.RRF),
+                limit=k,
+            )
         results.append(found.points)
     return results
+
+
+#: Candidates each side of a hybrid search contributes to the fusion.
+HYBRID_DEPTH = 50
 
 
 #: The key of nDCG@10 in a metrics table (the other keys carry the run's k).
@@ -159,10 +189,31 @@ def _metrics(hits: list[PointId], relevant: set[PointId], k: int) -> dict[str, f
     }
 
 
+def _table(
+    client: QdrantClient, side: Side | None, queries: list[EvalQuery], k: int
+) -> dict[str, float]:
+    """One side's mean metrics over the evaluation set (empty without a side)."""
+    if side is None:
+        return {}
+    hits = _ranked(client, side, [q.query for q in queries], max(k, 10))
+    rows = [
+        _metrics([point_id(p.id) for p in found], set(q.relevant_ids), k)
+        for q, found in zip(queries, hits, strict=True)
+    ]
+    return {m: round(statistics.fmean(r[m] for r in rows), 4) for m in rows[0]}
+
+
 def compare_labeled(
-    client: QdrantClient, old: Side, new: Side, queries: list[EvalQuery], k: int, tolerance: float
+    client: QdrantClient,
+    old: Side,
+    new: Side,
+    queries: list[EvalQuery],
+    k: int,
+    tolerance: float,
+    hybrid: tuple[Side | None, Side | None] = (None, None),
 ) -> Quality:
-    """Side-by-side metrics (:func:`failure` says whether they pass)."""
+    """Side-by-side metrics (:func:`failure` says whether they pass), and hybrid search's
+    where a side has a BM25 vector (``hybrid``: the old and the new side as fused)."""
     texts = [q.query for q in queries]
     old_hits = _ranked(client, old, texts, max(k, 10))
     new_hits = _ranked(client, new, texts, max(k, 10))
@@ -180,12 +231,17 @@ def compare_labeled(
     old_table = {m: round(statistics.fmean(r[1][m] for r in rows), 4) for m in metrics}
     new_table = {m: round(statistics.fmean(r[2][m] for r in rows), 4) for m in metrics}
     worst = sorted(rows, key=lambda r: r[2][NDCG] - r[1][NDCG])[:WORST]
+    hybrid_old, hybrid_new = hybrid
+    named = hybrid_new or hybrid_old
     return Quality(
         labeled=True,
         queries=len(rows),
         k=k,
         old=old_table,
         new=new_table,
+        hybrid_vector=named.sparse if named is not None else None,
+        hybrid_old=_table(client, hybrid_old, queries, k),
+        hybrid_new=_table(client, hybrid_new, queries, k),
         tolerance=tolerance,
         worst_regressions=[
             Regression(text, round(o[NDCG], 3), round(n[NDCG], 3))
@@ -319,8 +375,11 @@ def evaluate(
     old = Side(plan.source.collection, old_model, name)
     labeled = load_eval_set(spec.eval_set)
     if labeled:
+        # BM25 the target gains, or one both carry: hybrid search is measured too.
+        bm25 = plan.source.carried_bm25
+        hybrid = (old.hybrid(bm25), new.hybrid(plan.add_sparse or bm25))
         return own, compare_labeled(
-            client, old, new, labeled, spec.recall_k, spec.quality_tolerance
+            client, old, new, labeled, spec.recall_k, spec.quality_tolerance, hybrid
         )
     texts = [
         query_like(text)

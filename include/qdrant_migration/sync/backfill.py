@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections import Counter, deque
@@ -29,14 +30,16 @@ from typing import Any, TypeVar
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
+from include.qdrant_migration import sparse
+from include.qdrant_migration.layout import point_vector
 from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.providers import EmbeddingError, EmbeddingProvider
 from include.qdrant_migration.qdrant import PointId, point_id, supports
 from include.qdrant_migration.state import Doc, RecordKind, StateStore, now_iso
-from include.qdrant_migration.sync.fingerprints import Fingerprints, state_of
+from include.qdrant_migration.sync.fingerprints import Fingerprints
 from include.qdrant_migration.sync.partitions import Partition
 from include.qdrant_migration.sync.skips import record_skips
-from include.qdrant_migration.texts import Skipped, select_texts
+from include.qdrant_migration.texts import Skipped, extract_text, select_texts
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -69,6 +72,10 @@ class Batch:
     requests: int = 0
     #: The state of every point of the page (written or skipped), recorded once written.
     states: list[tuple[PointId, str]] = field(default_factory=list)
+
+    def ready(self) -> bool:
+        """Its vectors are made (or it has none to make)."""
+        return self.vectors is None or self.vectors.done()
 
 
 @dataclass
@@ -297,24 +304,56 @@ def _read_ahead(pages: Iterator[T]) -> Iterator[T]:
             yield page
 
 
-def write_points(client: QdrantClient, collection: str, points: Sequence[qm.PointStruct]) -> None:
+WritePoints = qm.Batch | Sequence[qm.PointStruct]
+
+
+def write_points(client: QdrantClient, collection: str, points: WritePoints) -> None:
     """Write without ever overwriting newer data already in the target.
 
     ``update_mode=insert_only`` (server 1.17+, and the embedded store) leaves points that
     already exist untouched. Older servers get the same effect by writing only the ids that
-    are not there yet.
+    are not there yet. A :class:`~qdrant_client.models.Batch` (columns) costs the client
+    and the server less per point than a list of points.
     """
-    if not points:
+    ids = points.ids if isinstance(points, qm.Batch) else [p.id for p in points]
+    if not ids:
         return
     if supports(client, (1, 17, 0)):
-        client.upsert(collection, list(points), wait=True, update_mode=qm.UpdateMode.INSERT_ONLY)
+        client.upsert(collection, points, wait=True, update_mode=qm.UpdateMode.INSERT_ONLY)
         return
-    existing = {
-        p.id for p in client.retrieve(collection, [p.id for p in points], with_payload=False)
-    }
-    fresh = [p for p in points if p.id not in existing]
+    existing = {point_id(p.id) for p in client.retrieve(collection, list(ids), with_payload=False)}
+    if not existing:
+        client.upsert(collection, points, wait=True)
+        return
+    listed = _as_points(points) if isinstance(points, qm.Batch) else list(points)
+    fresh = [p for p in listed if point_id(p.id) not in existing]
     if fresh:
         client.upsert(collection, fresh, wait=True)
+
+
+def _as_points(batch: qm.Batch) -> list[qm.PointStruct]:
+    vectors: Any = batch.vectors
+    payloads: list[Any] = list(batch.payloads or [])
+    payloads += [None] * (len(batch.ids) - len(payloads))
+    rows = (
+        [{name: column[i] for name, column in vectors.items()} for i in range(len(batch.ids))]
+        if isinstance(vectors, dict)
+        else vectors
+    )
+    return [
+        qm.PointStruct(id=i, vector=v, payload=p)
+        for i, v, p in zip(batch.ids, rows, payloads, strict=True)
+    ]
+
+
+def columns(
+    name: str | None, ids: list[qm.ExtendedPointId], vectors: list[list[float]], payloads: list[Any]
+) -> qm.Batch:
+    """Points as one batch of columns, the vectors bare or under ``name``."""
+    column: Any = vectors
+    return qm.Batch(
+        ids=ids, vectors={name: column} if name is not None else column, payloads=payloads
+    )
 
 
 def vector_struct(name: str | None, values: list[float]) -> qm.VectorStruct:
@@ -358,6 +397,9 @@ class PartitionJob(ABC):
         self._read_back = 0
         #: A sub-batch failed on the writer thread: the ones after it are not written.
         self._failed = False
+        #: Sub-batches handed to the writer and not yet written, in order.
+        self._queued: deque[Batch] = deque()
+        self._lock = threading.Lock()
 
     def run(self) -> PartitionResult:
         doc = self.state.get(RecordKind.CHECKPOINT, self.key)
@@ -382,6 +424,7 @@ class PartitionJob(ABC):
         # At most embed_concurrency + 1 sub-batches are embedded but not yet written: a
         # killed worker repeats at most that many, the price of keeping the provider busy.
         self._failed = False
+        self._queued.clear()
         pending: deque[Future[None]] = deque()
         pool = ThreadPoolExecutor(self.settings.embed_concurrency, "embed")
         writer = ThreadPoolExecutor(1, "write")
@@ -398,8 +441,10 @@ class PartitionJob(ABC):
                 while len(pending) > self.settings.embed_concurrency:
                     pending.popleft().result()  # a failed write stops the loop here
                 batch = self._prepare(records, next_offset, pool)
-                batch.states = [(point_id(r.id), state_of(r.payload)) for r in records]
-                pending.append(writer.submit(self._commit_in_order, batch, progress))
+                batch.states = [(point_id(r.id), self.plan.carried.state(r)) for r in records]
+                with self._lock:
+                    self._queued.append(batch)
+                pending.append(writer.submit(self._commit_ready, progress))
             while pending:
                 pending.popleft().result()
         finally:
@@ -418,10 +463,8 @@ class PartitionJob(ABC):
         return dataclasses.replace(result, started_at=started_at, finished_at=now_iso())
 
     def _vectors_to_read(self) -> bool | list[str]:
-        if not self.reads_vectors:
-            return False
-        name = self.plan.vector_name
-        return [name] if name else True
+        """The carried vectors, and the migrated one when the new vectors derive from it."""
+        return self.plan.carried.read(self.plan.vector_name, with_migrated=self.reads_vectors)
 
     @abstractmethod
     def _prepare(
@@ -429,57 +472,98 @@ class PartitionJob(ABC):
     ) -> Batch:
         """Start making the vectors of one page (in ``pool`` when that is slow)."""
 
-    def _commit_in_order(self, batch: Batch, progress: Progress) -> None:
-        """:meth:`_commit` on the writer thread; after a failure, later sub-batches are not
-        written (their checkpoint would skip the one that failed)."""
+    def _commit_ready(self, progress: Progress) -> None:
+        """On the writer thread: commit the oldest queued sub-batch, with every one after it
+        whose vectors are ready, as one write, one record of states and one checkpoint.
+
+        When the store is the slower side, sub-batches queue up and their bookkeeping
+        is shared; when it keeps up, each is committed alone. A task whose sub-batch an
+        earlier group took has nothing left to do. After a failure, later sub-batches are
+        not written (their checkpoint would skip the one that failed).
+        """
         if self._failed:
             raise RuntimeError("an earlier sub-batch failed: not written")
+        with self._lock:
+            group: list[Batch] = []
+            while self._queued and (not group or self._queued[0].ready()):
+                group.append(self._queued.popleft())
+        if not group:
+            return
         try:
-            self._commit(batch, progress)
+            self._commit(group, progress)
         except BaseException:
             self._failed = True
             raise
 
-    def _commit(self, batch: Batch, progress: Progress) -> None:
-        vectors = batch.vectors.result() if batch.vectors is not None else []
-        if len(vectors) != len(batch.records) or any(len(v) != self.dimension for v in vectors):
-            raise EmbeddingError(
-                f"Provider returned {len(vectors)} vectors for {len(batch.records)} texts "
-                f"(expected {self.dimension}-d each); nothing from this batch was written."
-            )
-        name = self.plan.vector_name
-        points = [
-            qm.PointStruct(id=r.id, vector=vector_struct(name, v), payload=r.payload or {})
-            for r, v in zip(batch.records, vectors, strict=True)
-        ]
-        write_points(self.client, self.plan.target_collection, points)
-        record_skips(self.state, self.plan.migration_id, batch.skipped)
-        self.fingerprints.record(self._states_written(batch))
-        progress.skipped.update(reason for _, reason in batch.skipped)
-        if batch.requests:
-            progress.embedded += len(points)
-        else:
-            progress.transformed += len(points)
-        progress.tokens += batch.tokens
-        progress.truncated += batch.truncated
-        progress.requests += batch.requests
-        progress.done += len(points) + len(batch.skipped)
-        self._checkpoint(batch.next_offset, progress, done=False)
+    def _commit(self, group: Sequence[Batch], progress: Progress) -> None:
+        """Write the sub-batches' points, then record their states, then the checkpoint."""
+        records: list[qm.Record] = []
+        vectors: list[list[float]] = []
+        for batch in group:
+            made = batch.vectors.result() if batch.vectors is not None else []
+            if len(made) != len(batch.records) or any(len(v) != self.dimension for v in made):
+                raise EmbeddingError(
+                    f"Provider returned {len(made)} vectors for {len(batch.records)} texts "
+                    f"(expected {self.dimension}-d each); nothing from this batch was written."
+                )
+            records += batch.records
+            vectors += made
+        write_points(self.client, self.plan.target_collection, self._points(records, vectors))
+        record_skips(self.state, self.plan.migration_id, [s for b in group for s in b.skipped])
+        self.fingerprints.record([state for b in group for state in self._states_written(b)])
+        for batch in group:
+            progress.skipped.update(reason for _, reason in batch.skipped)
+            if batch.requests:
+                progress.embedded += len(batch.records)
+            else:
+                progress.transformed += len(batch.records)
+            progress.tokens += batch.tokens
+            progress.truncated += batch.truncated
+            progress.requests += batch.requests
+            progress.done += len(batch.records) + len(batch.skipped)
+        self._checkpoint(group[-1].next_offset, progress, done=False)
         self.heartbeat()
         now = time.monotonic()
         if now - progress.last_log >= self.settings.progress_interval_s:
             progress.last_log = now
             log.info(progress.line(self.partition.label))
 
+    def _points(self, records: list[qm.Record], vectors: list[list[float]]) -> WritePoints:
+        """The points to write: as columns when each has only its new vector; else one by one
+        with the carried vectors it has and the added BM25 vector of its text."""
+        name, carried, added = self.plan.vector_name, self.plan.carried, self.plan.add_sparse
+        if not carried and not added:
+            payloads = [r.payload or {} for r in records]
+            return columns(name, [r.id for r in records], vectors, payloads)
+        extra: list[dict[str, Any]] = [{} for _ in records]
+        if added:
+            field = self.plan.spec.text_field
+            texts = {
+                i: t for i, r in enumerate(records) if (t := extract_text(r.payload, field)[0])
+            }
+            made = sparse.documents(self.client, list(texts.values()))
+            for i, vector in zip(texts, made, strict=True):
+                extra[i] = {added: vector}
+        return [
+            qm.PointStruct(
+                id=r.id, vector=point_vector(name, v, carried.of(r), more), payload=r.payload or {}
+            )
+            for r, v, more in zip(records, vectors, extra, strict=True)
+        ]
+
     def _states_written(self, batch: Batch) -> list[tuple[PointId, str | None]]:
         states: list[tuple[PointId, str | None]] = list(batch.states)
         if self._read_back <= 0 or not batch.records:
             return states
         self._read_back -= 1
+        carried = self.plan.carried
         held = {
-            point_id(p.id): state_of(p.payload)
+            point_id(p.id): carried.state(p)
             for p in self.client.retrieve(
-                self.plan.target_collection, [r.id for r in batch.records], with_payload=True
+                self.plan.target_collection,
+                [r.id for r in batch.records],
+                with_payload=True,
+                with_vectors=carried.read(),
             )
         }
         return [(here, held.get(here, state)) for here, state in states]

@@ -43,12 +43,14 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 from qdrant_client.http.exceptions import UnexpectedResponse
 
+from include.qdrant_migration import sparse
+from include.qdrant_migration.layout import Carried, point_vector
 from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.providers import EmbeddingError, EmbeddingProvider
 from include.qdrant_migration.qdrant import PointId, point_id, scroll_all, supports
 from include.qdrant_migration.state import RecordKind, StateStore, now_iso
-from include.qdrant_migration.sync.backfill import vector_struct, write_points
-from include.qdrant_migration.sync.fingerprints import Fingerprints, align, state_of
+from include.qdrant_migration.sync.backfill import write_points
+from include.qdrant_migration.sync.fingerprints import Fingerprints, align
 from include.qdrant_migration.sync.skips import forget_skip, record_skips, skipped_ids
 from include.qdrant_migration.texts import extract_text, select_texts
 
@@ -76,6 +78,10 @@ class CatchUpJob:
     direction: str = FORWARD
     #: Right after a switch: ``source`` was served until now, ``target`` is served now.
     reconcile: bool = False
+    #: Vectors copied unchanged with every point.
+    carried: Carried = field(default_factory=Carried)
+    #: The BM25 sparse vector written with every text (the new collection's only).
+    add_sparse: str | None = None
 
     @classmethod
     def forward(cls, plan: Plan, provider: EmbeddingProvider) -> CatchUpJob:
@@ -91,6 +97,8 @@ class CatchUpJob:
             updated_at_field=spec.updated_at_field,
             batch_size=spec.batch_size,
             bad_text_policy=spec.bad_text_policy,
+            carried=plan.carried,
+            add_sparse=plan.add_sparse,
         )
 
     def mirror(self, old_model: EmbeddingProvider) -> CatchUpJob:
@@ -100,7 +108,12 @@ class CatchUpJob:
         old one level so that a rollback loses nothing.
         """
         return dataclasses.replace(
-            self, source=self.target, target=self.source, provider=old_model, direction=MIRROR
+            self,
+            source=self.target,
+            target=self.source,
+            provider=old_model,
+            direction=MIRROR,
+            add_sparse=None,  # the old collection has no such vector
         )
 
     def reconciling(self) -> CatchUpJob:
@@ -253,9 +266,10 @@ class CatchUp:
 
     def _full_compare(self, result: CatchUpResult) -> None:
         """One id-ordered pass over both collections and the recorded states."""
+        vectors = self.job.carried.read()
         triples = align(
-            scroll_all(self.client, self.job.source, with_payload=True),
-            scroll_all(self.client, self.job.target, with_payload=True),
+            scroll_all(self.client, self.job.source, with_payload=True, with_vectors=vectors),
+            scroll_all(self.client, self.job.target, with_payload=True, with_vectors=vectors),
             self.fingerprints.stream(),
         )
         for here, src, tgt, recorded in triples:
@@ -268,6 +282,7 @@ class CatchUp:
             self.client,
             self.job.target if in_target else self.job.source,
             with_payload=True,
+            with_vectors=self.job.carried.read(),
             scroll_filter=self._since_filter(since),
         )
         batch: list[PointId] = []
@@ -306,7 +321,9 @@ class CatchUp:
 
     def _fetch_and_decide(self, ids: list[PointId], result: CatchUpResult) -> None:
         def fetch(collection: str) -> dict[PointId, qm.Record]:
-            found = self.client.retrieve(collection, list(ids), with_payload=True)
+            found = self.client.retrieve(
+                collection, list(ids), with_payload=True, with_vectors=self.job.carried.read()
+            )
             return {point_id(p.id): p for p in found}
 
         sources, targets = fetch(self.job.source), fetch(self.job.target)
@@ -345,8 +362,8 @@ class CatchUp:
         result: CatchUpResult,
     ) -> None:
         """Compare the source, the target and their last synchronized state; act on it."""
-        s = state_of(src.payload) if src is not None else None
-        t = state_of(tgt.payload) if tgt is not None else None
+        s = self.job.carried.state(src) if src is not None else None
+        t = self.job.carried.state(tgt) if tgt is not None else None
         if s == t:
             if s is not None:
                 result.unchanged += 1
@@ -442,6 +459,7 @@ class CatchUp:
 
     def _write_payload(self, here: PointId, src: qm.Record, tgt: qm.Record) -> None:
         guard = self._guard(tgt)
+        self._write_carried(here, src, tgt, guard)  # first: the guard matches the old payload
         if guard is None:
             self.client.overwrite_payload(
                 self.job.target, payload=src.payload or {}, points=[here], wait=True
@@ -450,7 +468,23 @@ class CatchUp:
             self.client.overwrite_payload(
                 self.job.target, payload=src.payload or {}, points=guard, wait=True
             )
-        self.fingerprints.record([(here, state_of(src.payload))])
+        self.fingerprints.record([(here, self.job.carried.state(src))])
+
+    def _write_carried(
+        self, here: PointId, src: qm.Record, tgt: qm.Record, guard: qm.Filter | None
+    ) -> None:
+        """A payload-only change: the carried vectors follow too (set, or removed)."""
+        carried = self.job.carried
+        if not carried:
+            return
+        wanted, held = carried.of(src), carried.of(tgt)
+        if wanted and wanted != held:
+            self._update_vector(here, wanted, guard)
+        if gone := sorted(set(held) - set(wanted)):
+            selector: qm.PointsSelector = (
+                qm.FilterSelector(filter=guard) if guard else qm.PointIdsList(points=[here])
+            )
+            self.client.delete_vectors(self.job.target, vectors=gone, points=selector, wait=True)
 
     def _flush(self, result: CatchUpResult, *, final: bool = False) -> None:
         pending = self.pending
@@ -491,7 +525,7 @@ class CatchUp:
             policy=self.job.bad_text_policy,
             collection=self.job.source,
         )
-        states = {point_id(src.id): state_of(src.payload) for src, _ in items}
+        states = {point_id(src.id): self.job.carried.state(src) for src, _ in items}
         # A point whose text became unusable must not keep a vector of its old text.
         stale = [(here, targets[here]) for here, _ in usable.skipped if targets[here] is not None]
         if stale:
@@ -527,11 +561,15 @@ class CatchUp:
             )
 
     def _write(self, rows: list[tuple[qm.Record, qm.Record | None, list[float]]]) -> None:
-        name = self.job.vector_name
+        name, carried = self.job.vector_name, self.job.carried
+        added = self._added([r for r, _, _ in rows])
 
         def point(record: qm.Record, vector: list[float]) -> qm.PointStruct:
+            extra = added.get(point_id(record.id), {})
             return qm.PointStruct(
-                id=record.id, vector=vector_struct(name, vector), payload=record.payload
+                id=record.id,
+                vector=point_vector(name, vector, carried.of(record), extra),
+                payload=record.payload,
             )
 
         if not self.job.reconcile:  # the target is not served: nobody else writes it
@@ -543,6 +581,15 @@ class CatchUp:
         for r, t, v in rows:
             if t is not None:  # only if the target still holds what we read
                 self._upsert_existing(point(r, v), self._guard(t))
+
+    def _added(self, records: list[qm.Record]) -> dict[PointId, dict[str, Any]]:
+        """The added BM25 vector of each record's text (none when the job adds none)."""
+        name = self.job.add_sparse
+        texts = {point_id(r.id): t for r in records if (t := self._text(r)) is not None}
+        if not name or not texts:
+            return {}
+        made = sparse.documents(self.client, list(texts.values()))
+        return {here: {name: vector} for here, vector in zip(texts, made, strict=True)}
 
     def _upsert_existing(self, point: qm.PointStruct, guard: qm.Filter | None) -> None:
         """Rewrite a point that exists, only if it still matches ``guard``; never insert it."""
@@ -581,9 +628,10 @@ class CatchUp:
         texts = [str(self._text(t)) for t in targets]
         vectors = self.job.provider.embed_documents(texts)
         self._check_count(vectors, len(targets))
-        name = self.job.vector_name
+        name, added = self.job.vector_name, self._added(targets)
         for tgt, vector in zip(targets, vectors, strict=True):
-            self._update_vector(tgt.id, vector_struct(name, vector), self._guard(tgt))
+            extra = added.get(point_id(tgt.id), {})
+            self._update_vector(tgt.id, point_vector(name, vector, {}, extra), self._guard(tgt))
         result.revectored += len(targets)
         result.embedded += len(targets)
         self.heartbeat()

@@ -31,9 +31,13 @@ def collection_name(migration_id: str) -> str:
     return f"{PREFIX}{migration_id}"
 
 
-def state_of(payload: Mapping[str, Any] | None) -> str:
-    """A short, stable hash of a payload (key order does not matter)."""
-    raw = json.dumps(payload or {}, sort_keys=True, separators=(",", ":"), default=str)
+def state_of(payload: Mapping[str, Any] | None, vectors: Mapping[str, Any] | None = None) -> str:
+    """A short, stable hash of a payload (key order does not matter) and, for a collection
+    with carried vectors, what of them is compared (``layout.Carried``)."""
+    content: Any = payload or {}
+    if vectors is not None:
+        content = {"payload": content, "vectors": vectors}
+    raw = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.blake2b(raw.encode(), digest_size=8).hexdigest()
 
 
@@ -76,7 +80,9 @@ class Fingerprints:
             self.ensure()
             self.client.upsert(
                 self.collection,
-                [qm.PointStruct(id=p, vector={}, payload={"s": s}) for p, s in keep],
+                qm.Batch(
+                    ids=[p for p, _ in keep], vectors={}, payloads=[{"s": s} for _, s in keep]
+                ),
                 wait=True,
             )
         if gone and self.exists():
