@@ -32,6 +32,7 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
 from include.qdrant_migration.qdrant import QdrantSettings, open_client
+from tests.qdrant_migration.helpers import bm25_vector
 
 DIMENSIONS = 256
 FIRST_NEW_ID = 100_000
@@ -78,6 +79,8 @@ class LiveWriter:
     #: How often the application's writes go out (in bursts of rate * tick_s).
     tick_s: float = 0.25
     stamped: bool = True
+    #: A hybrid collection: every written text also gets this BM25 sparse vector.
+    sparse: str | None = None
     seed: int = 7
     #: id -> payload as last written; None: deleted.
     truth: dict[int | str, dict[str, Any] | None] = field(default_factory=dict)
@@ -143,7 +146,9 @@ class LiveWriter:
         if kind in ("insert", "text"):
             point = FIRST_NEW_ID + len(self.truth) if kind == "insert" else self.rng.choice(live)
             payload = self._stamp(dict(self.truth.get(point) or {}) | {"text": self._text()})
-            vector = vector_of(model, payload["text"])
+            vector: Any = vector_of(model, payload["text"])
+            if self.sparse:
+                vector = {"": vector, self.sparse: bm25_vector(payload["text"])}
             client.upsert(
                 self.alias, [qm.PointStruct(id=point, vector=vector, payload=payload)], wait=True
             )
@@ -177,6 +182,7 @@ def main() -> None:
     parser.add_argument("--models", required=True, help="JSON: collection -> model")
     parser.add_argument("--rate", type=float, default=15.0)
     parser.add_argument("--unstamped", action="store_true")
+    parser.add_argument("--sparse", default=None, help="hybrid: the BM25 vector's name")
     parser.add_argument("--stop", required=True, help="stop when this file exists")
     parser.add_argument("--out", required=True, help="write the truth and counts here")
     args = parser.parse_args()
@@ -186,6 +192,7 @@ def main() -> None:
         json.loads(args.models),
         rate=args.rate,
         stamped=not args.unstamped,
+        sparse=args.sparse,
     )
     writer.load()
     thread = writer.start()

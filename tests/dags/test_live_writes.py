@@ -37,7 +37,7 @@ from include.qdrant_migration.spec import MigrationSpec
 from include.qdrant_migration.sync.catchup import CatchUpResult
 from tests.dags.conftest import return_value, task_states
 from tests.dags.live_writer import DIMENSIONS, LiveWriter, vector_of
-from tests.qdrant_migration.helpers import all_points, seed_standin_source
+from tests.qdrant_migration.helpers import all_points, bm25_vector, seed_standin_source
 from tests.qdrant_server import QdrantServer
 
 pytestmark = pytest.mark.integration
@@ -95,8 +95,10 @@ def server(qdrant_server: QdrantServer) -> Store:
 
 
 class InProcessWriter:
-    def __init__(self, store: Store, stamped: bool) -> None:
-        self.writer = LiveWriter(store.open, ALIAS, {SOURCE: OLD, _target(): NEW}, stamped=stamped)
+    def __init__(self, store: Store, stamped: bool, sparse: str | None) -> None:
+        self.writer = LiveWriter(
+            store.open, ALIAS, {SOURCE: OLD, _target(): NEW}, stamped=stamped, sparse=sparse
+        )
         self.writer.load()
         self.thread = self.writer.start()
 
@@ -113,7 +115,7 @@ class InProcessWriter:
 class ProcessWriter:
     """The application in its own process, over the server's REST API."""
 
-    def __init__(self, store: Store, stamped: bool, tmp_path: Path) -> None:
+    def __init__(self, store: Store, stamped: bool, sparse: str | None, tmp_path: Path) -> None:
         self.stop, self.out = tmp_path / "stop", tmp_path / "writer.json"
         args = [
             sys.executable, "-m", "tests.dags.live_writer", "--url", str(store.settings.url),
@@ -122,6 +124,8 @@ class ProcessWriter:
         ]  # fmt: skip
         if not stamped:
             args.append("--unstamped")
+        if sparse:
+            args += ["--sparse", sparse]
         env = os.environ | {"PYTHONPATH": str(ROOT)}
         self.process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
         assert self.process.stdout is not None
@@ -159,12 +163,20 @@ def _same(stored: Any, written: Any) -> bool:
 
 
 @pytest.mark.parametrize(
-    ("where", "stamped"),
-    [("embedded", True), ("embedded", False), ("server", True), ("server", False)],
+    ("where", "stamped", "sparse"),
+    [
+        ("embedded", True, None),
+        ("embedded", False, None),
+        ("server", True, None),
+        ("server", False, None),
+        # hybrid: the application writes a BM25 vector with every text; it is carried
+        ("server", False, "bm25"),
+    ],
 )
 def test_no_acknowledged_write_is_lost_or_resurrected(
     where: str,
     stamped: bool,
+    sparse: str | None,
     request: pytest.FixtureRequest,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
@@ -183,14 +195,15 @@ def test_no_acknowledged_write_is_lost_or_resurrected(
             alias=ALIAS,
             model=OLD,
             dimensions=DIMENSIONS,
+            sparse=sparse,
         )
     migration = dagbag.get_dag("qdrant_model_migration")
     nightly = dagbag.get_dag("qdrant_migration_catch_up")
     lifecycle = dagbag.get_dag("qdrant_migration_lifecycle")
     writer: InProcessWriter | ProcessWriter = (
-        InProcessWriter(store, stamped)
+        InProcessWriter(store, stamped, sparse)
         if where == "embedded"
-        else ProcessWriter(store, stamped, tmp_path)
+        else ProcessWriter(store, stamped, sparse, tmp_path)
     )
     writer.warm_up()  # the application was writing before the migration started
 
@@ -208,7 +221,8 @@ def test_no_acknowledged_write_is_lost_or_resurrected(
     conflicts = [s["reconcile"]["conflicts"] for s in [*swaps, back]]
     window = [CatchUpResult.from_dict(s["reconcile"]).changes for s in [*swaps, back]]
     print(
-        f"\n[{where}, updated_at_field={'set' if stamped else 'unset'}] writes {counts}; "
+        f"\n[{where}, updated_at_field={'set' if stamped else 'unset'}, sparse={sparse}] "
+        f"writes {counts}; "
         f"lag at approval {lag}; window writes copied at swap/swap/rollback {window}; "
         f"conflicts {conflicts}; writer errors {len(errors)}"
     )
@@ -232,8 +246,28 @@ def test_no_acknowledged_write_is_lost_or_resurrected(
     stale = [
         k
         for k, p in points.items()
-        if not np.allclose(p.vector, vector_of(model, p.payload["text"]), atol=1e-5)
+        if not np.allclose(_dense(p.vector), vector_of(model, p.payload["text"]), atol=1e-5)
     ]
     assert not stale, (
         f"{len(stale)} vectors not made by {model} from the current text: {stale[:10]}"
+    )
+    if sparse:  # the carried BM25 vector of every point is its current text's
+        unsynced = [
+            k
+            for k, p in points.items()
+            if not isinstance(p.vector, dict)
+            or not _same_sparse(p.vector.get(sparse), bm25_vector(p.payload["text"]))
+        ]
+        assert not unsynced, f"{len(unsynced)} points without their text's BM25: {unsynced[:10]}"
+
+
+def _dense(vector: Any) -> Any:
+    return vector.get("") if isinstance(vector, dict) else vector
+
+
+def _same_sparse(stored: Any, written: Any) -> bool:
+    return (
+        stored is not None
+        and list(stored.indices) == list(written.indices)
+        and np.allclose(stored.values, written.values, rtol=1e-6)
     )

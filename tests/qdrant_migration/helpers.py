@@ -248,11 +248,13 @@ def seed_standin_source(
     model: str = "text-embedding-3-small",
     dimensions: int = 1536,
     lineage: bool = True,
+    sparse: str | None = None,
 ) -> None:
     """A source of the OpenAI stand-in's vectors, as this tool would have written it.
 
     The vectors are exactly what the stand-in returns for each text at ``dimensions``
-    (:func:`expected_vector`), and the collection's metadata records that lineage.
+    (:func:`expected_vector`), and the collection's metadata records that lineage. With
+    ``sparse``, a hybrid collection: each point also has that BM25 vector of its text.
     """
     from tests.standin import expected_vector
 
@@ -267,14 +269,22 @@ def seed_standin_source(
     client.create_collection(
         collection,
         vectors_config=qm.VectorParams(size=dimensions, distance=qm.Distance.COSINE),
+        sparse_vectors_config={sparse: qm.SparseVectorParams(modifier=qm.Modifier.IDF)}
+        if sparse
+        else None,
         metadata=metadata if lineage else None,
     )
+
+    def vector(text: str) -> Any:
+        dense = expected_vector(model, text, "", dimensions)
+        return {"": dense, sparse: bm25_vector(text)} if sparse else dense
+
     client.upsert(
         collection,
         [
             qm.PointStruct(
                 id=r["id"],
-                vector=expected_vector(model, r["text"], "", dimensions),
+                vector=vector(r["text"]),
                 payload={k: v for k, v in r.items() if k != "id"},
             )
             for r in records
@@ -321,17 +331,21 @@ class NoEmbeddingProvider(EmbeddingProvider):
 LAYOUTS = ("hybrid", "hybrid_unnamed", "named", "multivector")
 
 
+def bm25_vector(text: str) -> qm.SparseVector:
+    """Qdrant's BM25 of ``text`` (as an application writing hybrid points makes it)."""
+    from qdrant_edge import Bm25, Bm25Config
+
+    made = Bm25(Bm25Config(language="english")).embed_document(text)
+    return qm.SparseVector(indices=list(made.indices), values=list(made.values))
+
+
 def layout_vectors(layout: str, text: str, dense: list[float]) -> dict[str, Any]:
     """A point's vectors in ``layout``: ``dense`` is the one a migration replaces."""
     from tests.fakes import HashingProvider
 
     words = text.split()
     if layout in ("hybrid", "hybrid_unnamed"):
-        from qdrant_edge import Bm25, Bm25Config
-
-        made = Bm25(Bm25Config(language="english")).embed_document(text)
-        sparse = qm.SparseVector(indices=list(made.indices), values=list(made.values))
-        return {"" if layout == "hybrid_unnamed" else "dense": dense, "bm25": sparse}
+        return {"" if layout == "hybrid_unnamed" else "dense": dense, "bm25": bm25_vector(text)}
     if layout == "named":
         title = HashingProvider("hash-title-16").vector(" ".join(words[:5]))
         return {"body": dense, "title": title}
