@@ -139,6 +139,8 @@ def main() -> int:
         "source_provider": "local",
         "source_model": "all-MiniLM-L6-v2",
         "eval_set": str(ROOT / "demo" / "eval_queries.jsonl"),
+        # A BM25 vector for hybrid search from the swap on; the report measures it.
+        "add_sparse": "bm25",
     }
     run = dag.test(run_conf=conf)
     reviewer.join(timeout=60)

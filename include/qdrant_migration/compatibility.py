@@ -240,6 +240,17 @@ def _new_target_plan(
     reasons += decision.reasons
     if source.text_coverage < 1.0:
         reasons.append(_coverage_reason(spec, source, decision.strategy))
+    if source.carried:
+        reasons.append(
+            f"Only vector {source.vector_name or '(unnamed)'!r} is migrated; "
+            f"{', '.join(repr(n) for n in source.carried)} "
+            "are copied unchanged, with their configuration."
+        )
+    if spec.add_sparse:
+        reasons.append(
+            f"The new collection gains sparse vector {spec.add_sparse!r}: BM25 of "
+            f"{spec.text_field!r} (IDF modifier), for hybrid search from the swap on."
+        )
     lineage = cast(Lineage, dict(provider.lineage()))
     lineage["dimensions"], lineage["strategy"] = dimension, decision.strategy.value
     if decision.strategy is Strategy.MATRYOSHKA_TRUNCATION:
