@@ -30,7 +30,7 @@ from typing import Any
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from include.qdrant_migration import quantization
+from include.qdrant_migration import quantization, sparse
 from include.qdrant_migration.plan import Estimate, Plan
 from include.qdrant_migration.providers import EmbeddingProvider
 from include.qdrant_migration.spec import MAX_PARALLEL_PARTITIONS, Strategy
@@ -231,10 +231,43 @@ def _embed_seconds(
     return requests * typical / parallel, requests * worst / parallel, basis
 
 
-def _storage(plan: Plan, sample: TextSample) -> dict[str, int]:
+def _stored_bytes(vector: Any) -> int:
+    """Bytes of one stored vector: 8 per sparse entry (index and value), 4 per float."""
+    if isinstance(vector, qm.SparseVector):
+        return 8 * len(vector.indices)
+    if vector and isinstance(vector[0], list):
+        return 4 * sum(len(row) for row in vector)
+    return 4 * len(vector)
+
+
+def other_vector_bytes(client: QdrantClient, plan: Plan, sample: TextSample) -> tuple[float, float]:
+    """Mean bytes per point of the carried vectors (in both collections) and of the BM25
+    vector ``add_sparse`` adds (in the new one), from a random sample."""
+    carried = 0.0
+    if plan.source.carried:
+        found = client.query_points(
+            plan.source.collection,
+            query=qm.SampleQuery(sample=qm.Sample.RANDOM),
+            limit=TOKEN_SAMPLE,
+            with_vectors=plan.carried.read(),
+        ).points
+        if found:
+            sizes = [sum(_stored_bytes(v) for v in plan.carried.of(p).values()) for p in found]
+            carried = statistics.fmean(sizes)
+    added = 0.0
+    if plan.add_sparse and sample.texts:
+        made = sparse.computed(sample.texts) if sample.usable else []
+        added = statistics.fmean(_stored_bytes(v) for v in made) * sample.usable_share
+    return carried, added
+
+
+def _storage(
+    plan: Plan, sample: TextSample, other: tuple[float, float] = (0.0, 0.0)
+) -> dict[str, int]:
     points = plan.source.points
     payload = round(points * sample.payload_bytes)
-    source_disk = points * plan.source.size * 4 + payload
+    carried, added = round(points * other[0]), round(points * other[1])
+    source_disk = points * plan.source.size * 4 + payload + carried
     if plan.strategy is Strategy.QUANTIZATION_ONLY:
         wanted = plan.spec.quantization or "none"
         extra = 0 if wanted == "none" else quantization.ram_bytes(points, plan.source.size, wanted)
@@ -248,13 +281,15 @@ def _storage(plan: Plan, sample: TextSample) -> dict[str, int]:
             "target_ram_bytes": quantization.ram_bytes(points, plan.source.size, wanted),
         }
     wanted = plan.spec.quantization or plan.source.quantization
-    target_disk = points * plan.target_dimension * 4 + payload
+    target_disk = points * plan.target_dimension * 4 + payload + carried + added
     return {
         "source_disk_bytes": source_disk,
         "target_disk_bytes": target_disk,
         "peak_disk_bytes": source_disk + target_disk,
         "target_ram_bytes": quantization.ram_bytes(points, plan.target_dimension, wanted)
-        + points * HNSW_BYTES_PER_POINT,
+        + points * HNSW_BYTES_PER_POINT
+        + carried
+        + added,
     }
 
 
@@ -320,5 +355,5 @@ def build(client: QdrantClient, plan: Plan, provider: EmbeddingProvider) -> Esti
         payload_bytes_per_point=round(sample.payload_bytes),
         creates=creates,
         alias_change=alias_change,
-        **_storage(plan, sample),
+        **_storage(plan, sample, other_vector_bytes(client, plan, sample)),
     )

@@ -132,7 +132,7 @@ class Carried:
     def __bool__(self) -> bool:
         return bool(self.names)
 
-    def of(self, record: qm.Record) -> dict[str, Any]:
+    def of(self, record: qm.Record | qm.ScoredPoint) -> dict[str, Any]:
         """The record's carried vectors that it has (read with :meth:`read`)."""
         stored = record.vector
         if not self.names or not isinstance(stored, dict):

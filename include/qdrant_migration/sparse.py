@@ -41,10 +41,17 @@ def on_server(client: QdrantClient) -> bool:
     return server_version(client) is not None and supports(client, SERVER_BM25)
 
 
-def documents(client: QdrantClient, texts: Sequence[str]) -> list[qm.SparseVector | qm.Document]:
+def documents(
+    client: QdrantClient, texts: Sequence[str]
+) -> Sequence[qm.SparseVector | qm.Document]:
     """The BM25 vector of each text as written: made by the server, or here."""
     if on_server(client):
         return [qm.Document(text=text, model=MODEL) for text in texts]
+    return list(computed(texts))
+
+
+def computed(texts: Sequence[str]) -> list[qm.SparseVector]:
+    """The BM25 vectors of ``texts``, made here (what a server would make of them)."""
     embedder = _embedder()
     return [_sparse(embedder.embed_document(text)) for text in texts]
 

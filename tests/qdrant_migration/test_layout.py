@@ -16,7 +16,7 @@ import pytest
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from include.qdrant_migration import compatibility
+from include.qdrant_migration import compatibility, estimate
 from include.qdrant_migration.checks import completeness
 from include.qdrant_migration.spec import MigrationSpec
 from include.qdrant_migration.state import QdrantStateStore
@@ -214,3 +214,41 @@ def test_a_layout_the_migration_cannot_serve_is_refused_with_the_vectors_named(
     assert "articles_v1__" not in str(
         [c.name for c in client.get_collections().collections]
     )  # nothing was created
+
+
+def test_the_estimate_counts_the_carried_vectors_and_the_added_one(
+    layout_client: Any, new_model: HashingProvider
+) -> None:
+    client = layout_client("multivector")
+    state = QdrantStateStore(client)
+    plain = compatibility.assess(client, _spec("multivector"), new_model, state)
+    added = compatibility.assess(client, _spec("multivector", add_sparse="kw"), new_model, state)
+    carried, bm25 = estimate.other_vector_bytes(
+        client, added, estimate.sample_texts(client, "articles_v1", "text", new_model)
+    )
+    assert carried >= 2 * 8 * 4  # at least two 8-d token vectors per point
+    assert bm25 > 0
+    points = plain.source.points
+    gained = added.estimate.target_disk_bytes - plain.estimate.target_disk_bytes
+    assert gained == pytest.approx(points * bm25, rel=0.01)
+    # the source's own disk counts its carried vectors too
+    assert plain.estimate.source_disk_bytes >= points * (64 * 4 + carried)
+
+
+def test_a_carried_bm25_vector_is_searched_with_the_dense_one_on_both_sides(
+    layout_client: Any, new_model: HashingProvider, old_model: HashingProvider
+) -> None:
+    from include.qdrant_migration.checks import quality
+
+    client = layout_client("hybrid")
+    state = QdrantStateStore(client)
+    texts = {p.id: str((p.payload or {})["text"]) for p in all_points(client, "articles_v1")}
+    rows = [{"query": " ".join(text.split()[:6]), "relevant_ids": [i]} for i, text in texts.items()]
+    plan = migrate(client, _spec("hybrid", eval_set=rows[:20]), new_model, state).plan
+    assert plan.source.carried_bm25 == "bm25"
+
+    _, found = quality.evaluate(client, plan, new_model, old_model)
+
+    assert found.labeled and found.hybrid_vector == "bm25"
+    assert set(found.hybrid_old) == set(found.hybrid_new) == set(found.old)
+    assert found.hybrid_new["recall@10"] > 0 and found.hybrid_old["recall@10"] > 0

@@ -625,15 +625,29 @@ class CatchUp:
             log.info("Point %s was deleted meanwhile: its vector is not needed", here)
 
     def _revector(self, targets: list[qm.Record], result: CatchUpResult) -> None:
-        texts = [str(self._text(t)) for t in targets]
-        vectors = self.job.provider.embed_documents(texts)
-        self._check_count(vectors, len(targets))
-        name, added = self.job.vector_name, self._added(targets)
-        for tgt, vector in zip(targets, vectors, strict=True):
+        """Re-make the served side's own writes' vectors with its model, under the same
+        bad-text policy as every embedding (a text it refuses keeps the vector written)."""
+        usable = select_texts(
+            targets,
+            self.job.provider,
+            text_field=self.job.text_field,
+            policy=self.job.bad_text_policy,
+            collection=self.job.target,
+        )
+        for here, reason in usable.skipped:
+            log.info("Point %s keeps the vector it was written with: %s", here, reason)
+            result.skipped_by_reason[reason] = result.skipped_by_reason.get(reason, 0) + 1
+        if not usable.records:
+            return
+        vectors = self.job.provider.embed_documents(usable.texts)
+        self._check_count(vectors, len(usable.records))
+        name, added = self.job.vector_name, self._added(usable.records)
+        for tgt, vector in zip(usable.records, vectors, strict=True):
             extra = added.get(point_id(tgt.id), {})
             self._update_vector(tgt.id, point_vector(name, vector, {}, extra), self._guard(tgt))
-        result.revectored += len(targets)
-        result.embedded += len(targets)
+        result.revectored += len(usable.records)
+        result.embedded += len(usable.records)
+        result.tokens += usable.tokens
         self.heartbeat()
 
 

@@ -934,3 +934,21 @@ def test_convergence_total_adds_every_count_up() -> None:
     assert (total.mode, total.cut, total.watermark) == ("watermark", last.cut, last.watermark)
     assert total.changes == first.changes + last.changes
     assert last.skipped_by_reason == {EMPTY: 1, MISSING: 1}  # the passes are not changed
+
+
+def test_a_served_write_too_long_for_the_model_keeps_its_vector_under_the_skip_policy(
+    new_model: HashingProvider, old_model: HashingProvider
+) -> None:
+    live = _live(new_model, old_model, updated_at_field="updated_at")
+    client, new = live.client, live.new
+    long_text = " ".join(f"word{i}" for i in range(2000))  # far over 512 tokens
+    written = old_model.vector(long_text)
+    _app_write(client, new, 70, long_text, written, updated_at=_at(20).timestamp())
+    skipping = HashingProvider("hash-new", options={"too_long_policy": "skip"})
+
+    result = live.run(live.forward(skipping).reconciling(), clock=lambda: _at(60))
+
+    assert result.kept == 1 and result.revectored == 0
+    (reason,) = result.skipped_by_reason
+    assert "tokens > 512 per input" in reason, result.skipped_by_reason
+    np.testing.assert_allclose(vectors(client, new)[70], written, atol=1e-6)  # as written
