@@ -356,13 +356,6 @@ def columns(
     )
 
 
-def vector_struct(name: str | None, values: list[float]) -> qm.VectorStruct:
-    """A point's vector as written: bare for the unnamed vector, else under its name."""
-    if name is None:
-        return values
-    return {name: values}
-
-
 class PartitionJob(ABC):
     """One partition's run: resume from its checkpoint, stream, checkpoint after each write.
 
