@@ -186,6 +186,21 @@ def _texts_for_tokens(tokens: float) -> int:
     return count
 
 
+def _openai_worker(
+    qdrant_url: str, standin: StandIn, dimensions: int, batch_size: int
+) -> dict[str, Any]:
+    """A worker's config for the ``openai`` provider pointed at the stand-in."""
+    return {
+        "qdrant_url": qdrant_url,
+        "base_url": standin.openai_base_url,
+        "api_key": OPENAI_KEY,
+        "provider": "openai",
+        "model": OPENAI_MODEL,
+        "dimensions": dimensions,
+        "batch_size": batch_size,
+    }
+
+
 def _capped(standin: StandIn, profile: Profile) -> None:
     """A fresh stand-in (empty log and window) with the profile's latency and cap."""
     standin.reset()
@@ -201,16 +216,8 @@ def rows_cap_and_sequential(
     count = _texts_for_tokens(tokens)
     log(f"rows a/b: seeding {count} points ({tokens:,.0f} tokens)")
     seed_source(client, cycled_records(count))
-    base = {
-        "qdrant_url": qdrant_url,
-        "base_url": standin.openai_base_url,
-        "api_key": OPENAI_KEY,
-        "model": OPENAI_MODEL,
-        "dimensions": profile.dimensions,
-        "batch_size": profile.batch_size,
-    }
+    base = _openai_worker(qdrant_url, standin, profile.dimensions, profile.batch_size)
     backfill_config = base | {
-        "provider": "openai",
         "embed_concurrency": profile.concurrency,
         "options": {
             "tokens_per_minute": profile.tokens_per_minute,
@@ -334,15 +341,8 @@ def row_local_model(profile: Profile) -> Row:
 
 def row_peak_rss(profile: Profile, standin: StandIn, server: Any, client: QdrantClient) -> Row:
     small, large = profile.rss_sizes
-    config = {
-        "qdrant_url": server.url,
-        "base_url": standin.openai_base_url,
-        "api_key": OPENAI_KEY,
-        "provider": "openai",
-        "model": OPENAI_MODEL,
-        "dimensions": profile.rss_dimensions,
-        "batch_size": profile.batch_size,
-        "embed_concurrency": 2,
+    config = _openai_worker(server.url, standin, profile.rss_dimensions, profile.batch_size) | {
+        "embed_concurrency": 2
     }
     peaks: dict[int, list[int]] = {small: [], large: []}
     details: list[str] = []
@@ -397,14 +397,8 @@ def row_concurrency(profile: Profile, standin: StandIn, server: Any, client: Qdr
         seed_source(client, cycled_records(count))
         run = run_worker(
             "backfill",
-            {
-                "qdrant_url": server.url,
-                "base_url": standin.openai_base_url,
-                "api_key": OPENAI_KEY,
-                "provider": "openai",
-                "model": OPENAI_MODEL,
-                "dimensions": profile.rss_dimensions,
-                "batch_size": SWEEP_BATCH,
+            _openai_worker(server.url, standin, profile.rss_dimensions, SWEEP_BATCH)
+            | {
                 "embed_concurrency": level,
                 "options": {"max_concurrency": level},
             },

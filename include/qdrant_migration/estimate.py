@@ -256,7 +256,7 @@ def other_vector_bytes(client: QdrantClient, plan: Plan, sample: TextSample) -> 
             carried = statistics.fmean(sizes)
     added = 0.0
     if plan.add_sparse and sample.texts:
-        made = sparse.computed(sample.texts) if sample.usable else []
+        made = sparse.computed(sample.texts)
         added = statistics.fmean(_stored_bytes(v) for v in made) * sample.usable_share
     return carried, added
 

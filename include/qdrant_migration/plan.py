@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from include.qdrant_migration.layout import Carried
@@ -111,15 +112,15 @@ class Plan:
         """The name of the migrated vector (None: the collection's single unnamed one)."""
         return self.source.vector_name
 
-    @property
+    @cached_property
     def carried(self) -> Carried:
-        """The vectors copied unchanged from the source."""
+        """The vectors copied unchanged from the source (read per point: made once)."""
         return Carried(tuple(self.source.carried), tuple(self.source.carried_sparse))
 
     @property
     def add_sparse(self) -> str | None:
         """The BM25 sparse vector the target gains (None: none)."""
-        return self.spec.add_sparse or None if self.creates_target else None
+        return (self.spec.add_sparse or None) if self.creates_target else None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types only (enums as their values): what an XCom can hold."""

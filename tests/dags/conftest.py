@@ -89,6 +89,14 @@ def openai_connection(monkeypatch: pytest.MonkeyPatch, standin: Any) -> Any:  # 
     return standin
 
 
+@pytest.fixture
+def server_conn(qdrant_server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:  # noqa: F811
+    """The engine-backed test server, emptied, as the connection ``qdrant_default``."""
+    qdrant_server.reset()
+    monkeypatch.setenv("AIRFLOW_CONN_QDRANT_DEFAULT", json.dumps(qdrant_server.connection()))
+    return qdrant_server
+
+
 def return_value(run: Any, task_id: str) -> Any:
     """A task's XCom return value in a finished ``dag.test()`` run (None if it has none)."""
     from airflow.models.xcom import XComModel

@@ -8,7 +8,6 @@ the wait is certain rather than a race with a fast build.
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from collections.abc import Callable
@@ -51,19 +50,13 @@ def _reschedules(run: Any, task_id: str) -> int:
 
 
 def test_recall_check_waits_for_the_index_then_measures_the_engines_recall(
-    qdrant_server: QdrantServer,
-    monkeypatch: pytest.MonkeyPatch,
+    server_conn: QdrantServer,
     corpus: list[dict[str, Any]],
     openai_connection: None,
     dagbag: Any,
     reviewer: Callable[[str], dict[str, Any]],
 ) -> None:
-    qdrant_server.reset()
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_QDRANT_DEFAULT",
-        json.dumps({"conn_type": "qdrant", "extra": {"url": qdrant_server.url}}),
-    )
-    with open_client(qdrant_server.settings()) as client:
+    with open_client(server_conn.settings()) as client:
         seed_standin_source(client, corpus, collection=SOURCE, alias=ALIAS, dimensions=256)
         # Small segments are searched exactly on a server; these settings (copied to the
         # target) make this small collection use, and so wait for, a real HNSW index.
@@ -72,7 +65,7 @@ def test_recall_check_waits_for_the_index_then_measures_the_engines_recall(
             optimizers_config=qm.OptimizersConfigDiff(indexing_threshold=1),
             hnsw_config=qm.HnswConfigDiff(full_scan_threshold=1),
         )
-    qdrant_server.hold_indexing(True)
+    server_conn.hold_indexing(True)
     dag = dagbag.get_dag("qdrant_model_migration")
     release = threading.Event()
 
@@ -91,7 +84,7 @@ def test_recall_check_waits_for_the_index_then_measures_the_engines_recall(
                     .count()
                 )
             if waiting:
-                qdrant_server.hold_indexing(False)
+                server_conn.hold_indexing(False)
                 return
 
     watcher = threading.Thread(target=release_after_a_reschedule, daemon=True)
@@ -101,7 +94,7 @@ def test_recall_check_waits_for_the_index_then_measures_the_engines_recall(
         run = dag.test(run_conf=CONF)
     finally:
         release.set()
-        qdrant_server.hold_indexing(False)
+        server_conn.hold_indexing(False)
         watcher.join(timeout=10)
 
     assert "error" not in seen, seen.get("error")
@@ -109,13 +102,13 @@ def test_recall_check_waits_for_the_index_then_measures_the_engines_recall(
     assert _reschedules(run, "recall_check") >= 1  # it waited while the index was built
     body = seen["detail"]["body"]
     target = f"{SOURCE}__text-embedding-3-large-256d__v1"
-    with open_client(qdrant_server.settings()) as client:
+    with open_client(server_conn.settings()) as client:
         assert current_target(client, ALIAS) == target
         info = client.get_collection(target)
         assert info.status == qm.CollectionStatus.GREEN
         assert info.indexed_vectors_count and info.indexed_vectors_count >= info.points_count
-    builds = [b for b in qdrant_server.stats()["builds"] if b["collection"] == target]
-    assert builds, qdrant_server.stats()["builds"]  # the engine built the target's HNSW
+    builds = [b for b in server_conn.stats()["builds"] if b["collection"] == target]
+    assert builds, server_conn.stats()["builds"]  # the engine built the target's HNSW
     # the approval shows what the engine measured, on an index it says is complete
     row = next(line for line in body.splitlines() if line.startswith("| recall@10 ANN vs exact"))
     assert "(threshold 0.95, 50 queries)" in row, row
@@ -136,8 +129,7 @@ def _windows(corpus: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
 
 
 def test_a_weak_index_fails_recall_check_and_the_alias_stays(
-    qdrant_server: QdrantServer,
-    monkeypatch: pytest.MonkeyPatch,
+    server_conn: QdrantServer,
     corpus: list[dict[str, Any]],
     dagbag: Any,
     capsys: pytest.CaptureFixture[str],
@@ -145,12 +137,7 @@ def test_a_weak_index_fails_recall_check_and_the_alias_stays(
     """20,000 all-MiniLM-L6-v2 embeddings behind an index far too weak for them (m=4,
     ef_construct=8, copied from the source to the target): the engine's approximate search
     misses, recall_check fails with the recall it measured, and no approval is offered."""
-    qdrant_server.reset()
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_QDRANT_DEFAULT",
-        json.dumps({"conn_type": "qdrant", "extra": {"url": qdrant_server.url}}),
-    )
-    with open_client(qdrant_server.settings()) as client:
+    with open_client(server_conn.settings()) as client:
         seed_collection(
             client,
             collection="windows_v1",
@@ -188,7 +175,7 @@ def test_a_weak_index_fails_recall_check_and_the_alias_stays(
     assert found is not None, message
     assert float(found.group(1)) < 0.95
     print(f"\n[engine] weak index over {WINDOWS} embeddings: recall@10 {found.group(1)}")
-    with open_client(qdrant_server.settings()) as client:
+    with open_client(server_conn.settings()) as client:
         assert current_target(client, "windows") == "windows_v1"  # the alias did not move
         target = client.get_collection("windows_v1__multilingual-e5-small__v1")
         assert target.config.hnsw_config.m == 4 and target.points_count == WINDOWS

@@ -4,7 +4,6 @@ are, so carried vectors must arrive byte for byte)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -51,8 +50,7 @@ def _bytes(vector: Any) -> Any:
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_a_layout_migrates_through_the_swap_with_its_other_vectors_byte_identical(
     layout: str,
-    qdrant_server: QdrantServer,
-    monkeypatch: pytest.MonkeyPatch,
+    server_conn: QdrantServer,
     corpus: list[dict[str, Any]],
     openai_connection: None,
     dagbag: Any,
@@ -60,13 +58,8 @@ def test_a_layout_migrates_through_the_swap_with_its_other_vectors_byte_identica
 ) -> None:
     from tests.standin import expected_vector
 
-    qdrant_server.reset()
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_QDRANT_DEFAULT",
-        json.dumps({"conn_type": "qdrant", "extra": {"url": qdrant_server.url}}),
-    )
     migrated, carried = LAYOUTS[layout]
-    with open_client(qdrant_server.settings()) as client:
+    with open_client(server_conn.settings()) as client:
         seed_layout(
             client,
             layout,
@@ -81,7 +74,7 @@ def test_a_layout_migrates_through_the_swap_with_its_other_vectors_byte_identica
 
     assert "error" not in seen, seen.get("error")
     assert run.state == "success", task_states(run)
-    with open_client(qdrant_server.settings()) as client:
+    with open_client(server_conn.settings()) as client:
         target = current_target(client, ALIAS)
         assert target is not None and target != SOURCE  # swapped
         before = client.get_collection(SOURCE).config.params

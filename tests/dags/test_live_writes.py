@@ -89,9 +89,7 @@ def embedded(tmp_path: Path) -> Store:
 @pytest.fixture
 def server(qdrant_server: QdrantServer) -> Store:
     qdrant_server.reset()
-    return Store(
-        qdrant_server.settings(), {"conn_type": "qdrant", "extra": {"url": qdrant_server.url}}
-    )
+    return Store(qdrant_server.settings(), qdrant_server.connection())
 
 
 class InProcessWriter:

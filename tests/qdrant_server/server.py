@@ -153,6 +153,10 @@ class QdrantServer:
         """Where the façade is, as the migration's code takes it."""
         return QdrantSettings(url=self.url, **overrides)
 
+    def connection(self) -> dict[str, Any]:
+        """The Airflow connection (``AIRFLOW_CONN_*`` JSON) of the façade."""
+        return {"conn_type": "qdrant", "extra": {"url": self.url}}
+
     def reset(self) -> None:
         """Drop every collection and alias, and zero the request counters."""
         httpx.post(f"{self.url}/__facade__/reset", timeout=60).raise_for_status()
