@@ -13,7 +13,10 @@ Moves the collection behind a Qdrant **alias** to a new embedding model with zer
    * `linear_map` (only with `allow_linear_map`): `fit_linear_map` embeds a sample, fits a
      ridge map old → new, and refuses it below `min_map_retention`; the stored vectors are
      then mapped;
-   * `full_reembed`: every text is embedded again.
+   * `full_reembed`: every text is embedded again;
+   * `in_place` (only when named; Qdrant 1.18+): every text is embedded again into a new
+     named vector of the same collection; the switch is the collection's metadata
+     (`active_vector`), not the alias.
 
    Impossible requests fail here with the reason (truncating a model that is not
    Matryoshka-trained, more dimensions than the source, a distance the model was not
@@ -69,6 +72,7 @@ STRATEGY_PATHS: dict[str, list[str]] = {
     "matryoshka_truncation": ["create_collection"],
     "linear_map": ["fit_linear_map", "create_collection"],
     "full_reembed": ["create_collection"],
+    "in_place": ["create_collection"],
 }
 
 

@@ -41,6 +41,9 @@ class AliasMove:
     migration_id: str
     action: str
     at: str
+    #: In place (the same collection): the active vector before and after.
+    from_vector: str | None = None
+    to_vector: str | None = None
 
 
 class AliasMovedError(RuntimeError):

@@ -19,6 +19,7 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
 from include.qdrant_migration import quantization
+from include.qdrant_migration.layout import METADATA_KEY
 from include.qdrant_migration.plan import Lineage, Plan
 from include.qdrant_migration.qdrant import supports
 from include.qdrant_migration.state import (
@@ -32,7 +33,6 @@ from include.qdrant_migration.sync.backfill import forget_progress
 
 log = logging.getLogger(__name__)
 
-METADATA_KEY = "qdrant_migration"
 DEFAULT_INDEXING_THRESHOLD = 10000
 
 
@@ -106,7 +106,7 @@ def create_target(client: QdrantClient, plan: Plan, state: StateStore) -> dict[s
     if client.collection_exists(name):
         _check_reusable(client, plan, state)
         log.info("Reusing %s, created earlier by migration %s", name, plan.migration_id)
-        _record(state, plan, original_threshold=original_threshold, fresh=False)
+        record_migration(state, plan, original_threshold=original_threshold, fresh=False)
         return {"collection": name, "created": False}
 
     lineage = lineage_record(plan)
@@ -134,11 +134,13 @@ def create_target(client: QdrantClient, plan: Plan, state: StateStore) -> dict[s
         if field_schema is not None:
             client.create_payload_index(name, field_name, field_schema=field_schema, wait=True)
     log.info("Created %s (%d-d, %s)", name, plan.target_dimension, plan.source.distance)
-    _record(state, plan, original_threshold=original_threshold, fresh=True)
+    record_migration(state, plan, original_threshold=original_threshold, fresh=True)
     return {"collection": name, "created": True}
 
 
-def _record(state: StateStore, plan: Plan, *, original_threshold: int, fresh: bool) -> None:
+def record_migration(
+    state: StateStore, plan: Plan, *, original_threshold: int | None, fresh: bool
+) -> None:
     """Record the migration; a freshly created target starts (again) at LOADING."""
     migrations = Migrations(state)
     previous = migrations.get(plan.migration_id)
@@ -196,6 +198,8 @@ def _check_reusable(client: QdrantClient, plan: Plan, state: StateStore) -> None
 
 def finish_bulk_load(client: QdrantClient, plan: Plan, state: StateStore) -> None:
     """Restore the source's indexing threshold so Qdrant builds the HNSW index."""
+    if plan.in_place:
+        return  # the collection's own settings were never changed
     record = Migrations(state).get(plan.migration_id)
     recorded = record.indexing_threshold if record is not None else None
     threshold = DEFAULT_INDEXING_THRESHOLD if recorded is None else recorded

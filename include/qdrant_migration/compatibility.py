@@ -16,7 +16,7 @@ from typing import cast
 
 from qdrant_client import QdrantClient
 
-from include.qdrant_migration import estimate, quantization
+from include.qdrant_migration import estimate, inplace, quantization
 from include.qdrant_migration.layout import read_layout
 from include.qdrant_migration.plan import Lineage, Plan, SourceInfo
 from include.qdrant_migration.providers import EmbeddingProvider, canonical_model
@@ -175,13 +175,15 @@ def assess(
     )
     decision = choose_strategy(facts_of(spec, provider, source))
     migration_id = spec.migration_id(source_collection, decision.strategy)
-    if not decision.strategy.creates_target:
-        if spec.add_sparse:
-            raise CompatibilityError(
-                f"add_sparse {spec.add_sparse!r} needs a new collection, but this migration "
-                "only changes the quantization of the source in place. Leave add_sparse "
-                "empty, or migrate to a new model."
-            )
+    if not decision.strategy.creates_target and spec.add_sparse:
+        raise CompatibilityError(
+            f"add_sparse {spec.add_sparse!r} needs a new collection, but strategy "
+            f"{decision.strategy.value!r} changes the source in place. Leave add_sparse empty, "
+            "or use strategy 'full_reembed'."
+        )
+    if decision.strategy is Strategy.IN_PLACE:
+        plan = _new_vector_plan(client, spec, provider, state, source, migration_id, decision)
+    elif decision.strategy is Strategy.QUANTIZATION_ONLY:
         plan = _in_place_plan(spec, source, migration_id, decision)
     else:
         plan = _new_target_plan(client, spec, provider, state, source, migration_id, decision)
@@ -208,6 +210,46 @@ def _in_place_plan(
         target_lineage=lineage,
         spec=spec,
     )
+
+
+def _new_vector_plan(
+    client: QdrantClient,
+    spec: MigrationSpec,
+    provider: EmbeddingProvider,
+    state: StateStore,
+    source: SourceInfo,
+    migration_id: str,
+    decision: Decision,
+) -> Plan:
+    """In place: the new model's vectors as a new named vector of the source."""
+    inplace.require_support(client, source.collection, source.vector_name)
+    dimension = probe_dimension(provider, spec)
+    previous = Migrations(state).get(migration_id)
+    recorded = previous.plan.target_vector if previous and previous.plan else None
+    name = recorded or inplace.vector_name_for(
+        client, source.collection, spec.model_slug(), migration_id
+    )
+    reasons = [*decision.reasons, f"The new vector is {name!r}, beside {source.vector_name!r}."]
+    if source.text_coverage < 1.0:
+        reasons.append(_coverage_reason(spec, source, decision.strategy))
+    return Plan(
+        migration_id=migration_id,
+        alias=spec.alias,
+        strategy=decision.strategy,
+        reasons=reasons,
+        source=source,
+        target_collection=source.collection,
+        target_dimension=dimension,
+        target_lineage=_new_lineage(provider, dimension, decision.strategy),
+        spec=spec,
+        target_vector=name,
+    )
+
+
+def _new_lineage(provider: EmbeddingProvider, dimension: int, strategy: Strategy) -> Lineage:
+    lineage = cast(Lineage, dict(provider.lineage()))
+    lineage["dimensions"], lineage["strategy"] = dimension, strategy.value
+    return lineage
 
 
 def _coverage_reason(spec: MigrationSpec, source: SourceInfo, strategy: Strategy) -> str:
@@ -251,8 +293,7 @@ def _new_target_plan(
             f"The new collection gains sparse vector {spec.add_sparse!r}: BM25 of "
             f"{spec.text_field!r} (IDF modifier), for hybrid search from the swap on."
         )
-    lineage = cast(Lineage, dict(provider.lineage()))
-    lineage["dimensions"], lineage["strategy"] = dimension, decision.strategy.value
+    lineage = _new_lineage(provider, dimension, decision.strategy)
     if decision.strategy is Strategy.MATRYOSHKA_TRUNCATION:
         lineage["truncated_from"] = source.size
     return Plan(

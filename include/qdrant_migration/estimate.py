@@ -121,7 +121,7 @@ def _scale(value: float, sample: TextSample, points: int) -> int:
 def _work(plan: Plan, sample: TextSample) -> tuple[int, int, int]:
     """(texts embedded as documents, tokens of documents and queries, vectors copied)."""
     points = plan.source.points
-    if plan.strategy is Strategy.FULL_REEMBED:
+    if plan.strategy in (Strategy.FULL_REEMBED, Strategy.IN_PLACE):
         return _scale(sample.usable, sample, points), _scale(sample.tokens, sample, points), 0
     if plan.strategy is Strategy.LINEAR_MAP:
         fit = round(min(plan.spec.map_sample_size, points) * sample.usable_share)
@@ -263,7 +263,7 @@ def other_vector_bytes(client: QdrantClient, plan: Plan, sample: TextSample) -> 
 
 def _storage(
     plan: Plan, sample: TextSample, other: tuple[float, float] = (0.0, 0.0)
-) -> dict[str, int]:
+) -> dict[str, Any]:
     points = plan.source.points
     payload = round(points * sample.payload_bytes)
     carried, added = round(points * other[0]), round(points * other[1])
@@ -281,16 +281,27 @@ def _storage(
             "target_ram_bytes": quantization.ram_bytes(points, plan.source.size, wanted),
         }
     wanted = plan.spec.quantization or plan.source.quantization
-    target_disk = points * plan.target_dimension * 4 + payload + carried + added
+    new_vectors = points * plan.target_dimension * 4
+    # A new collection holds a second copy of the payloads and the carried vectors; a new
+    # named vector (in place) holds only the new vectors.
+    target_disk = new_vectors if plan.in_place else new_vectors + payload + carried + added
+    both = {
+        Strategy.FULL_REEMBED.value: source_disk + new_vectors + payload + carried + added,
+        Strategy.IN_PLACE.value: source_disk + new_vectors,
+    }
     return {
         "source_disk_bytes": source_disk,
         "target_disk_bytes": target_disk,
         "peak_disk_bytes": source_disk + target_disk,
         "target_ram_bytes": quantization.ram_bytes(points, plan.target_dimension, wanted)
         + points * HNSW_BYTES_PER_POINT
-        + carried
-        + added,
+        + (0 if plan.in_place else carried + added),
+        "peak_disk_by_strategy": both if plan.strategy in _RE_EMBEDDING else {},
     }
+
+
+#: The strategies that embed every text: the dry run shows the disk of both side by side.
+_RE_EMBEDDING = (Strategy.FULL_REEMBED, Strategy.IN_PLACE)
 
 
 def _names(client: QdrantClient, plan: Plan) -> tuple[list[str], str]:
@@ -301,7 +312,15 @@ def _names(client: QdrantClient, plan: Plan) -> tuple[list[str], str]:
         creates.append(fingerprints.collection_name(plan.migration_id))
     if not client.collection_exists(STATE_COLLECTION):
         creates.append(STATE_COLLECTION)
-    if plan.creates_target:
+    if plan.in_place:
+        if not client.collection_exists(fingerprints.collection_name(plan.migration_id)):
+            creates.append(fingerprints.collection_name(plan.migration_id))
+        alias = (
+            f"{plan.alias}: stays on {plan.source.collection}; its metadata's active_vector "
+            f"{plan.vector_name} -> {plan.target_vector} on approval (vector "
+            f"{plan.target_vector} is added now)"
+        )
+    elif plan.creates_target:
         alias = f"{plan.alias}: {plan.source.collection} -> {plan.target_collection} on approval"
     else:
         alias = f"{plan.alias}: stays on {plan.source.collection}"

@@ -50,6 +50,22 @@ def _dense(info: qm.CollectionInfo) -> dict[str, qm.VectorParams]:
     return dict(vectors or {})
 
 
+#: The collection metadata key of the lineage; an in-place migration adds ``vectors``
+#: (the lineage of each model's named vector) and ``active_vector`` to it.
+METADATA_KEY = "qdrant_migration"
+
+
+def in_place_vectors(metadata: Mapping[str, Any] | None) -> tuple[str | None, frozenset[str]]:
+    """The active vector an in-place migration recorded, and the others it keeps (a new
+    model's vector being filled, or an old one kept for rollback): never migrated or carried."""
+    lineage = (metadata or {}).get(METADATA_KEY)
+    if not isinstance(lineage, Mapping):
+        return None, frozenset()
+    active = lineage.get("active_vector")
+    vectors = lineage.get("vectors") or {}
+    return (str(active) if active else None), frozenset(n for n in vectors if n != active)
+
+
 def _kinds(dense: Mapping[str, qm.VectorParams], sparse: list[str]) -> str:
     parts = [
         f"{name or '(unnamed)'} ({'multivector' if p.multivector_config else f'{p.size}-d dense'})"
@@ -66,7 +82,8 @@ def read_layout(
 
     Refuses, naming every vector, when the choice is ambiguous or impossible.
     """
-    dense = _dense(info)
+    active, kept = in_place_vectors(info.config.metadata)
+    dense = {name: p for name, p in _dense(info).items() if name not in kept}
     sparse = sorted(info.config.params.sparse_vectors or {})
     plain = sorted(name for name, p in dense.items() if p.multivector_config is None)
     listed = _kinds(dense, sparse)
@@ -90,6 +107,8 @@ def read_layout(
             )
     elif len(plain) == 1:
         name = plain[0]
+    elif active in plain:
+        name = str(active)
     elif not plain:
         raise CompatibilityError(
             f"Collection {collection!r} has no plain dense vector to migrate. Vectors: {listed}."

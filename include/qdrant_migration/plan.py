@@ -83,6 +83,8 @@ class Estimate:
     target_ram_bytes: int = 0
     #: RAM of the vectors before a quantization change (quantization_only only).
     ram_before_bytes: int | None = None
+    #: Peak disk of a new collection vs a new named vector (in place), side by side.
+    peak_disk_by_strategy: dict[str, int] = field(default_factory=dict)
     #: Collections a run would create, and what happens to the alias.
     creates: list[str] = field(default_factory=list)
     alias_change: str = ""
@@ -102,10 +104,21 @@ class Plan:
     target_lineage: Lineage
     spec: MigrationSpec
     estimate: Estimate = field(default_factory=Estimate)
+    #: In place: the named vector the new model's vectors go to, beside the old one.
+    target_vector: str | None = None
 
     @property
     def creates_target(self) -> bool:
         return self.strategy.creates_target
+
+    @property
+    def in_place(self) -> bool:
+        return self.strategy.in_place
+
+    @property
+    def new_vector(self) -> str | None:
+        """The vector the new model's vectors are written to and searched in."""
+        return self.target_vector if self.in_place else self.vector_name
 
     @property
     def vector_name(self) -> str | None:

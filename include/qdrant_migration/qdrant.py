@@ -244,7 +244,7 @@ def scroll_all(
     client: QdrantClient,
     collection: str,
     *,
-    with_payload: bool = False,
+    with_payload: bool | list[str] = False,
     with_vectors: bool | list[str] = False,
     scroll_filter: qm.Filter | None = None,
     page: int = 256,

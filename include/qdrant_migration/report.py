@@ -240,6 +240,11 @@ def estimate_rows(
         ),
         ("RAM of the vectors and index", _bytes(est.target_ram_bytes), (None, None)),
     ]
+    if len(est.peak_disk_by_strategy) > 1:
+        both = ", ".join(
+            f"{name} {_bytes(size)}" for name, size in sorted(est.peak_disk_by_strategy.items())
+        )
+        rows.append(("peak disk by strategy (same data)", both, (None, None)))
     if actual is None:
         return [f"| {name} | {planned} |" for name, planned, _ in rows]
     if earlier is None:

@@ -45,11 +45,18 @@ class Strategy(StrEnum):
     MATRYOSHKA_TRUNCATION = "matryoshka_truncation"
     LINEAR_MAP = "linear_map"
     FULL_REEMBED = "full_reembed"
+    #: A new named vector in the same collection (Qdrant 1.18+); never chosen by auto.
+    IN_PLACE = "in_place"
 
     @property
     def creates_target(self) -> bool:
-        """Every strategy but a quantization change builds a new collection."""
-        return self is not Strategy.QUANTIZATION_ONLY
+        """Whether the new vectors go to a new collection (not: a quantization change, or a
+        new named vector of the source)."""
+        return self not in (Strategy.QUANTIZATION_ONLY, Strategy.IN_PLACE)
+
+    @property
+    def in_place(self) -> bool:
+        return self is Strategy.IN_PLACE
 
     @property
     def derives_vectors(self) -> bool:
@@ -276,7 +283,10 @@ PARAM_SCHEMA: dict[str, dict[str, Any]] = {
         "'quantization_only' (same model and size: change the source's quantization in "
         "place), 'matryoshka_truncation' (same Matryoshka model, fewer dimensions: cut the "
         "stored vectors), 'linear_map' (another model, only with allow_linear_map: map the "
-        "stored vectors), else 'full_reembed'. Naming one forces it, or refuses with why.",
+        "stored vectors), else 'full_reembed'. Naming one forces it, or refuses with why. "
+        "'in_place' (never chosen by auto; Qdrant 1.18+ or the embedded store, named vectors "
+        "only) re-embeds every text into a new named vector of the same collection: no second "
+        "collection, the switch is recorded in the collection's metadata.",
     },
     "quantization": {
         "default": None,

@@ -179,6 +179,8 @@ def _forced(facts: Facts) -> Decision:
                 f"come from {facts.new_label}. Use matryoshka_truncation or quantization_only."
             )
         return _linear_map(facts)
+    if facts.forced == Strategy.IN_PLACE:
+        return _in_place(facts)
     return _full_reembed(facts)
 
 
@@ -296,5 +298,18 @@ def _full_reembed(facts: Facts) -> Decision:
             f"({facts.source_size}-d{made_by}, {facts.source_distance}) are embedded again with "
             f"{facts.new_label} ({facts.wanted_size or '?'}-d); vectors of different models "
             "cannot share a space."
+        ],
+    )
+
+
+def _in_place(facts: Facts) -> Decision:
+    decision = _full_reembed(facts)
+    return Decision(
+        Strategy.IN_PLACE,
+        [
+            *decision.reasons,
+            f"In place: the new vectors go into a new named vector of {facts.source_collection!r} "
+            "(no second collection, no second copy of the payloads). Applications switch by "
+            "reading the collection's metadata, which names the active vector.",
         ],
     )

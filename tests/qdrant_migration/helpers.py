@@ -249,12 +249,14 @@ def seed_standin_source(
     dimensions: int = 1536,
     lineage: bool = True,
     sparse: str | None = None,
+    vector_name: str | None = None,
 ) -> None:
     """A source of the OpenAI stand-in's vectors, as this tool would have written it.
 
     The vectors are exactly what the stand-in returns for each text at ``dimensions``
     (:func:`expected_vector`), and the collection's metadata records that lineage. With
     ``sparse``, a hybrid collection: each point also has that BM25 vector of its text.
+    ``vector_name`` names the dense vector (None: unnamed).
     """
     from tests.standin import expected_vector
 
@@ -266,9 +268,10 @@ def seed_standin_source(
             "migration_id": "mig-earlier",
         }
     }
+    dense = qm.VectorParams(size=dimensions, distance=qm.Distance.COSINE)
     client.create_collection(
         collection,
-        vectors_config=qm.VectorParams(size=dimensions, distance=qm.Distance.COSINE),
+        vectors_config={vector_name: dense} if vector_name else dense,
         sparse_vectors_config={sparse: qm.SparseVectorParams(modifier=qm.Modifier.IDF)}
         if sparse
         else None,
@@ -277,7 +280,9 @@ def seed_standin_source(
 
     def vector(text: str) -> Any:
         dense = expected_vector(model, text, "", dimensions)
-        return {"": dense, sparse: bm25_vector(text)} if sparse else dense
+        if vector_name is None and not sparse:
+            return dense
+        return {vector_name or "": dense} | ({sparse: bm25_vector(text)} if sparse else {})
 
     client.upsert(
         collection,

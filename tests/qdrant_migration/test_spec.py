@@ -91,13 +91,15 @@ def test_the_strategy_choices_are_auto_and_every_strategy() -> None:
         "matryoshka_truncation",
         "linear_map",
         "full_reembed",
+        "in_place",
     ]
 
 
 def test_what_each_strategy_does_to_collections_and_vectors() -> None:
     creates = {s for s in Strategy if s.creates_target}
     derives = {s for s in Strategy if s.derives_vectors}
-    assert creates == set(Strategy) - {Strategy.QUANTIZATION_ONLY}
+    assert creates == set(Strategy) - {Strategy.QUANTIZATION_ONLY, Strategy.IN_PLACE}
+    assert {s for s in Strategy if s.in_place} == {Strategy.IN_PLACE}
     assert derives == {Strategy.MATRYOSHKA_TRUNCATION, Strategy.LINEAR_MAP}
 
 

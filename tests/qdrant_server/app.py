@@ -59,11 +59,14 @@ FIELD_SINCE: dict[str, tuple[int, int, int]] = {
     "update_filter": (1, 16, 0),
     "update_mode": (1, 17, 0),
 }
+#: ``PUT/DELETE /collections/{name}/vectors/{vector}`` (create_vector_name).
+VECTOR_NAMES_SINCE = (1, 18, 0)
 DEFAULT_INDEXING_THRESHOLD_KB = 10_000
 _JSON = "application/json"
 
 _POINT_INSERT = TypeAdapter(m.PointInsertOperations)
 _POINTS_SELECTOR = TypeAdapter(m.PointsSelector)
+_VECTOR_NAME_CONFIG = TypeAdapter(m.VectorNameConfig)
 
 
 class ApiError(Exception):
@@ -211,6 +214,17 @@ class BaseFacade(ABC):
             "rss_bytes": rss,
             "counts": dict(self.stats),
         }
+
+    def require_vector_names(self) -> None:
+        """Adding and deleting named vectors is new in 1.18: older servers have no route."""
+        if self.version_tuple < VECTOR_NAMES_SINCE:
+            raise ApiError(404, "Not Found")
+
+    def create_vector_name(self, name: str, vector: str, body: Any) -> m.UpdateResult:
+        raise ApiError(400, f"Wrong input: the {self.backend} backend cannot add vectors")
+
+    def delete_vector_name(self, name: str, vector: str) -> m.UpdateResult:
+        raise ApiError(400, f"Wrong input: the {self.backend} backend cannot delete vectors")
 
     def query_batch(self, name: str, body: m.QueryRequestBatch) -> list[m.QueryResponse]:
         return [self.query(name, request) for request in body.searches]
@@ -429,6 +443,16 @@ class Facade(BaseFacade):
             real, points, update_filter=body.update_filter, update_mode=body.update_mode
         )
         self._order.pop(real, None)
+        return self._completed()
+
+    def create_vector_name(self, name: str, vector: str, body: Any) -> m.UpdateResult:
+        self.require_vector_names()
+        self.client.create_vector_name(self.resolve(name), vector, body)
+        return self._completed()
+
+    def delete_vector_name(self, name: str, vector: str) -> m.UpdateResult:
+        self.require_vector_names()
+        self.client.delete_vector_name(self.resolve(name), vector)
         return self._completed()
 
     def update_vectors(self, name: str, body: m.UpdateVectors) -> m.UpdateResult:
@@ -652,6 +676,15 @@ def build_app(facade: BaseFacade) -> FastAPI:
         m.SetPayload,
     )
     route("GET", "/collections/{collection_name}/points/{point_id}", facade.get_point)
+    route(
+        "PUT",
+        "/collections/{collection_name}/vectors/{vector_name}",
+        facade.create_vector_name,
+        _VECTOR_NAME_CONFIG,
+    )
+    route(
+        "DELETE", "/collections/{collection_name}/vectors/{vector_name}", facade.delete_vector_name
+    )
     route("POST", "/__facade__/reset", facade.reset)
     route("GET", "/__facade__/stats", facade.report)
     hold = getattr(facade, "hold_indexing", None)

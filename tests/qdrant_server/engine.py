@@ -173,6 +173,8 @@ class _Build:
 
     directory: Path
     config_version: int
+    #: The config the copy was made under (a vector added or removed since is replayed).
+    config: edge.EdgeConfig | None = None
     log: list[edge.UpdateOperation] = field(default_factory=list)
     process: subprocess.Popen[str] | None = None
 
@@ -220,6 +222,13 @@ class LiveShard:
             for name, written in (kb or {}).items():
                 self.unindexed_kb[name] = self.unindexed_kb.get(name, 0.0) + written
                 self.unindexed_since = self.unindexed_since or now
+
+    def change_vectors(self, operation: edge.UpdateOperation, config: edge.EdgeConfig) -> None:
+        """Add or delete a named vector: an operation of the shard (replayed into a build)."""
+        with self.lock:
+            self.write(operation)
+            self.config = config
+            self.config_version += 1
 
     def reconfigure(self, config: edge.EdgeConfig, *, reindex: bool) -> None:
         """Reopen the shard with ``config`` (persisted); a build then applies it."""
@@ -277,7 +286,7 @@ class LiveShard:
             self._generation += 1
             target = self.home / str(self._generation)
             _copy_sparse(self.directory, target)
-            build = self.building = _Build(target, self.config_version)
+            build = self.building = _Build(target, self.config_version, self.config)
         started = time.perf_counter()
         try:
             build.process = subprocess.Popen(
@@ -308,7 +317,10 @@ class LiveShard:
 
     def _swap(self, build: _Build) -> None:
         """Open the optimized copy with the current config, replay, and serve it (locked)."""
-        fresh = edge.EdgeShard.load(str(build.directory), self.config)
+        try:
+            fresh = edge.EdgeShard.load(str(build.directory), self.config)
+        except Exception:  # a vector was added or deleted during the build: replayed below
+            fresh = edge.EdgeShard.load(str(build.directory), build.config)
         try:
             for operation in build.log:
                 fresh.update(operation)
@@ -555,6 +567,57 @@ class EngineFacade(BaseFacade):
             if sparse.modifier is not None:
                 known.modifier = sparse.modifier
 
+    def create_vector_name(
+        self, name: str, vector: str, body: m.VectorNameConfig
+    ) -> m.UpdateResult:
+        """Add a dense named vector to an existing collection (Qdrant 1.18+)."""
+        self.require_vector_names()
+        collection = self.resolve(name)
+        if not isinstance(body, m.DenseVectorNameConfig):
+            raise ApiError(400, "Wrong input: this test server adds dense vectors only")
+        if collection.unnamed:
+            raise ApiError(
+                400, "Wrong input: a collection with an unnamed vector takes no named vector"
+            )
+        if vector in collection.dense() or vector in (collection.sparse or {}):
+            raise ApiError(400, f"Wrong input: Vector with name `{vector}` already exists")
+        dense = body.dense
+        datatype = None if dense.datatype is None else m.Datatype(dense.datatype.value)
+        params = m.VectorParams(
+            size=dense.size,
+            distance=dense.distance,
+            multivector_config=dense.multivector_config,
+            datatype=datatype,
+        )
+        multivector = None
+        if dense.multivector_config is not None:
+            comparator = dense.multivector_config.comparator
+            multivector = edge.MultiVectorConfig(enum_of(edge.MultiVectorComparator, comparator))
+        operation = edge.UpdateOperation.create_dense_vector(
+            vector,
+            dense.size,
+            enum_of(edge.Distance, dense.distance),
+            multivector_config=multivector,
+            datatype=None
+            if dense.datatype is None
+            else enum_of(edge.VectorStorageDatatype, dense.datatype),
+        )
+        assert isinstance(collection.vectors, dict)
+        collection.vectors[vector] = params
+        collection.shard.change_vectors(operation, collection.edge_config())
+        return self._completed()
+
+    def delete_vector_name(self, name: str, vector: str) -> m.UpdateResult:
+        self.require_vector_names()
+        collection = self.resolve(name)
+        if collection.unnamed or vector not in collection.dense():
+            raise ApiError(404, f"Not found: Vector with name `{vector}` does not exist")
+        assert isinstance(collection.vectors, dict)
+        del collection.vectors[vector]
+        operation = edge.UpdateOperation.delete_vector_name(vector)
+        collection.shard.change_vectors(operation, collection.edge_config())
+        return self._completed()
+
     def delete_collection(self, name: str) -> bool:
         with self._registry:
             collection = self.collections.pop(name, None)
@@ -752,12 +815,36 @@ class EngineFacade(BaseFacade):
 
     def report(self) -> dict[str, Any]:
         building = [name for name, shard in self._shards() if shard.building is not None]
-        return super().report() | {"builds": list(self.builds), "building": building}
+        disk = {name: _disk_bytes(shard.directory) for name, shard in self._shards()}
+        return super().report() | {
+            "builds": list(self.builds),
+            "building": building,
+            "disk_bytes": disk,
+        }
 
     def close(self) -> None:
         self.indexer.stop()
         self.reset()
         shutil.rmtree(self.home, ignore_errors=True)
+
+
+def _disk_bytes(directory: Path) -> int:
+    """Bytes a shard's data holds on disk (allocated blocks: sparse files count as used).
+
+    The write-ahead log is left out: it is a bounded ring of recent operations (a Qdrant
+    server preallocates its segments, ``wal_capacity_mb`` each), not the data, and it holds
+    whatever the last writes carried (filters included).
+    """
+    total = 0
+    for path in directory.rglob("*"):
+        if "wal" in path.relative_to(directory).parts:
+            continue
+        try:
+            if path.is_file():
+                total += path.stat().st_blocks * 512
+        except OSError:  # a file an optimizer removed meanwhile
+            continue
+    return total
 
 
 def _required_filter(selector: m.Filter | None) -> edge.Filter:

@@ -7,6 +7,7 @@ Airflow-free modules. Typed objects become dicts only here, at the XCom boundary
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from include.qdrant_migration import (
     aliases,
     collections,
     compatibility,
+    inplace,
     linear_map,
     quantization,
 )
@@ -34,12 +36,13 @@ from include.qdrant_migration.airflow.operators import ANSWER_KEY
 from include.qdrant_migration.checks import CheckFailedError, quality, recall
 from include.qdrant_migration.leases import LeaseBusyError
 from include.qdrant_migration.plan import Plan
-from include.qdrant_migration.providers import AuthError, ProviderConfigError
+from include.qdrant_migration.providers import AuthError, EmbeddingProvider, ProviderConfigError
 from include.qdrant_migration.report import Evidence, Report, render_plan, render_quantization
 from include.qdrant_migration.spec import (
     CATCH_UP_PARAM_SCHEMA,
     MigrationSpec,
     SpecError,
+    Strategy,
     lifecycle_action,
     refuse_unknown,
 )
@@ -212,6 +215,8 @@ def apply_quantization(plan_xcom: XCom) -> XCom:
 def create_collection(plan_xcom: XCom) -> XCom:
     plan = Plan.from_dict(plan_xcom)
     with _run_writing(plan) as (client, state, _heartbeat):
+        if plan.in_place:
+            return dict(inplace.add_vector(client, plan, state))
         return dict(collections.create_target(client, plan, state))
 
 
@@ -235,7 +240,8 @@ def backfill_batch(plan_xcom: XCom, partition_xcom: XCom) -> XCom:
         else:
             # The parallel tasks of the run share the provider budget given in the params.
             provider = build_provider(plan.spec, partitions=part.of)
-            job = PartitionBackfill(client, plan, part, provider, state, settings)
+            backfill = inplace.InPlaceBackfill if plan.in_place else PartitionBackfill
+            job = backfill(client, plan, part, provider, state, settings)
         job.heartbeat = heartbeat
         return job.run().to_dict()
 
@@ -247,11 +253,9 @@ def catch_up(plan_xcom: XCom) -> XCom:
     plan = Plan.from_dict(plan_xcom)
     provider = build_provider(plan.spec)
     with _run_writing(plan) as (client, state, heartbeat):
-        job = CatchUpJob.forward(plan, provider)
+        passes = _forward_pass(client, state, plan, provider, heartbeat)
         converged = converge(
-            lambda: CatchUp(client, job, state, heartbeat=heartbeat).run(),
-            max_lag=plan.spec.max_catch_up_lag,
-            heartbeat=heartbeat,
+            lambda: passes.run(), max_lag=plan.spec.max_catch_up_lag, heartbeat=heartbeat
         )
         migrations = Migrations(state)
         record = migrations.require(plan.migration_id)
@@ -263,6 +267,20 @@ def catch_up(plan_xcom: XCom) -> XCom:
         [p.changes for p in converged.passes],
     )
     return converged.to_dict()
+
+
+def _forward_pass(
+    client: QdrantClient,
+    state: QdrantStateStore,
+    plan: Plan,
+    provider: EmbeddingProvider,
+    heartbeat: Callable[[], None],
+) -> CatchUp | inplace.InPlaceSync:
+    """The pass that brings the new vectors level with the served collection's changes."""
+    if plan.in_place:
+        fill = inplace.VectorFill(str(plan.target_vector), provider, plan.migration_id)
+        return inplace.InPlaceSync(client, plan, [fill], state, heartbeat=heartbeat)
+    return CatchUp(client, CatchUpJob.forward(plan, provider), state, heartbeat=heartbeat)
 
 
 @fail_fast
@@ -327,6 +345,10 @@ def swap_alias(plan_xcom: XCom) -> XCom:
     provider = build_provider(plan.spec)
     with _run_writing(plan) as (client, state, heartbeat):
         record = Migrations(state).require(plan.migration_id)
+        if plan.in_place:
+            switched = _switch_in_place(client, state, record, provider, heartbeat)
+            assets.publish(get_current_context(), switched.move)
+            return switched.to_dict()
         job = CatchUpJob.forward(plan, provider)
         switched = aliases.switch(
             client,
@@ -345,6 +367,37 @@ def swap_alias(plan_xcom: XCom) -> XCom:
     return switched.to_dict()
 
 
+def _switch_in_place(
+    client: QdrantClient,
+    state: QdrantStateStore,
+    record: MigrationRecord,
+    new_model: EmbeddingProvider,
+    heartbeat: Callable[[], None],
+    *,
+    rollback: bool = False,
+) -> aliases.Switched:
+    """Level the vector about to be served, switch, then fill what raced the switch."""
+    plan = record.plan
+    assert plan is not None
+    old_model = build_source_provider(plan)
+    leaving = str(plan.target_vector if rollback else plan.vector_name)
+    coming = str(plan.vector_name if rollback else plan.target_vector)
+    models = {str(plan.target_vector): new_model, str(plan.vector_name): old_model}
+    final = None
+    if (model := models[coming]) is not None:
+        fill = inplace.VectorFill(coming, model, inplace.scope_of(plan, coming))
+        final = inplace.InPlaceSync(client, plan, [fill], state, heartbeat=heartbeat)
+    switched_status = MigrationStatus.ROLLED_BACK if rollback else MigrationStatus.SWAPPED
+    switched = dataclasses.replace(record, status=switched_status)
+    try:
+        fills = inplace.fills_for(plan, switched, coming, new_model, old_model)
+    except SyncError:
+        log.warning("The old model is unknown: vector %s cannot be kept level.", leaving)
+        fills = []
+    after = inplace.InPlaceSync(client, plan, fills, state, heartbeat=heartbeat)
+    return inplace.switch(client, state, record, rollback=rollback, final=final, after=after)
+
+
 @fail_fast
 def finish_migration(plan_xcom: XCom | None) -> XCom:
     """The run's last task, whatever happened: its outcome recorded, the migration freed.
@@ -355,7 +408,7 @@ def finish_migration(plan_xcom: XCom | None) -> XCom:
     if not plan_xcom or plan_xcom["spec"]["dry_run"]:
         raise AirflowSkipException("Nothing was migrated (a dry run, or nothing to do).")
     plan = Plan.from_dict(plan_xcom)
-    if not plan.creates_target:
+    if plan.strategy is Strategy.QUANTIZATION_ONLY:
         raise AirflowSkipException("A quantization change: apply_quantization is the end.")
     ti = get_current_context()["ti"]
     chosen = ti.xcom_pull(task_ids="approve_swap", key=ANSWER_KEY)
@@ -434,9 +487,16 @@ def catch_up_migration(params: dict[str, Any], migration_id: str) -> XCom:
                     f"{migration_id} is {record.status.value}: nothing to do."
                 )
             plan = record.plan
-            serving = aliases.current_target(client, plan.alias)
-            job = follow_job(plan, serving, build_provider(plan.spec), build_source_provider(plan))
-            result = CatchUp(client, job, state, heartbeat=heartbeat).run()
+            new_model, old_model = build_provider(plan.spec), build_source_provider(plan)
+            if plan.in_place:
+                served = inplace.active_vector(client, plan)
+                fills = inplace.fills_for(plan, record, served, new_model, old_model)
+                passes = inplace.InPlaceSync(client, plan, fills, state, heartbeat=heartbeat)
+                result = passes.run()
+            else:
+                serving = aliases.current_target(client, plan.alias)
+                job = follow_job(plan, serving, new_model, old_model)
+                result = CatchUp(client, job, state, heartbeat=heartbeat).run()
     except LeaseBusyError as busy:
         raise AirflowSkipException(f"Skipping {migration_id} this time: {busy}") from busy
     return {"migration_id": migration_id, **result.to_dict()}
@@ -472,6 +532,11 @@ def rollback(params: dict[str, Any]) -> XCom:
         )
     with writers.writing(conn_id, record.migration_id) as (client, state, heartbeat):
         record = Migrations(state).require(record.migration_id)
+        if plan.in_place:
+            new_model = build_provider(plan.spec)
+            switched = _switch_in_place(client, state, record, new_model, heartbeat, rollback=True)
+            assets.publish(get_current_context(), switched.move)
+            return switched.to_dict()
         final = reconcile = None
         if old_model is not None:
             job = CatchUpJob.forward(plan, build_provider(plan.spec)).mirror(old_model)
@@ -496,10 +561,11 @@ def retire(params: dict[str, Any]) -> XCom:
                 f"{migration_id} is being run by {running}; let it finish (approve or reject) "
                 "before retiring it."
             )
-        retired = aliases.retire(
-            client,
-            state,
-            migration_id=migration_id,
-            observation_days=float(params["observation_days"]),
-        )
+        days = float(params["observation_days"])
+        record = Migrations(state).get(migration_id)
+        if record is not None and record.plan is not None and record.plan.in_place:
+            if record.status is MigrationStatus.RETIRED:
+                return {"migration_id": migration_id, "deleted": None, "already": True}
+            return dict(inplace.retire(client, state, record, observation_days=days))
+        retired = aliases.retire(client, state, migration_id=migration_id, observation_days=days)
     return dict(retired)

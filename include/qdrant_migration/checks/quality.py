@@ -367,7 +367,7 @@ def evaluate(
         limit=spec.recall_sample_size,
         with_payload=True,
     ).points
-    new = Side(plan.target_collection, new_model, name)
+    new = Side(plan.target_collection, new_model, plan.new_vector)
     own = self_retrieval(client, new, samples, spec.text_field, spec.recall_k)
     if old_model is None:
         skipped = "the old model is unknown: set source_provider and source_model"

@@ -21,6 +21,7 @@ from typing import Any
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
+from include.qdrant_migration import inplace
 from include.qdrant_migration.checks import CheckFailedError
 from include.qdrant_migration.checks.completeness import Completeness, measure, require_complete
 from include.qdrant_migration.plan import Plan
@@ -126,16 +127,18 @@ def index_recall(
 def poke(client: QdrantClient, plan: Plan, state: StateStore) -> RecallResult | None:
     """One poke: None while not indexed yet, the evidence once every check passes."""
     spec = plan.spec
-    target = plan.target_collection
-    ready = readiness(client, target, plan.vector_name)
+    target, vector = plan.target_collection, plan.new_vector
+    ready = readiness(client, target, vector)
     if not ready.ready:
         log.info("%s not ready: %s", target, ready.reason)
         return None
-    completeness = measure(client, plan, state)
+    completeness = (
+        inplace.measure(client, plan, state) if plan.in_place else measure(client, plan, state)
+    )
     require_complete(plan, completeness)
-    samples = sample_points(client, target, spec.recall_sample_size, plan.vector_name)
-    queries = [v for p in samples if (v := dense_vector(p, plan.vector_name))]
-    recall = index_recall(client, target, plan.vector_name, queries, spec.recall_k)
+    samples = sample_points(client, target, spec.recall_sample_size, vector)
+    queries = [v for p in samples if (v := dense_vector(p, vector))]
+    recall = index_recall(client, target, vector, queries, spec.recall_k)
     if recall is not None and recall < spec.recall_threshold:
         raise CheckFailedError(
             f"recall@{spec.recall_k} of approximate vs exact search on {target!r} is "

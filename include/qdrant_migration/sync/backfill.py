@@ -425,7 +425,7 @@ class PartitionJob(ABC):
                 while len(pending) > self.settings.embed_concurrency:
                     pending.popleft().result()  # a failed write stops the loop here
                 batch = self._prepare(records, next_offset, pool)
-                batch.states = [(point_id(r.id), self.plan.carried.state(r)) for r in records]
+                batch.states = [(point_id(r.id), self._state(r)) for r in records]
                 pending.append(writer.submit(self._commit_in_order, batch, progress))
             while pending:
                 pending.popleft().result()
@@ -479,7 +479,7 @@ class PartitionJob(ABC):
                 f"Provider returned {len(vectors)} vectors for {len(batch.records)} texts "
                 f"(expected {self.dimension}-d each); nothing from this batch was written."
             )
-        write_points(self.client, self.plan.target_collection, self._points(batch.records, vectors))
+        self._write(batch.records, vectors)
         record_skips(self.state, self.plan.migration_id, batch.skipped)
         self.fingerprints.record(self._states_written(batch))
         progress.skipped.update(reason for _, reason in batch.skipped)
@@ -497,6 +497,14 @@ class PartitionJob(ABC):
         if now - progress.last_log >= self.settings.progress_interval_s:
             progress.last_log = now
             log.info(progress.line(self.partition.label))
+
+    def _state(self, record: qm.Record) -> str:
+        """The state recorded for a point once its vector is written (``.fingerprints``)."""
+        return self.plan.carried.state(record)
+
+    def _write(self, records: list[qm.Record], vectors: list[list[float]]) -> None:
+        """Insert the points into the target (never over what is there already)."""
+        write_points(self.client, self.plan.target_collection, self._points(records, vectors))
 
     def _points(self, records: list[qm.Record], vectors: list[list[float]]) -> WritePoints:
         """The points to write: as columns when each has only its new vector; else one by one
