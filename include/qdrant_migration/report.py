@@ -334,7 +334,7 @@ def render_markdown(report: Report) -> str:
             *(f"- **{failure}**" for failure in report.failures),
         ]
     else:
-        head = [f"### Swap `{plan.alias}` to `{plan.target_collection}`?"]
+        head = [f"### Swap `{plan.alias}` to {_new_side(plan)}?"]
     empty = (
         [
             "",
@@ -349,8 +349,8 @@ def render_markdown(report: Report) -> str:
         *head,
         *empty,
         "",
-        f"Migration `{plan.migration_id}`: `{plan.source.collection}` → "
-        f"`{plan.target_collection}` with **{lineage.get('provider')}/"
+        f"Migration `{plan.migration_id}`: {_old_side(plan)} → "
+        f"{_new_side(plan)} with **{lineage.get('provider')}/"
         f"{lineage.get('model')}** ({lineage.get('dimensions')}-d).",
         "",
         "| check | value |",
@@ -389,10 +389,30 @@ def _closing(report: Report) -> str:
         )
     return (
         f"Queries must then be embedded with `{lineage.get('model')}` as "
-        f"{lineage.get('query_input')}{_dimensions_note(plan)}. Approve to move the alias "
-        f"atomically; `{plan.source.collection}` stays for rollback. Reject to leave "
-        "everything as is."
+        f"{lineage.get('query_input')}{_dimensions_note(plan)}. {_approve_note(plan)} "
+        "Reject to leave everything as is."
     )
+
+
+def _old_side(plan: Plan) -> str:
+    if plan.in_place:
+        return f"`{plan.source.collection}` vector `{plan.vector_name}`"
+    return f"`{plan.source.collection}`"
+
+
+def _new_side(plan: Plan) -> str:
+    if plan.in_place:
+        return f"`{plan.source.collection}` vector `{plan.target_vector}` (in place)"
+    return f"`{plan.target_collection}`"
+
+
+def _approve_note(plan: Plan) -> str:
+    if plan.in_place:
+        return (
+            f"Approve to make `{plan.target_vector}` the active vector in the collection's "
+            f"metadata (the alias stays); `{plan.vector_name}` stays for rollback."
+        )
+    return f"Approve to move the alias atomically; `{plan.source.collection}` stays for rollback."
 
 
 def _self_retrieval_row(sr: SelfRetrieval) -> str:

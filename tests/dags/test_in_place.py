@@ -122,6 +122,14 @@ def _write_after_switch_then_roll_back_and_retire(settings: QdrantSettings, dagb
             ],
             wait=True,
         )
+    caught_up = dagbag.get_dag("qdrant_migration_catch_up").test()
+    assert caught_up.state == "success", task_states(caught_up)
+    old = expected_vector(OLD_MODEL, text, "", 512)
+    with open_client(settings) as client:  # the old vector follows the served one
+        (written,) = client.retrieve("docs_v1", [50_000], with_vectors=True)
+        assert isinstance(written.vector, dict)
+        np.testing.assert_allclose(written.vector["dense"], old, rtol=1e-5, atol=1e-6)
+        client.set_payload("docs_v1", {"text": text + " Edited."}, points=[50_000], wait=True)
     lifecycle = dagbag.get_dag("qdrant_migration_lifecycle")
     rolled = lifecycle.test(run_conf={"action": "rollback", "alias": "docs"})
     assert rolled.state == "success", task_states(rolled)
@@ -130,7 +138,7 @@ def _write_after_switch_then_roll_back_and_retire(settings: QdrantSettings, dagb
         assert meta["active_vector"] == "dense" and meta["model"] == OLD_MODEL
         (written,) = client.retrieve("docs_v1", [50_000], with_vectors=True)
         assert isinstance(written.vector, dict)
-        old = expected_vector(OLD_MODEL, text, "", 512)  # the rollback lost nothing
+        old = expected_vector(OLD_MODEL, text + " Edited.", "", 512)  # nothing lost
         np.testing.assert_allclose(written.vector["dense"], old, rtol=1e-5, atol=1e-6)
         record = next(r for r in Migrations(QdrantStateStore(client)).all(alias="docs") if r.plan)
         assert record.status is MigrationStatus.ROLLED_BACK
