@@ -442,6 +442,30 @@ def _missing(client: QdrantClient, collection: str, vector: str) -> Any:
     return scroll_all(client, collection, scroll_filter=lacking, page=1000)
 
 
+def served_as_written(client: QdrantClient, plan: Plan, vector: str) -> None:
+    """Record the served vector's points as current, just before it stops being served.
+
+    The application kept it level with its texts; from the switch on it follows the other
+    one, re-embedded where the application's later writes drop it or change its text.
+    """
+    collection, field_name = plan.source.collection, plan.spec.text_field
+    fingerprints = Fingerprints(client, scope_of(plan, vector))
+    fingerprints.drop()
+    batch: list[tuple[PointId, str | None]] = []
+    triples = align(
+        scroll_all(client, collection, with_payload=[field_name], page=1000),
+        _missing(client, collection, vector),
+        iter(()),
+    )
+    for here, point, missing, _ in triples:
+        if point is not None and missing is None:
+            batch.append((here, text_state(extract_text(point.payload, field_name)[0])))
+        if len(batch) >= 1000:
+            fingerprints.record(batch)
+            batch = []
+    fingerprints.record(batch)
+
+
 # -- checking ----------------------------------------------------------------------------
 
 
@@ -522,6 +546,7 @@ def switch(
                 "this migration expects; somebody changed its metadata. Nothing was changed."
             )
         final_result = final.run() if final is not None else None
+        served_as_written(client, plan, leaving)
         _write_metadata(client, plan, {coming: ACTIVE, leaving: STANDBY}, coming)
         log.info("%s: active vector %s -> %s", plan.source.collection, leaving, coming)
     elif current != coming or record.status not in (before_status, after_status):

@@ -81,6 +81,9 @@ class LiveWriter:
     stamped: bool = True
     #: A hybrid collection: every written text also gets this BM25 sparse vector.
     sparse: str | None = None
+    #: The named dense vector written (None: unnamed). When the collection's metadata names
+    #: an ``active_vector`` (an in-place migration), that one, with the model it names.
+    vector_name: str | None = None
     seed: int = 7
     #: id -> payload as last written; None: deleted.
     truth: dict[int | str, dict[str, Any] | None] = field(default_factory=dict)
@@ -140,15 +143,16 @@ class LiveWriter:
         live = self._live_ids()
         if kind != "insert" and not live:
             kind = "insert"
-        aliases = {a.alias_name: a.collection_name for a in client.get_aliases().aliases}
-        model = self.models[aliases[self.alias]]
+        model, name = self._serving(client)
         payload: dict[str, Any] | None
         if kind in ("insert", "text"):
             point = FIRST_NEW_ID + len(self.truth) if kind == "insert" else self.rng.choice(live)
             payload = self._stamp(dict(self.truth.get(point) or {}) | {"text": self._text()})
             vector: Any = vector_of(model, payload["text"])
-            if self.sparse:
-                vector = {"": vector, self.sparse: bm25_vector(payload["text"])}
+            if self.sparse or name is not None:
+                vector = {name or "": vector}
+                if self.sparse:
+                    vector[self.sparse] = bm25_vector(payload["text"])
             client.upsert(
                 self.alias, [qm.PointStruct(id=point, vector=vector, payload=payload)], wait=True
             )
@@ -163,6 +167,19 @@ class LiveWriter:
             payload = None
         self.truth[point] = payload  # acknowledged (wait=True): it must survive
         self.counts[kind] += 1
+
+    def _serving(self, client: QdrantClient) -> tuple[str, str | None]:
+        """The model and vector the application writes now, as the alias and the
+        collection's lineage say (read before every write, as a careful application does)."""
+        aliases = {a.alias_name: a.collection_name for a in client.get_aliases().aliases}
+        collection = aliases[self.alias]
+        model, name = self.models[collection], self.vector_name
+        if name is not None:
+            metadata = client.get_collection(collection).config.metadata or {}
+            lineage = metadata.get("qdrant_migration") or {}
+            if active := lineage.get("active_vector"):
+                name, model = active, lineage["vectors"][active]["model"]
+        return model, name
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.run, name="live-writer", daemon=True)
@@ -183,6 +200,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=15.0)
     parser.add_argument("--unstamped", action="store_true")
     parser.add_argument("--sparse", default=None, help="hybrid: the BM25 vector's name")
+    parser.add_argument("--vector-name", default=None, help="the named dense vector written")
     parser.add_argument("--stop", required=True, help="stop when this file exists")
     parser.add_argument("--out", required=True, help="write the truth and counts here")
     args = parser.parse_args()
@@ -193,6 +211,7 @@ def main() -> None:
         rate=args.rate,
         stamped=not args.unstamped,
         sparse=args.sparse,
+        vector_name=args.vector_name,
     )
     writer.load()
     thread = writer.start()

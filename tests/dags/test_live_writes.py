@@ -47,7 +47,11 @@ ALIAS, SOURCE = "docs", "docs_v1"
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _conf(stamped: bool) -> dict[str, Any]:
+#: The in-place variant: the collection's dense vector is named, the new one is added to it.
+NAMED = "dense"
+
+
+def _conf(stamped: bool, in_place: bool = False) -> dict[str, Any]:
     conf: dict[str, Any] = {
         "alias": ALIAS,
         "provider": "openai",
@@ -61,6 +65,8 @@ def _conf(stamped: bool) -> dict[str, Any]:
     }
     if stamped:
         conf["updated_at_field"] = "updated_at"
+    if in_place:
+        conf["strategy"] = "in_place"
     return conf
 
 
@@ -93,9 +99,14 @@ def server(qdrant_server: QdrantServer) -> Store:
 
 
 class InProcessWriter:
-    def __init__(self, store: Store, stamped: bool, sparse: str | None) -> None:
+    def __init__(self, store: Store, stamped: bool, sparse: str | None, name: str | None) -> None:
         self.writer = LiveWriter(
-            store.open, ALIAS, {SOURCE: OLD, _target(): NEW}, stamped=stamped, sparse=sparse
+            store.open,
+            ALIAS,
+            {SOURCE: OLD, _target(): NEW},
+            stamped=stamped,
+            sparse=sparse,
+            vector_name=name,
         )
         self.writer.load()
         self.thread = self.writer.start()
@@ -113,7 +124,9 @@ class InProcessWriter:
 class ProcessWriter:
     """The application in its own process, over the server's REST API."""
 
-    def __init__(self, store: Store, stamped: bool, sparse: str | None, tmp_path: Path) -> None:
+    def __init__(
+        self, store: Store, stamped: bool, sparse: str | None, name: str | None, tmp_path: Path
+    ) -> None:
         self.stop, self.out = tmp_path / "stop", tmp_path / "writer.json"
         args = [
             sys.executable, "-m", "tests.dags.live_writer", "--url", str(store.settings.url),
@@ -124,6 +137,8 @@ class ProcessWriter:
             args.append("--unstamped")
         if sparse:
             args += ["--sparse", sparse]
+        if name:
+            args += ["--vector-name", name]
         env = os.environ | {"PYTHONPATH": str(ROOT)}
         self.process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
         assert self.process.stdout is not None
@@ -161,20 +176,23 @@ def _same(stored: Any, written: Any) -> bool:
 
 
 @pytest.mark.parametrize(
-    ("where", "stamped", "sparse"),
+    ("where", "stamped", "sparse", "in_place"),
     [
-        ("embedded", True, None),
-        ("embedded", False, None),
-        ("server", True, None),
-        ("server", False, None),
+        ("embedded", True, None, False),
+        ("embedded", False, None, False),
+        ("server", True, None, False),
+        ("server", False, None, False),
         # hybrid: the application writes a BM25 vector with every text; it is carried
-        ("server", False, "bm25"),
+        ("server", False, "bm25", False),
+        # in place: the application reads the active vector from the collection's metadata
+        ("embedded", False, None, True),
     ],
 )
 def test_no_acknowledged_write_is_lost_or_resurrected(
     where: str,
     stamped: bool,
     sparse: str | None,
+    in_place: bool,
     request: pytest.FixtureRequest,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
@@ -194,22 +212,24 @@ def test_no_acknowledged_write_is_lost_or_resurrected(
             model=OLD,
             dimensions=DIMENSIONS,
             sparse=sparse,
+            vector_name=NAMED if in_place else None,
         )
     migration = dagbag.get_dag("qdrant_model_migration")
     nightly = dagbag.get_dag("qdrant_migration_catch_up")
     lifecycle = dagbag.get_dag("qdrant_migration_lifecycle")
+    name = NAMED if in_place else None
     writer: InProcessWriter | ProcessWriter = (
-        InProcessWriter(store, stamped, sparse)
+        InProcessWriter(store, stamped, sparse, name)
         if where == "embedded"
-        else ProcessWriter(store, stamped, sparse, tmp_path)
+        else ProcessWriter(store, stamped, sparse, name, tmp_path)
     )
     writer.warm_up()  # the application was writing before the migration started
 
-    first = _run(migration, reviewer, run_conf=_conf(stamped))
+    first = _run(migration, reviewer, run_conf=_conf(stamped, in_place))
     _run(nightly, None)
     rolled = _run(lifecycle, None, run_conf={"action": "rollback", "alias": ALIAS})
     _run(nightly, None)
-    second = _run(migration, reviewer, run_conf=_conf(stamped))
+    second = _run(migration, reviewer, run_conf=_conf(stamped, in_place))
     truth, counts, errors = writer.finish()
 
     report = return_value(first, "build_report")
@@ -219,7 +239,8 @@ def test_no_acknowledged_write_is_lost_or_resurrected(
     conflicts = [s["reconcile"]["conflicts"] for s in [*swaps, back]]
     window = [CatchUpResult.from_dict(s["reconcile"]).changes for s in [*swaps, back]]
     print(
-        f"\n[{where}, updated_at_field={'set' if stamped else 'unset'}, sparse={sparse}] "
+        f"\n[{where}, updated_at_field={'set' if stamped else 'unset'}, sparse={sparse}, "
+        f"in_place={in_place}] "
         f"writes {counts}; "
         f"lag at approval {lag}; window writes copied at swap/swap/rollback {window}; "
         f"conflicts {conflicts}; writer errors {len(errors)}"
@@ -231,8 +252,10 @@ def test_no_acknowledged_write_is_lost_or_resurrected(
 
     with store.open() as client:
         serving = current_target(client, ALIAS)
-        assert serving == _target()
-        model = client.get_collection(serving).config.metadata["qdrant_migration"]["model"]
+        assert serving == (SOURCE if in_place else _target())
+        lineage = client.get_collection(serving).config.metadata["qdrant_migration"]
+        model, active = lineage["model"], lineage.get("active_vector", "")
+        assert model == NEW and (active != NAMED if in_place else not active)
         points = {p.id: p for p in all_points(client, serving)}
     expected = {k: v for k, v in truth.items() if v is not None}
     assert set(points) == set(expected), (
@@ -244,7 +267,7 @@ def test_no_acknowledged_write_is_lost_or_resurrected(
     stale = [
         k
         for k, p in points.items()
-        if not np.allclose(_dense(p.vector), vector_of(model, p.payload["text"]), atol=1e-5)
+        if not np.allclose(_dense(p.vector, active), vector_of(model, p.payload["text"]), atol=1e-5)
     ]
     assert not stale, (
         f"{len(stale)} vectors not made by {model} from the current text: {stale[:10]}"
@@ -259,8 +282,8 @@ def test_no_acknowledged_write_is_lost_or_resurrected(
         assert not unsynced, f"{len(unsynced)} points without their text's BM25: {unsynced[:10]}"
 
 
-def _dense(vector: Any) -> Any:
-    return vector.get("") if isinstance(vector, dict) else vector
+def _dense(vector: Any, name: str) -> Any:
+    return vector.get(name) if isinstance(vector, dict) else vector
 
 
 def _same_sparse(stored: Any, written: Any) -> bool:

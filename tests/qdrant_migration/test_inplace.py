@@ -193,7 +193,8 @@ def test_switch_rollback_and_retire(
     fills = inplace.fills_for(plan, record, "hash-new", new_model, old_model)
     assert [(f.vector, f.follows) for f in fills] == [("dense", True), ("hash-new", False)]
     result = inplace.InPlaceSync(hybrid, plan, fills, state).run()
-    assert result.inserted == 1
+    # only that point: the old vector was recorded as served when the switch was made
+    assert (result.inserted, result.reembedded, result.embedded) == (1, 0, 1)
     _assert_made_by(hybrid, "dense", old_model, only={20_000})
     with pytest.raises(LifecycleError, match="kept for rollback until"):
         inplace.retire(hybrid, state, record, observation_days=7)
