@@ -32,8 +32,8 @@ from qdrant_client import models as qm
 
 from include.qdrant_migration import quantization, sparse
 from include.qdrant_migration.plan import Estimate, Plan
-from include.qdrant_migration.providers import EmbeddingProvider
-from include.qdrant_migration.spec import MAX_PARALLEL_PARTITIONS, Strategy
+from include.qdrant_migration.providers import EmbeddingProvider, openai_batch
+from include.qdrant_migration.spec import MAX_PARALLEL_PARTITIONS, Strategy, batch_unavailable
 from include.qdrant_migration.state import STATE_COLLECTION
 from include.qdrant_migration.sync import fingerprints
 from include.qdrant_migration.texts import extract_text, query_like
@@ -203,6 +203,10 @@ def _embed_seconds(
         return minutes * 60, None, f"at least: the rate budget ({basis}) caps it"
     local = not provider.needs_connection
     probe = sample.texts[: THROUGHPUT_SAMPLE if local else HOSTED_THROUGHPUT_SAMPLE]
+    if plan.spec.embedding_mode == "batch":  # no source text is sent twice: stand-ins
+        probe = [
+            f"Timing sample {i}. " + "lorem ipsum " * (len(t) // 12) for i, t in enumerate(probe)
+        ]
     if not probe:
         return None, None, "no sample text to measure"
     size = max(
@@ -346,6 +350,52 @@ def _duration(
     return round(max(embed_s, copy_s), 1), slow, basis
 
 
+#: Savings (USD) from which batch mode is recommended even when online is fast enough.
+BATCH_WORTH_USD = 10.0
+BATCH_WINDOW_S = 24 * 3600
+
+
+def _human(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def _modes(plan: Plan, cost: float | None, duration: float | None) -> dict[str, Any]:
+    """Online vs batch: the batch's cost, and which mode to use and why."""
+    if plan.spec.provider != "openai":
+        return {
+            "batch_cost_usd": None,
+            "recommended_mode": "online",
+            "mode_reason": batch_unavailable(plan.spec.provider),
+        }
+    if not cost:
+        return {
+            "batch_cost_usd": 0.0 if cost == 0 else None,
+            "recommended_mode": "online",
+            "mode_reason": "nothing to embed, or no price known: batch mode saves nothing",
+        }
+    batch = round(cost * openai_batch.PRICE_FACTOR, 8)
+    saved = cost - batch
+    online = "an unknown time" if duration is None else f"about {_human(duration)}"
+    if duration is not None and duration > BATCH_WINDOW_S:
+        mode, why = (
+            "batch",
+            (
+                f"online would take {online}, longer than the Batch API's 24 h window, at twice "
+                "the price"
+            ),
+        )
+    elif saved >= BATCH_WORTH_USD:
+        mode, why = "batch", f"saves ${saved:,.2f}; done within 24 h instead of {online} online"
+    else:
+        mode, why = (
+            "online",
+            (f"batch would save only ${saved:,.2f} and take up to 24 h; online takes {online}"),
+        )
+    return {"batch_cost_usd": batch, "recommended_mode": mode, "mode_reason": why}
+
+
 def build(client: QdrantClient, plan: Plan, provider: EmbeddingProvider) -> Estimate:
     """The estimate of ``plan``."""
     sample = sample_texts(client, plan.source.collection, plan.spec.text_field, provider)
@@ -368,6 +418,7 @@ def build(client: QdrantClient, plan: Plan, provider: EmbeddingProvider) -> Esti
         price_per_million_tokens=price,
         prices_as_of=str(load_prices()["as_of"]),
         cost_usd=None if price is None else round(tokens * price / 1e6, 8),
+        **_modes(plan, None if price is None else tokens * price / 1e6, duration),
         duration_s=duration,
         duration_max_s=duration_max,
         duration_basis=basis,

@@ -264,13 +264,13 @@ def update_where_text(
 class InPlaceBackfill(PartitionBackfill):
     """backfill_batch, in place: the new vector of each point, written beside the old one."""
 
-    def _vectors_to_read(self) -> bool | list[str]:
+    def vectors_to_read(self) -> bool | list[str]:
         return False
 
-    def _state(self, record: qm.Record) -> str:
+    def state_of(self, record: qm.Record) -> str:
         return text_state(extract_text(record.payload, self.plan.spec.text_field)[0])
 
-    def _write(self, records: list[qm.Record], vectors: list[list[float]]) -> None:
+    def write(self, records: list[qm.Record], vectors: list[list[float]]) -> None:
         field_name, name = self.plan.spec.text_field, str(self.plan.target_vector)
         rows = [
             (r.id, str(extract_text(r.payload, field_name)[0]), {name: v})

@@ -72,6 +72,11 @@ class Estimate:
     price_per_million_tokens: float | None = None
     prices_as_of: str = ""
     cost_usd: float | None = None
+    #: The same embedding through OpenAI's Batch API (None: not available), and the mode
+    #: the plan recommends, with why.
+    batch_cost_usd: float | None = None
+    recommended_mode: str = "online"
+    mode_reason: str = ""
     duration_s: float | None = None
     #: The slow end of the duration's range (None: no range, e.g. from a rate budget).
     duration_max_s: float | None = None

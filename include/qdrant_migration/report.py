@@ -57,6 +57,12 @@ def _seconds(value: float | None) -> str:
     return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
 
 
+def _batch_money(plan: Plan) -> str:
+    if plan.spec.provider != "openai":
+        return "not available"
+    return _money(plan.estimate.batch_cost_usd)
+
+
 def _money(value: float | None) -> str:
     if value is None:
         return "unknown (no price for this model)"
@@ -232,6 +238,13 @@ def estimate_rows(
         ("tokens", f"{est.tokens} ({_tokens_note(est)})", done("tokens")),
         ("embedding requests", est.embed_requests, done("embed_requests")),
         ("cost", f"{_money(est.cost_usd)} ({_price_note(est)})", done("cost")),
+        (
+            "embedding mode: online / batch",
+            f"{_money(est.cost_usd)} / {_batch_money(plan)}: "
+            f"**{est.recommended_mode}** recommended ({est.mode_reason}); this run: "
+            f"{plan.spec.embedding_mode}",
+            (None, None),
+        ),
         ("duration", f"{_duration_estimate(est)} ({est.duration_basis})", done("duration")),
         (
             "disk: new data / peak while both exist",

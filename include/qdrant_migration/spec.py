@@ -65,6 +65,7 @@ class Strategy(StrEnum):
 
 
 STRATEGY_CHOICES = ("auto", *(s.value for s in Strategy))
+EMBEDDING_MODES = ("online", "batch")
 QUANTIZATIONS = ("scalar_int8", "binary", "product_x16", "none")
 PROVIDER_NAMES = ("local", "openai", "cohere", "openai_compatible")
 
@@ -323,6 +324,23 @@ PARAM_SCHEMA: dict[str, dict[str, Any]] = {
         "description": "Texts embedded with the new model to fit and test the linear map "
         "(the whole source if it is smaller).",
     },
+    "embedding_mode": {
+        "default": "online",
+        "type": "string",
+        "enum": list(EMBEDDING_MODES),
+        "title": "Embedding mode",
+        "description": "'online': embedding requests as the backfill goes (bounded by the "
+        "provider's per-minute limits). 'batch' (provider 'openai'): each backfill partition "
+        "submits its texts to OpenAI's Batch API at half the price and waits for it (up to "
+        "24 h) without holding a worker slot. The dry run shows both.",
+    },
+    "batch_poll_seconds": {
+        "default": 300,
+        "type": "integer",
+        "minimum": 1,
+        "title": "Batch poll interval (seconds)",
+        "description": "In batch mode, how often a waiting partition checks its batches.",
+    },
     "dry_run": {
         "default": False,
         "type": "boolean",
@@ -343,6 +361,18 @@ PARAM_SCHEMA: dict[str, dict[str, Any]] = {
 
 class SpecError(ValueError):
     """The requested migration is invalid; the message says what to change."""
+
+
+def batch_unavailable(provider: str) -> str:
+    """Why ``embedding_mode`` 'batch' is not available for ``provider``."""
+    if provider == "cohere":
+        why = (
+            "Cohere's SDK offers embed jobs (a dataset upload, then a job), which this "
+            "project does not drive yet"
+        )
+    else:
+        why = f"provider {provider!r} has no batch API"
+    return f"embedding_mode 'batch' is available for provider 'openai' only: {why}. Use 'online'."
 
 
 #: One row of an evaluation set: ``{"query": text, "relevant_ids": [point ids]}``.
@@ -453,6 +483,8 @@ class MigrationSpec:
     allow_linear_map: bool = False
     min_map_retention: float = 0.85
     map_sample_size: int = 2000
+    embedding_mode: str = "online"
+    batch_poll_seconds: int = 300
     dry_run: bool = False
     approval_timeout_hours: float = 72
 
@@ -493,6 +525,8 @@ class MigrationSpec:
             )
         if not isinstance(known.get("provider_options", {}), dict):
             raise SpecError('provider_options must be a JSON object, e.g. {"max_concurrency": 4}.')
+        if known.get("embedding_mode") == "batch" and known.get("provider") != "openai":
+            raise SpecError(batch_unavailable(str(known.get("provider", "local"))))
         known["eval_set"] = parse_eval_set(known.get("eval_set")) or None
         return cls(**known)
 

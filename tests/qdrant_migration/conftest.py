@@ -54,3 +54,6 @@ def migrated(
             Plan.from_dict(plan),
             [PartitionResult.from_dict(r) for r in results],
         )
+
+
+from tests.standin import standin, standin_server  # noqa: E402, F401

@@ -322,3 +322,25 @@ def test_estimate_of_a_quantization_change(
 
 def test_an_empty_estimate_prices_nothing() -> None:
     assert Estimate().cost_usd is None and Estimate().creates == []
+
+
+@pytest.mark.parametrize(
+    ("provider", "cost", "duration", "mode", "why"),
+    [
+        ("openai", 0.01, 4.0, "online", "would save only $0.01"),
+        ("openai", 3250.0, 17 * 86400.0, "batch", "longer than the Batch API's 24 h window"),
+        ("openai", 32.5, 3600.0, "batch", "saves $16.25"),
+        ("cohere", 32.5, 3600.0, "online", "embed jobs"),
+        ("local", 0.0, 10.0, "online", "no batch API"),
+    ],
+)
+def test_online_vs_batch_is_recommended_from_cost_and_time(
+    provider: str, cost: float, duration: float, mode: str, why: str
+) -> None:
+    plan = SimpleNamespace(spec=SimpleNamespace(provider=provider))
+    chosen = estimate._modes(plan, cost, duration)  # type: ignore[arg-type]
+    assert chosen["recommended_mode"] == mode and why in chosen["mode_reason"]
+    if provider == "openai":
+        assert chosen["batch_cost_usd"] == pytest.approx(cost / 2)
+    else:
+        assert chosen["batch_cost_usd"] is None

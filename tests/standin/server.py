@@ -55,6 +55,8 @@ from include.qdrant_migration.providers.packing import (
     TokenCounter,
     tiktoken_counter,
 )
+from tests.standin.batches import BATCH_PATH, BatchService
+from tests.standin.batches import ApiError as BatchApiError
 
 OPENAI_MODELS = {
     "text-embedding-3-small": 1536,
@@ -196,6 +198,8 @@ class StandIn:
             3.0
         )
         self._cohere_counter: TokenCounter = ApproximateCounter(3.0)
+        #: OpenAI's Files and Batches APIs (batches run with the online route's answers).
+        self.batches = BatchService(self._batch_embed, self._batch_log)
         self.reset()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -251,6 +255,7 @@ class StandIn:
             self._rpm: float | None = None
             self._window_s = 60.0
             self._spent: deque[tuple[float, int]] = deque()
+        self.batches.reset()
 
     def set_limits(
         self,
@@ -296,6 +301,12 @@ class StandIn:
         """The next ``count`` requests answer one vector fewer than texts sent."""
         self._add(_Fault("wrong_count", count, path))
 
+    def lose_reply_next(self, count: int = 1, *, path: str | None = None) -> None:
+        """The next ``count`` requests are carried out, then the connection closes unanswered
+        (the client cannot tell whether it happened). ``path`` may name the method too
+        (``"POST /v1/batches"``) and end in ``*`` (a prefix)."""
+        self._add(_Fault("lose_reply", count, path))
+
     def disconnect_next(self, count: int = 1, *, path: str | None = None) -> None:
         """The next ``count`` requests close the connection without answering."""
         self._add(_Fault("disconnect", count, path))
@@ -320,12 +331,22 @@ class StandIn:
 
     # -- handling ------------------------------------------------------------------------
 
-    def handle(self, path: str, headers: Mapping[str, str], body: bytes) -> _Reply:
+    def handle(
+        self,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        method: str = "POST",
+        query: str = "",
+    ) -> _Reply:
         with self._lock:
             generation = self._generation
         record = RequestRecord(path=path, started=time.monotonic())
         try:
-            reply = self._route(path, headers, body, record)
+            if path.startswith(("/v1/files", "/v1/batches")):
+                reply = self._files_and_batches(method, path, query, headers, body)
+            else:
+                reply = self._route(path, headers, body, record)
         except _HTTPError as err:
             reply = _Reply(err.status, json.dumps(err.body).encode(), err.headers)
         if self.latency_s:
@@ -337,10 +358,47 @@ class StandIn:
                 self._log.append(record)
         return reply
 
-    def _take_fault(self, path: str) -> _Fault | None:
+    def _files_and_batches(
+        self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes
+    ) -> _Reply:
+        self._check_key(True, headers)
+        fault = self._take_fault(path, method)
+        if fault is not None and fault.kind != "lose_reply":
+            reply = self._fault_reply(fault, True)
+            if reply is not None:
+                return reply
+        try:
+            status, answer = self.batches.handle(method, path, query, headers, body)
+        except BatchApiError as err:
+            raise _HTTPError(err.status, _error_body(True, err.message, err.code)) from None
+        if isinstance(answer, bytes):
+            reply = _Reply(status, answer, {"content-type": "application/octet-stream"})
+        else:
+            reply = _Reply(status, json.dumps(answer).encode())
+        reply.disconnect = fault is not None and fault.kind == "lose_reply"
+        return reply
+
+    def _batch_embed(
+        self, payload: Mapping[str, Any]
+    ) -> tuple[int, dict[str, Any], list[str], int]:
+        """One request of a batch: the online route's answer, outside the online caps."""
+        record = RequestRecord(path=BATCH_PATH)
+        try:
+            reply = self._openai(payload, record, None, charge=False)
+        except _HTTPError as err:
+            return err.status, err.body, record.texts, 0
+        return reply.status, json.loads(reply.body), record.texts, record.tokens
+
+    def _batch_log(self, model: str | None, texts: list[str], tokens: int, status: int) -> None:
+        now = time.monotonic()
+        record = RequestRecord(BATCH_PATH, model, texts, tokens, status, started=now, finished=now)
+        with self._lock:
+            self._log.append(record)
+
+    def _take_fault(self, path: str, method: str = "POST") -> _Fault | None:
         with self._lock:
             for fault in self._faults:
-                if fault.remaining > 0 and fault.path in (None, path):
+                if fault.remaining > 0 and _matches(fault.path, method, path):
                     fault.remaining -= 1
                     return fault
         return None
@@ -455,7 +513,12 @@ class StandIn:
     # -- OpenAI --------------------------------------------------------------------------
 
     def _openai(
-        self, payload: Mapping[str, Any], record: RequestRecord, fault: _Fault | None
+        self,
+        payload: Mapping[str, Any],
+        record: RequestRecord,
+        fault: _Fault | None,
+        *,
+        charge: bool = True,
     ) -> _Reply:
         model = payload.get("model")
         record.model = model
@@ -477,7 +540,7 @@ class StandIn:
         counts = self._openai_counter.count(texts)
         record.tokens = sum(counts)
         _openai_check_sizes(texts, counts)
-        headers = self._charge(record.tokens, openai=True)
+        headers = self._charge(record.tokens, openai=True) if charge else {}
         vectors = [expected_vector(str(model), t, "", dimensions) for t in texts]
         vectors = _apply_shape_fault(vectors, fault)
         fmt = record.encoding_format or "float"
@@ -604,6 +667,16 @@ def _wait_for(
     return max(0.001, spent[-1][0] + window - now) if spent else 0.0
 
 
+def _matches(pattern: str | None, method: str, path: str) -> bool:
+    """A fault's ``path``: None (any), a path, ``"METHOD path"``; ending in ``*``: a prefix."""
+    if pattern is None:
+        return True
+    if " " not in pattern:
+        return path == pattern or (pattern.endswith("*") and path.startswith(pattern[:-1]))
+    request = f"{method} {path}"
+    return request.startswith(pattern[:-1]) if pattern.endswith("*") else request == pattern
+
+
 def _texts_of(payload: Mapping[str, Any], openai: bool) -> list[str]:
     try:
         return _openai_inputs(payload.get("input")) if openai else list(payload.get("texts") or [])
@@ -679,16 +752,26 @@ class _Handler(BaseHTTPRequestHandler):
     standin: StandIn
 
     def do_POST(self) -> None:
+        self._answer("POST")
+
+    def do_GET(self) -> None:
+        self._answer("GET")
+
+    def do_DELETE(self) -> None:
+        self._answer("DELETE")
+
+    def _answer(self, method: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
-        reply = self.standin.handle(urlsplit(self.path).path, headers, body)
+        url = urlsplit(self.path)
+        reply = self.standin.handle(url.path, headers, body, method, url.query)
         if reply.disconnect:
             self.close_connection = True
             return
         try:
             self.send_response(reply.status)
-            self.send_header("Content-Type", _JSON)
+            self.send_header("Content-Type", reply.headers.pop("content-type", _JSON))
             self.send_header("Content-Length", str(len(reply.body)))
             for name, value in reply.headers.items():
                 self.send_header(name, value)

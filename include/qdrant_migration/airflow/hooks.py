@@ -80,9 +80,31 @@ class MigrationQdrantHook(BaseHook):
 
 
 def provider_credentials(conn_id: str) -> Credentials:
-    """The API key (password), base URL (host or extra ``base_url``) and extras of a connection."""
+    """The API key, base URL and extras of a provider's connection, read as its type says.
+
+    * ``openai`` (apache-airflow-providers-openai): the key in the password or in extra
+      ``openai_client_kwargs``, the base URL in the host or there too; the SDK client is
+      the one ``OpenAIHook`` builds (workload identity included), with this project's
+      timeout and without the SDK's own retries (the provider's limiter retries);
+    * ``cohere`` (apache-airflow-providers-cohere): the key in the password, the base URL
+      in the host, as ``CohereHook`` reads them. Its client is not used: it cannot switch
+      the SDK's retries off, which would repeat every retry of the limiter;
+    * anything else (``generic``): the key in the password, the base URL in the host or in
+      extra ``base_url``.
+    """
     conn = connection(conn_id, "the embedding provider's API key")
     extra = dict(conn.extra_dejson)
+    if conn.conn_type == "openai":
+        from airflow.providers.openai.hooks.openai import OpenAIHook
+
+        kwargs = dict(extra.get("openai_client_kwargs") or {})
+        return Credentials(
+            conn_id=conn_id,
+            api_key=kwargs.get("api_key") or conn.password or None,
+            base_url=kwargs.get("base_url") or conn.host or None,
+            extra=extra,
+            client=OpenAIHook(conn_id=conn_id).get_conn,
+        )
     base_url = extra.pop("base_url", None) or conn.host or None
     return Credentials(
         conn_id=conn_id, api_key=conn.password or None, base_url=base_url, extra=extra

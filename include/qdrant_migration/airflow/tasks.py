@@ -12,10 +12,15 @@ import functools
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
 from airflow.sdk import get_current_context
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import (
+    AirflowFailException,
+    AirflowRescheduleException,
+    AirflowSkipException,
+)
 from qdrant_client import QdrantClient
 
 from include.qdrant_migration import (
@@ -37,6 +42,7 @@ from include.qdrant_migration.checks import CheckFailedError, quality, recall
 from include.qdrant_migration.leases import LeaseBusyError
 from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.providers import AuthError, EmbeddingProvider, ProviderConfigError
+from include.qdrant_migration.providers.openai_provider import OpenAIProvider
 from include.qdrant_migration.report import Evidence, Report, render_plan, render_quantization
 from include.qdrant_migration.spec import (
     CATCH_UP_PARAM_SCHEMA,
@@ -64,6 +70,7 @@ from include.qdrant_migration.sync.backfill import (
     PartitionJob,
     PartitionResult,
 )
+from include.qdrant_migration.sync.batch import BatchBackfill, Waiting
 from include.qdrant_migration.sync.catchup import (
     CatchUp,
     CatchUpJob,
@@ -243,6 +250,14 @@ def backfill_batch(plan_xcom: XCom, partition_xcom: XCom) -> XCom:
             backfill = inplace.InPlaceBackfill if plan.in_place else PartitionBackfill
             job = backfill(client, plan, part, provider, state, settings)
         job.heartbeat = heartbeat
+        if plan.spec.embedding_mode == "batch" and not plan.strategy.derives_vectors:
+            assert isinstance(provider, OpenAIProvider)  # the spec allows batch for it only
+            outcome = BatchBackfill(job, provider).run()
+            if isinstance(outcome, Waiting):
+                # Waits without a worker slot: the task is rescheduled and polls again.
+                again = datetime.now(tz=UTC) + timedelta(seconds=outcome.poll_s)
+                raise AirflowRescheduleException(again)
+            return outcome.to_dict()
         return job.run().to_dict()
 
 

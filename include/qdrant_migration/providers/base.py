@@ -9,7 +9,7 @@ backfill can pack requests without knowing which provider it talks to.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypedDict
 
@@ -46,6 +46,8 @@ class Credentials:
     api_key: str | None = None
     base_url: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: Builds the SDK client the connection's Airflow provider makes (its hook), if any.
+    client: Callable[[], Any] | None = None
 
     def __repr__(self) -> str:  # never print the key, even by accident
         return f"Credentials(conn_id={self.conn_id!r}, base_url={self.base_url!r})"

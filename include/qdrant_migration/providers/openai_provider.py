@@ -53,6 +53,8 @@ from include.qdrant_migration.providers.remote import Answer, RemoteProvider
 if TYPE_CHECKING:
     import openai
 
+    from include.qdrant_migration.providers.openai_batch import OpenAIBatches
+
 log = logging.getLogger(__name__)
 
 OPENAI_MODELS: dict[str, ModelInfo] = {
@@ -157,11 +159,28 @@ class _OpenAIAPIProvider(RemoteProvider):
         )
         return answer.vectors
 
+    def sdk_client(self) -> openai.OpenAI:
+        """The SDK client (for the Batch API, :mod:`.openai_batch`)."""
+        return self._client()
+
+    def status_error(self, exc: openai.APIStatusError) -> Exception:
+        """An HTTP error of the API as this provider's error (the key redacted)."""
+        return self._status_error(exc)
+
     def _client(self) -> openai.OpenAI:
         with self._sdk_lock:
             if self._sdk is None:
                 import openai
 
+                factory = self.credentials.client if self.credentials is not None else None
+                if factory is not None:
+                    # The connection's own client (OpenAIHook for an ``openai`` connection),
+                    # with this module's timeout and no SDK retries (the limiter retries).
+                    made = factory().with_options(
+                        max_retries=0, timeout=self.settings.retry.timeout_s
+                    )
+                    self._sdk = made
+                    return cast("openai.OpenAI", made)
                 extra = self.credentials.extra if self.credentials is not None else {}
                 kwargs: dict[str, Any] = {
                     "api_key": self.api_key(),
@@ -289,11 +308,17 @@ class OpenAIProvider(_OpenAIAPIProvider):
 
     def api_key(self) -> str:
         key = self.credentials.api_key if self.credentials is not None else None
-        if not key:
+        if not key and (self.credentials is None or self.credentials.client is None):
             raise ProviderConfigError(
                 f"OpenAI needs an API key: set the password of Airflow connection {self.conn_id!r}."
             )
-        return key
+        return key or ""
+
+    def batches(self) -> OpenAIBatches:
+        """The Batch API with this model and connection (``embedding_mode`` ``batch``)."""
+        from include.qdrant_migration.providers.openai_batch import OpenAIBatches
+
+        return OpenAIBatches(self)
 
     def dimensions_to_send(self) -> int | None:
         wanted = self.requested_dimensions

@@ -94,6 +94,8 @@ class Checkpoint:
     run_id: str = ""
     earlier: dict[str, int] = field(default_factory=dict)
     updated_at: str = field(default_factory=now_iso)
+    #: Batch mode: the partition's request files and batches (``sync.batch.BatchWork``).
+    batch: dict[str, Any] | None = None
 
     def work(self) -> dict[str, int]:
         """The totals that are paid for: texts embedded, vectors derived, tokens, requests."""
@@ -265,7 +267,7 @@ def forget_progress(client: QdrantClient, state: StateStore, migration_id: str) 
         state.delete(RecordKind.CHECKPOINT, Checkpoint.from_doc(doc).key)
 
 
-def _pages(
+def partition_pages(
     client: QdrantClient,
     collection: str,
     partition: Partition,
@@ -392,7 +394,7 @@ class PartitionJob(ABC):
         run_id = self.settings.run_id
         if saved is not None and saved.done:
             log.info("%s already finished; nothing to do", self.partition.label)
-            return self._result(saved, resumed=True, earlier=saved.earlier_than(run_id))
+            return self.partition_result(saved, resumed=True, earlier=saved.earlier_than(run_id))
         offset = saved.next_offset if saved is not None else self.partition.start
         progress = Progress.resume(self.partition.points, saved, run_id)
         if saved is not None:
@@ -413,19 +415,19 @@ class PartitionJob(ABC):
         pool = ThreadPoolExecutor(self.settings.embed_concurrency, "embed")
         writer = ThreadPoolExecutor(1, "write")
         try:
-            pages = _pages(
+            pages = partition_pages(
                 self.client,
                 self.plan.source.collection,
                 self.partition,
                 offset,
                 self.settings.batch_size,
-                vectors=self._vectors_to_read(),
+                vectors=self.vectors_to_read(),
             )
             for records, next_offset in _read_ahead(pages):
                 while len(pending) > self.settings.embed_concurrency:
                     pending.popleft().result()  # a failed write stops the loop here
                 batch = self._prepare(records, next_offset, pool)
-                batch.states = [(point_id(r.id), self._state(r)) for r in records]
+                batch.states = [(point_id(r.id), self.state_of(r)) for r in records]
                 pending.append(writer.submit(self._commit_in_order, batch, progress))
             while pending:
                 pending.popleft().result()
@@ -434,9 +436,9 @@ class PartitionJob(ABC):
             # embedding is paid for that would be thrown away.
             writer.shutdown(wait=True, cancel_futures=True)
             pool.shutdown(wait=True, cancel_futures=True)
-        final = self._checkpoint(None, progress, done=True)
+        final = self.save_checkpoint(None, progress, done=True)
         log.info(progress.line(self.partition.label))
-        result = self._result(
+        result = self.partition_result(
             final,
             resumed=saved is not None,
             earlier=progress.earlier,
@@ -444,7 +446,7 @@ class PartitionJob(ABC):
         )
         return dataclasses.replace(result, started_at=started_at, finished_at=now_iso())
 
-    def _vectors_to_read(self) -> bool | list[str]:
+    def vectors_to_read(self) -> bool | list[str]:
         """The carried vectors, and the migrated one when the new vectors derive from it."""
         return self.plan.carried.read(self.plan.vector_name, with_migrated=self.reads_vectors)
 
@@ -479,7 +481,7 @@ class PartitionJob(ABC):
                 f"Provider returned {len(vectors)} vectors for {len(batch.records)} texts "
                 f"(expected {self.dimension}-d each); nothing from this batch was written."
             )
-        self._write(batch.records, vectors)
+        self.write(batch.records, vectors)
         record_skips(self.state, self.plan.migration_id, batch.skipped)
         self.fingerprints.record(self._states_written(batch))
         progress.skipped.update(reason for _, reason in batch.skipped)
@@ -491,18 +493,18 @@ class PartitionJob(ABC):
         progress.truncated += batch.truncated
         progress.requests += batch.requests
         progress.done += len(batch.records) + len(batch.skipped)
-        self._checkpoint(batch.next_offset, progress, done=False)
+        self.save_checkpoint(batch.next_offset, progress, done=False)
         self.heartbeat()
         now = time.monotonic()
         if now - progress.last_log >= self.settings.progress_interval_s:
             progress.last_log = now
             log.info(progress.line(self.partition.label))
 
-    def _state(self, record: qm.Record) -> str:
+    def state_of(self, record: qm.Record) -> str:
         """The state recorded for a point once its vector is written (``.fingerprints``)."""
         return self.plan.carried.state(record)
 
-    def _write(self, records: list[qm.Record], vectors: list[list[float]]) -> None:
+    def write(self, records: list[qm.Record], vectors: list[list[float]]) -> None:
         """Insert the points into the target (never over what is there already)."""
         write_points(self.client, self.plan.target_collection, self._points(records, vectors))
 
@@ -546,15 +548,21 @@ class PartitionJob(ABC):
         }
         return [(here, held.get(here, state)) for here, state in states]
 
-    def _checkpoint(
-        self, next_offset: PointId | None, progress: Progress, *, done: bool
+    def save_checkpoint(
+        self,
+        next_offset: PointId | None,
+        progress: Progress,
+        *,
+        done: bool,
+        batch: dict[str, Any] | None = None,
     ) -> Checkpoint:
         checkpoint = Checkpoint(
             migration_id=self.plan.migration_id,
             fingerprint=self.partition.fingerprint,
             partition=self.partition.index,
             next_offset=next_offset,
-            done=done or next_offset is None,
+            done=done or (next_offset is None and batch is None),
+            batch=batch,
             done_points=progress.done,
             embedded=progress.embedded,
             transformed=progress.transformed,
@@ -568,7 +576,7 @@ class PartitionJob(ABC):
         self.state.put(RecordKind.CHECKPOINT, self.key, checkpoint.to_doc())
         return checkpoint
 
-    def _result(
+    def partition_result(
         self,
         checkpoint: Checkpoint,
         *,

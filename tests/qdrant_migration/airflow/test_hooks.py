@@ -14,6 +14,7 @@ from include.qdrant_migration.airflow.hooks import (
     provider_credentials,
 )
 from include.qdrant_migration.spec import MigrationSpec
+from tests.standin import OPENAI_KEY, StandIn
 
 
 def _connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, **fields: object) -> None:
@@ -96,6 +97,36 @@ def test_provider_credentials_take_the_key_and_base_url_from_the_connection(
     assert credentials.base_url == "http://localhost:9/v1"
     assert dict(credentials.extra) == {"organization": "org-1"}
     assert "sk-secret-key" not in repr(credentials)
+
+
+def test_an_openai_connection_is_read_by_the_openai_providers_hook(
+    monkeypatch: pytest.MonkeyPatch, standin: StandIn
+) -> None:
+    """Type ``openai``: the client is OpenAIHook's (key in the password, base URL in the
+    host), with this project's timeout and no SDK retries; it embeds through the stand-in."""
+    _connection(
+        monkeypatch, "openai_typed", conn_type="openai", password=OPENAI_KEY,
+        host=standin.openai_base_url,
+    )  # fmt: skip
+    credentials = provider_credentials("openai_typed")
+    assert (credentials.api_key, credentials.base_url) == (OPENAI_KEY, standin.openai_base_url)
+    assert credentials.client is not None and OPENAI_KEY not in repr(credentials)
+    spec = MigrationSpec.from_params(
+        {"alias": "a", "provider": "openai", "model": "text-embedding-3-small",
+         "dimensions": 64, "provider_conn_id": "openai_typed"}
+    )  # fmt: skip
+    provider = build_provider(spec)
+    assert len(provider.embed_documents(["one text"])[0]) == 64
+    client = provider.sdk_client()  # type: ignore[attr-defined]
+    assert (client.max_retries, str(client.base_url).rstrip("/")) == (0, standin.openai_base_url)
+
+
+def test_a_cohere_connection_is_read_as_the_cohere_providers_hook_reads_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _connection(monkeypatch, "co", conn_type="cohere", password="co-key", host="http://co:1")
+    credentials = provider_credentials("co")
+    assert (credentials.api_key, credentials.base_url) == ("co-key", "http://co:1")
 
 
 def test_each_backfill_task_gets_its_share_of_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:

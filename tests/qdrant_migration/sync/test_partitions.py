@@ -12,7 +12,7 @@ from qdrant_client import models as qm
 from include.qdrant_migration.qdrant import PointId, QdrantSettings, id_key, open_client
 from include.qdrant_migration.state import MemoryStateStore, QdrantStateStore, RecordKind
 from include.qdrant_migration.sync import partitions
-from include.qdrant_migration.sync.backfill import Checkpoint, _pages
+from include.qdrant_migration.sync.backfill import Checkpoint, partition_pages
 from include.qdrant_migration.sync.partitions import (
     Partition,
     compute_boundaries,
@@ -34,7 +34,9 @@ def mixed() -> QdrantClient:
 
 
 def _ids_in(client: QdrantClient, collection: str, part: Partition) -> list[PointId]:
-    return [p.id for page, _ in _pages(client, collection, part, part.start, 16) for p in page]
+    return [
+        p.id for page, _ in partition_pages(client, collection, part, part.start, 16) for p in page
+    ]
 
 
 def test_boundaries_with_int_and_uuid_ids(mixed: QdrantClient) -> None:
