@@ -30,7 +30,7 @@ from typing import Any
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from include.qdrant_migration import quantization, sparse
+from include.qdrant_migration import linear_map, quantization, sparse
 from include.qdrant_migration.plan import Estimate, Plan
 from include.qdrant_migration.providers import EmbeddingProvider, openai_batch
 from include.qdrant_migration.spec import MAX_PARALLEL_PARTITIONS, Strategy, batch_unavailable
@@ -50,8 +50,6 @@ HOSTED_THROUGHPUT_SAMPLE = 32
 COPY_POINTS_PER_S = 700.0
 #: Bytes of HNSW links per point in RAM (m=16: two layers of 16 four-byte ids, rounded up).
 HNSW_BYTES_PER_POINT = 128
-#: Share of the linear-map sample held out to measure retention (queries are embedded).
-HELD_OUT_SHARE = 0.2
 
 
 @cache
@@ -125,7 +123,10 @@ def _work(plan: Plan, sample: TextSample) -> tuple[int, int, int]:
         return _scale(sample.usable, sample, points), _scale(sample.tokens, sample, points), 0
     if plan.strategy is Strategy.LINEAR_MAP:
         fit = round(min(plan.spec.map_sample_size, points) * sample.usable_share)
-        held_out = math.ceil(fit * HELD_OUT_SHARE)
+        # held-out and validation documents get a query each (retention and the choice)
+        held_out = math.ceil(fit * linear_map.HELD_OUT_SHARE) + math.ceil(
+            fit * linear_map.VALIDATION_SHARE
+        )
         per_query = sample.query_tokens / sample.usable if sample.usable else 0.0
         tokens = fit * sample.tokens_per_text + held_out * per_query
         return fit, round(tokens), points
@@ -426,4 +427,27 @@ def build(client: QdrantClient, plan: Plan, provider: EmbeddingProvider) -> Esti
         creates=creates,
         alias_change=alias_change,
         **_storage(plan, sample, other_vector_bytes(client, plan, sample)),
+        **_map_preview(client, plan, provider, sample, price),
     )
+
+
+def _map_preview(
+    client: QdrantClient,
+    plan: Plan,
+    provider: EmbeddingProvider,
+    sample: TextSample,
+    price: float | None,
+) -> dict[str, Any]:
+    """A linear map's retention on a small sample, and what it saves against a re-embed."""
+    if plan.strategy is not Strategy.LINEAR_MAP:
+        return {}
+    points = plan.source.points
+    fitted = linear_map.preview(client, plan, provider)
+    full = _scale(sample.tokens, sample, points)
+    _, sample_tokens, _ = _work(plan, sample)
+    saved = None if price is None else round((full - sample_tokens) * price / 1e6, 6)
+    return {
+        "map_retention_preview": None if fitted is None else fitted.retention,
+        "map_preview_texts": 0 if fitted is None else fitted.pool,
+        "map_saved_usd": saved,
+    }

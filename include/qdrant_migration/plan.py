@@ -88,6 +88,11 @@ class Estimate:
     target_ram_bytes: int = 0
     #: RAM of the vectors before a quantization change (quantization_only only).
     ram_before_bytes: int | None = None
+    #: Linear map: its retention fitted on a small preview sample, and the embedding cost
+    #: it saves against a full re-embed (None: not a linear map).
+    map_retention_preview: float | None = None
+    map_preview_texts: int = 0
+    map_saved_usd: float | None = None
     #: Peak disk of a new collection vs a new named vector (in place), side by side.
     peak_disk_by_strategy: dict[str, int] = field(default_factory=dict)
     #: Collections a run would create, and what happens to the alias.

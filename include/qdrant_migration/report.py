@@ -253,11 +253,7 @@ def estimate_rows(
         ),
         ("RAM of the vectors and index", _bytes(est.target_ram_bytes), (None, None)),
     ]
-    if len(est.peak_disk_by_strategy) > 1:
-        both = ", ".join(
-            f"{name} {_bytes(size)}" for name, size in sorted(est.peak_disk_by_strategy.items())
-        )
-        rows.append(("peak disk by strategy (same data)", both, (None, None)))
+    rows += _optional_rows(plan)
     if actual is None:
         return [f"| {name} | {planned} |" for name, planned, _ in rows]
     if earlier is None:
@@ -266,6 +262,28 @@ def estimate_rows(
         f"| {name} | {planned} | {_fmt(now)} | {_fmt(before)} |"
         for name, planned, (now, before) in rows
     ]
+
+
+def _optional_rows(plan: Plan) -> list[tuple[str, object, tuple[object, object]]]:
+    """Rows only some plans have: a linear map's preview, both strategies' disk."""
+    est = plan.estimate
+    rows: list[tuple[str, object, tuple[object, object]]] = []
+    if plan.strategy is Strategy.LINEAR_MAP and est.map_preview_texts:
+        rows.append(
+            (
+                "linear map: retention previewed / embedding cost saved",
+                f"{_fmt(est.map_retention_preview)} on {est.map_preview_texts} texts (minimum "
+                f"{plan.spec.min_map_retention}; a fit on {plan.spec.map_sample_size} texts "
+                f"usually keeps more) / {_money(est.map_saved_usd)}",
+                (None, None),
+            )
+        )
+    if len(est.peak_disk_by_strategy) > 1:
+        both = ", ".join(
+            f"{name} {_bytes(size)}" for name, size in sorted(est.peak_disk_by_strategy.items())
+        )
+        rows.append(("peak disk by strategy (same data)", both, (None, None)))
+    return rows
 
 
 def _duration_estimate(est: Estimate) -> str:
@@ -481,12 +499,13 @@ def map_lines(fitted: MapSummary | None) -> list[str]:
     known = fitted.known_item
     query = fitted.held_out_query or "a piece of the document"
     rows = [
-        f"| linear map: re-embedded top-{fitted.k} kept (held-out) | "
-        f"{_fmt(fitted.retention)} (minimum {fitted.min_retention}, "
-        f"{fitted.held_out} held-out of {fitted.sample} sampled) |",
+        f"| linear map ({fitted.kind}, {fitted.setting or 'ridge'}): retention | "
+        f"{_fmt(fitted.retention)} (minimum {fitted.min_retention}; {fitted.held_out} held-out "
+        f"documents searched among {fitted.pool or fitted.sample} sampled) |",
         f"| linear map: own document in top-{fitted.k} ({query} as the query) | "
         f"{_fmt(known.get('mapped_recall'))} mapped vs "
-        f"{_fmt(known.get('reembedded_recall'))} re-embedded |",
+        f"{_fmt(known.get('reembedded_recall'))} re-embedded vs "
+        f"{_fmt(known.get('old_recall'))} with the old model |",
     ]
     if fitted.eval_ndcg10_mapped is not None:
         rows.append(

@@ -303,8 +303,9 @@ PARAM_SCHEMA: dict[str, dict[str, Any]] = {
         "type": "boolean",
         "title": "Allow a learned linear map",
         "description": "Instead of re-embedding every text with the new model, embed a sample, "
-        "fit a linear map from the old vectors to the new ones, and map every stored vector. "
-        "Much cheaper, but an approximation: refused below min_map_retention.",
+        "fit a map from the old vectors to the new ones (the best of ridge, Procrustes and "
+        "low-rank on validation), and map every stored vector. Much cheaper, but an "
+        "approximation: refused below min_map_retention or when worse than the old model.",
     },
     "min_map_retention": {
         "default": 0.85,
@@ -312,8 +313,10 @@ PARAM_SCHEMA: dict[str, dict[str, Any]] = {
         "minimum": 0,
         "maximum": 1,
         "title": "Minimum linear-map retention",
-        "description": "The linear map is used only if searches over held-out sample documents "
-        "find this share of the top-10 that truly re-embedded vectors find.",
+        "description": "The linear map is used only if its retention reaches this: held-out "
+        "sample documents found in the top-10 by a passage from their middle, among all "
+        "sample documents, over mapped vectors relative to over re-embedded ones. It is "
+        "also refused when the old model finds more (migrating would make search worse).",
     },
     "map_sample_size": {
         "default": 2000,

@@ -276,10 +276,12 @@ def _linear_map(facts: Facts) -> Decision:
     sample = min(facts.map_sample_size, facts.source_points)
     reasons = [
         f"Linear map (allowed by allow_linear_map): {sample} of {facts.source_points} texts are "
-        f"embedded with {facts.new_label}; a ridge map from the old vectors to the new ones is "
-        f"fitted, and used only if held-out searches keep at least "
-        f"{facts.min_map_retention:.0%} of the re-embedded top-10. Every stored vector is then "
-        "mapped, with no further embedding calls. Mapped vectors approximate the new model's."
+        f"embedded with {facts.new_label}; the best of a ridge, a Procrustes and a low-rank "
+        f"map from the old vectors to the new ones is fitted, and used only if its retention "
+        f"(held-out documents found by their own passages, mapped vs re-embedded) is at least "
+        f"{facts.min_map_retention:.0%} and it searches no worse than the old model. Every "
+        "stored vector is then mapped, with no further embedding calls. Mapped vectors "
+        "approximate the new model's."
     ]
     if sample >= facts.source_points:
         reasons.append(

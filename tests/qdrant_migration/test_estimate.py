@@ -297,8 +297,12 @@ def test_estimate_of_a_linear_map(fast_client: QdrantClient, new_model: HashingP
     assert plan.strategy is Strategy.LINEAR_MAP
     assert est.texts_to_embed == 100 and est.vectors_copied == SEED_POINTS
     assert est.embed_requests == 7  # 100 sample texts in requests of 16
-    # 100 documents and 20 held-out queries (first sentences, so fewer tokens each)
-    assert 100 * est.tokens_per_text < est.tokens < 120 * est.tokens_per_text
+    # 100 documents and 35 held-out and validation queries (passages: fewer tokens each)
+    assert 100 * est.tokens_per_text < est.tokens < 135 * est.tokens_per_text
+    # the dry run previews the map on a small sample, and what it saves
+    assert est.map_preview_texts == 200 and est.map_retention_preview is not None
+    lines = render_plan(plan).splitlines()
+    assert any(line.startswith("| linear map: retention previewed") for line in lines)
 
 
 def test_estimate_of_a_quantization_change(

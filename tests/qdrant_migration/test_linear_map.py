@@ -121,15 +121,69 @@ def test_ridge_recovers_a_linear_relation_exactly() -> None:
     old = rng.standard_normal((400, 16))
     new = old @ rng.standard_normal((16, 12)) + 0.5
     train, validation, held_out = linear_map.split(400)
-    queries = new[held_out] + 0.01 * rng.standard_normal((len(held_out), 12))
-    fit = linear_map.fit(old, new, queries, held_out, train, validation, normalize=False)
-    assert fit.lam == min(linear_map.LAMBDAS)
-    np.testing.assert_allclose(fit.map.apply_array(old), new, atol=1e-2)
-    assert fit.validation_cosine > 0.999
+    queries = new + 0.01 * rng.standard_normal(new.shape)
+    fit = linear_map.fit(
+        old,
+        new,
+        queries[held_out],
+        held_out,
+        train,
+        validation,
+        validation_queries=queries[validation],
+        normalize=False,
+    )
+    ridge = next(c for c in linear_map.candidates(old, new, train, validation, False))
+    assert (ridge.kind, ridge.lam) == ("ridge", min(linear_map.LAMBDAS))
+    assert ridge.validation_cosine > 0.999
+    exact = ridge.make(old[train + validation], new[train + validation])
+    np.testing.assert_allclose(exact.apply_array(old), new, atol=1e-2)
+    # every family finds every document here: the simplest is kept
+    assert set(fit.compared.values()) == {1.0} and fit.kind == "procrustes"
     assert fit.retention == 1.0
-    assert fit.known_item["ratio"] == 1.0
+    assert fit.known_item["ratio"] == 1.0 and fit.known_item["old_recall"] is None
     assert fit.held_out == len(held_out) == 80
     assert fit.train == len(train) + len(validation) == 320
+    assert fit.pool == 400 and {"ridge", "procrustes"} <= set(fit.compared)
+
+
+def test_procrustes_recovers_a_rotation_and_the_simplest_of_the_best_is_chosen() -> None:
+    rng = np.random.default_rng(5)
+    rotation, _ = np.linalg.qr(rng.standard_normal((24, 24)))
+    old = linear_map._unit(rng.standard_normal((200, 24)))
+    new = old @ rotation
+    fitted = linear_map.fit_procrustes(old, new, whiten=False, normalize=False)
+    np.testing.assert_allclose(fitted.weights, rotation, atol=1e-6)
+    noisy = linear_map._unit(new + 0.3 * rng.standard_normal(new.shape))
+    train, validation, held_out = linear_map.split(200)
+    fit = linear_map.fit(
+        old, noisy, noisy[held_out], held_out, train, validation,
+        validation_queries=noisy[validation], old_queries=old[held_out],
+    )  # fmt: skip
+    # the simplest family within one standard error of the best validation recall
+    top = max(fit.compared.values())
+    error = math.sqrt(max(top * (1 - top), 1e-6) / len(validation))
+    close = [k for k, v in fit.compared.items() if v >= top - error]
+    assert fit.kind == min(close, key=linear_map.SIMPLER_FIRST.index)
+    assert fit.known_item["old_recall"] is not None
+
+
+def test_the_low_rank_map_keeps_the_directions_its_predictions_use() -> None:
+    rng = np.random.default_rng(2)
+    old = rng.standard_normal((300, 64))
+    low = rng.standard_normal((64, 4)) @ rng.standard_normal((4, 40))  # rank 4
+    fitted = linear_map.fit_low_rank(old, old @ low, lam=0.01, rank=4, normalize=False)
+    assert np.linalg.matrix_rank(fitted.weights, tol=1e-6) == 4
+    np.testing.assert_allclose(fitted.apply_array(old), old @ low, atol=1e-2)
+
+
+def test_a_map_worse_than_the_old_model_is_refused_with_both_numbers() -> None:
+    known = {"mapped_recall": 0.86, "reembedded_recall": 0.98, "old_recall": 0.95}
+    summary = _summary(known_item=known | {"ratio": 0.877}, retention=0.877)
+    (refusal,) = linear_map.refusals(summary)
+    assert refusal.outcome == "worse than not migrating: 0.86 mapped vs 0.95 with the old model"
+    assert "0.86 of their documents over the mapped vectors and 0.95 with the old model" in (
+        refusal.detail
+    )
 
 
 def test_split_is_disjoint_complete_and_reproducible() -> None:
@@ -213,10 +267,10 @@ def test_fit_for_plan_embeds_the_sample_once_and_stores_the_map(
         160,
     )
     assert fitted.k == 10 and fitted.min_retention == 0.0
-    assert fitted.lam in linear_map.LAMBDAS
+    assert fitted.kind in linear_map.KINDS and fitted.compared
     assert 0.0 <= fitted.retention <= 1.0
     assert fitted.embedded == counting.texts_embedded == 200  # the sample, and nothing else
-    assert fitted.queries_embedded == len(counting.queries) == 40
+    assert fitted.queries_embedded == len(counting.queries) == 40 + 30  # held-out, validation
     assert fitted.tokens == counting.tokens_sent() > 0
     assert fitted.held_out_query == linear_map.HELD_OUT_QUERY
     assert fitted.eval_queries == 0 and fitted.eval_ndcg10_loss is None  # no evaluation set
@@ -226,6 +280,36 @@ def test_fit_for_plan_embeds_the_sample_once_and_stores_the_map(
     # a retried task reuses the stored map and pays for nothing
     again = linear_map.fit_for_plan(fast_client, plan, NoEmbeddingProvider(new_model), state)
     assert again == fitted
+
+
+def test_the_backfill_writes_the_calibration_documents_true_vectors(
+    fast_client: QdrantClient, new_model: HashingProvider
+) -> None:
+    """They were paid for; mixing them in keeps more than mapping them (bench/linear_map.py).
+    A calibration document whose text changed since gets its mapped vector."""
+    from include.qdrant_migration.sync import partitions, transform
+    from tests.qdrant_migration.helpers import all_points, settings_of
+
+    state = QdrantStateStore(fast_client)
+    spec = hash_spec(allow_linear_map=True, min_map_retention=0.0, map_sample_size=100)
+    plan = compatibility.assess(fast_client, spec, new_model, state)
+    linear_map.fit_for_plan(fast_client, plan, new_model, state)
+    known = transform.known_vectors(plan, state)
+    assert len(known) == 100
+    edited = next(iter(known))
+    fast_client.set_payload(plan.source.collection, {"text": "edited since"}, points=[edited])
+    collections.create_target(fast_client, plan, state)
+    derive = transform.transform_for(plan, state)
+    for part in partitions.partitions_for(fast_client, state, plan):
+        transform.PartitionTransform(
+            fast_client, plan, part, derive, state, settings_of(plan.spec), known
+        ).run()
+    written = {p.id: p for p in all_points(fast_client, plan.target_collection)}
+    true = [h for h in known if h != edited]
+    for here in true:
+        want = new_model.vector(str((written[here].payload or {})["text"]))
+        np.testing.assert_allclose(written[here].vector, want, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(written[edited].vector, known[edited][1], atol=1e-6)
 
 
 def test_a_map_below_the_minimum_retention_is_refused_and_not_stored(
@@ -240,7 +324,7 @@ def test_a_map_below_the_minimum_retention_is_refused_and_not_stored(
         linear_map.fit_for_plan(fast_client, plan, new_model, state)
     message = str(error.value)
     assert "keeps only" in message and "minimum 99%" in message
-    assert "on 48 held-out sample documents" in message
+    assert "the share of 48 held-out sample documents" in message
     assert "No collection was created." in message
     assert f"stored as the report of {plan.migration_id} in the state store" in message
     assert "Re-embed instead (allow_linear_map=false)" in message
@@ -261,18 +345,20 @@ def test_a_map_below_the_minimum_retention_is_refused_and_not_stored(
     assert report["evidence"] == {"linear_map": report["linear_map"]}
     assert (refused.sample, refused.train, refused.held_out) == (240, 192, 48)
     assert refused.retention < 0.99 == refused.min_retention
-    assert refused.embedded == 240 and refused.queries_embedded == 48 and refused.tokens > 0
+    assert refused.embedded == 240 and refused.queries_embedded == 48 + 36 and refused.tokens > 0
     markdown = report["markdown"]
     for row in (
         "| sample texts (fitted on / held out) | 240 (192 / 48) |",
-        f"| ridge lambda | {refused.lam:g} |",
         f"| validation cosine | {refused.validation_cosine:.4f} |",
-        f"| retention: re-embedded top-10 kept | {refused.retention:.4f} (minimum 0.99) |",
-        f"| known item: own document in top-10 | {refused.known_item['mapped_recall']:.2f} "
-        f"mapped vs {refused.known_item['reembedded_recall']:.2f} re-embedded (query: "
-        f"{linear_map.HELD_OUT_QUERY}) |",
+        f"| retention | {refused.retention:.4f} (minimum 0.99): the share of 48 held-out sample "
+        "documents that a query made from a passage in their middle (new model) finds in the "
+        "top-10 among all 240 sample documents, over their mapped vectors (each mapped by a "
+        "map fitted without it) relative to over their re-embedded ones: "
+        f"{refused.known_item['mapped_recall']:.2f} mapped vs "
+        f"{refused.known_item['reembedded_recall']:.2f} re-embedded |",
+        "| the old model on the same queries | n/a (old model unknown) |",
         "| evaluation set: nDCG@10 | not measured (no eval_set) |",
-        "| embedded | 240 documents, 48 queries |",
+        "| embedded | 240 documents, 84 queries |",
         f"| tokens | {refused.tokens:,} |",
         f"| seconds | {refused.seconds:g} |",
     ):
@@ -341,17 +427,18 @@ def test_the_sample_and_the_queries_are_embedded_in_batches_with_progress(
     )
     plan = compatibility.assess(fast_client, spec, new_model, state)
     recording = RecordingProvider(new_model)
+    caplog.clear()  # the assessment's preview embeds and logs too
 
     linear_map.fit_for_plan(fast_client, plan, recording, state)
 
     assert recording.batch_sizes == [16] * 12 + [8]
-    assert recording.query_batch_sizes == [16, 16, 8]
+    assert recording.query_batch_sizes == [16, 16, 16, 16, 6]  # 40 held-out, 30 validation
     lines = [r.getMessage() for r in caplog.records]
     assert "Linear map: embedding 200 sample texts, 16 per request" in lines
     assert [line for line in lines if line.endswith("/200 sample texts")] == [
         f"Linear map: embedded {n}/200 sample texts" for n in [*range(16, 200, 16), 200]
     ]
-    assert "Linear map: embedded 40/40 held-out queries" in lines
+    assert "Linear map: embedded 70/70 held-out and validation queries" in lines
 
 
 def test_requests_stay_within_the_providers_limit_on_inputs(
@@ -367,7 +454,7 @@ def test_requests_stay_within_the_providers_limit_on_inputs(
     linear_map.fit_for_plan(fast_client, plan, recording, state)
 
     assert recording.batch_sizes == [30, 30, 30, 10]
-    assert recording.query_batch_sizes == [20]
+    assert recording.query_batch_sizes == [30, 5]  # 20 held-out and 15 validation queries
 
 
 def test_progress_is_said_every_few_seconds_not_every_request(
@@ -426,13 +513,13 @@ def test_no_held_out_query_is_the_opening_of_its_own_document(
     _, _, held_out = linear_map.split(len(recording.documents))
     documents = [recording.documents[i] for i in held_out]
     queries = recording.queries[: len(held_out)]
-    assert len(queries) == fitted.held_out == 48
+    assert fitted.held_out == 48
     for document, query in zip(documents, queries, strict=True):
         assert query and query in document
         if len(document.split()) > 1:
             assert not document.startswith(query) and query != query_like(document)
     assert fitted.held_out_query == linear_map.HELD_OUT_QUERY
-    assert "a sentence from the middle of the document" in linear_map.summary_markdown(fitted)
+    assert "a passage in their middle" in linear_map.summary_markdown(fitted)
 
 
 #: The evaluation set of the twin source: every 12th document is relevant to its first
@@ -541,8 +628,8 @@ def test_a_good_map_passes_the_evaluation_set_and_stores_its_numbers(
     outside = [r["text"] for r in EVAL_DOCUMENTS if r["text"] not in sampled]
     assert sorted(recording.documents[160:]) == sorted(outside)
     assert fitted.embedded == 160 + len(outside)
-    assert recording.queries[32:] == [row["query"] for row in EVAL_SET]
-    assert fitted.queries_embedded == len(recording.queries) == 32 + 21
+    assert recording.queries[32 + 24 :] == [row["query"] for row in EVAL_SET]
+    assert fitted.queries_embedded == len(recording.queries) == 32 + 24 + 21
     assert fitted.tokens == recording.tokens_sent()
     assert linear_map.summary_of(state, plan.migration_id) == fitted
 
@@ -604,7 +691,7 @@ def test_a_map_between_two_real_models_is_refused_below_the_threshold(
         linear_map.fit_for_plan(client, plan, e5, state)
     message = str(error.value)
     assert "keeps only" in message and "minimum 99%" in message
-    assert "on 48 held-out sample documents" in message
+    assert "the share of 48 held-out sample documents" in message
     assert "No collection was created." in message
     assert linear_map.summary_of(state, plan.migration_id) is None
     assert {c.name for c in client.get_collections().collections} == {

@@ -406,12 +406,12 @@ def test_linear_map_retention_sits_with_the_checks() -> None:
     assert report.actual.duration_s == 110.4  # without the run's start: backfill and fit
     lines = _lines(report)
     assert (
-        "| linear map: re-embedded top-10 kept (held-out) | 0.881 (minimum 0.85, 400 held-out "
-        "of 2000 sampled) |"
+        "| linear map (ridge, ridge): retention | 0.881 (minimum 0.85; 400 held-out documents "
+        "searched among 2000 sampled) |"
     ) in lines
     assert (
         "| linear map: own document in top-10 (a piece of the document as the query) | "
-        "0.900 mapped vs 0.950 re-embedded |"
+        "0.900 mapped vs 0.950 re-embedded vs n/a with the old model |"
     ) in lines
     assert "| vectors mapped by the linear map (no embedding) | 1230 |" in lines
     assert not any("copied" in line for line in lines)  # mapped vectors are not copies

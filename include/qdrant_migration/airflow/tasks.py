@@ -157,11 +157,12 @@ def assess_compatibility(params: dict[str, Any]) -> XCom:
 
 @fail_fast
 def fit_linear_map(plan_xcom: XCom) -> XCom:
-    """Embed the sample, fit and test the map; refuse it below min_map_retention."""
+    """Embed the sample, choose, fit and test the map; refuse it below min_map_retention
+    or when it would search worse than the old model (when that model is known)."""
     plan = Plan.from_dict(plan_xcom)
-    provider = build_provider(plan.spec)
+    provider, old_model = build_provider(plan.spec), build_source_provider(plan)
     with _run_writing(plan) as (client, state, _heartbeat):
-        return linear_map.fit_for_plan(client, plan, provider, state).to_dict()
+        return linear_map.fit_for_plan(client, plan, provider, state, old_model).to_dict()
 
 
 def quantization_report(plan_xcom: XCom) -> XCom:
@@ -243,7 +244,8 @@ def backfill_batch(plan_xcom: XCom, partition_xcom: XCom) -> XCom:
         job: PartitionJob
         if plan.strategy.derives_vectors:
             derive = transform.transform_for(plan, state)
-            job = transform.PartitionTransform(client, plan, part, derive, state, settings)
+            known = transform.known_vectors(plan, state)
+            job = transform.PartitionTransform(client, plan, part, derive, state, settings, known)
         else:
             # The parallel tasks of the run share the provider budget given in the params.
             provider = build_provider(plan.spec, partitions=part.of)

@@ -9,7 +9,7 @@ text keep their (transformed) vectors: nothing needs their text.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from qdrant_client import QdrantClient
@@ -22,11 +22,14 @@ from include.qdrant_migration.spec import Strategy
 from include.qdrant_migration.state import StateStore
 from include.qdrant_migration.sync.backfill import BackfillSettings, Batch, PartitionJob
 from include.qdrant_migration.sync.partitions import Partition
+from include.qdrant_migration.texts import extract_text
 
 #: Skip reason of a point that has no stored vector to transform.
 NO_VECTOR = "no stored vector"
 
 Transform = Callable[[Sequence[Sequence[float]]], list[list[float]]]
+#: id -> (hash of the text it was made from, the new model's vector of it).
+Known = Mapping[PointId, tuple[str, list[float]]]
 
 
 def truncate(vectors: Sequence[Sequence[float]], dimension: int) -> list[list[float]]:
@@ -56,6 +59,13 @@ def transform_for(plan: Plan, state: StateStore) -> Transform:
     raise ValueError(f"Strategy {plan.strategy!r} does not transform stored vectors.")
 
 
+def known_vectors(plan: Plan, state: StateStore) -> Known:
+    """The true new vectors the linear map's calibration paid for (none otherwise)."""
+    if plan.strategy is Strategy.LINEAR_MAP:
+        return linear_map.load_calibration(state, plan.migration_id)
+    return {}
+
+
 class PartitionTransform(PartitionJob):
     """One partition: read stored vectors, transform them, write them (no embedding)."""
 
@@ -69,9 +79,12 @@ class PartitionTransform(PartitionJob):
         transform: Transform,
         state: StateStore,
         settings: BackfillSettings,
+        known: Known | None = None,
     ) -> None:
         super().__init__(client, plan, partition, state, settings)
         self.transform = transform
+        #: True vectors written instead of derived ones while their text is unchanged.
+        self.known = known or {}
 
     def _prepare(
         self, records: list[qm.Record], next_offset: PointId | None, pool: ThreadPoolExecutor
@@ -81,5 +94,12 @@ class PartitionTransform(PartitionJob):
         usable = [(r, v) for r, v in stored if v]
         skipped = [(point_id(r.id), NO_VECTOR) for r, v in stored if not v]
         done: Future[list[list[float]]] = Future()
-        done.set_result(self.transform([v for _, v in usable]))
+        derived = self.transform([v for _, v in usable])
+        if self.known:
+            field = self.plan.spec.text_field
+            for position, (record, _) in enumerate(usable):
+                made = self.known.get(point_id(record.id))
+                if made and made[0] == linear_map.text_hash(extract_text(record.payload, field)[0]):
+                    derived[position] = made[1]
+        done.set_result(derived)
         return Batch([r for r, _ in usable], skipped, next_offset, done)
