@@ -678,25 +678,8 @@ def _fit_and_measure(
     started = time.monotonic()
     batch = _batch_size(plan, provider)
     sample = _embed_sample(client, plan, provider, batch)
-    train, validation, held_out = split(len(sample.texts))
-    query_texts = [known_item_query(sample.texts[i]) for i in held_out + validation]
-    both = _embed(query_texts, provider.embed_queries, batch, "held-out and validation queries")
-    old_queries = None
-    if old_provider is not None:  # what not migrating gives, on the same queries
-        held_texts = query_texts[: len(held_out)]
-        old_queries = _embed(held_texts, old_provider.embed_queries, batch, "old-model queries")
-    normalize = provider.model_info().normalized
-    result = fit(
-        sample.old,
-        sample.new,
-        both[: len(held_out)],
-        held_out,
-        train,
-        validation,
-        validation_queries=both[len(held_out) :],
-        old_queries=old_queries,
-        normalize=normalize,
-    )
+    result, query_texts = _fit_sample(sample, provider, batch, old_provider)
+    _, _, held_out = split(len(sample.texts))  # the same split as the fit's
     measured = (
         _evaluate(client, plan, provider, labeled, sample, held_out, result.map, batch)
         if labeled
@@ -741,6 +724,36 @@ def _fit_and_measure(
     return result.map, summary, sample
 
 
+def _fit_sample(
+    sample: Sample,
+    provider: EmbeddingProvider,
+    batch: int,
+    old_provider: EmbeddingProvider | None,
+    what: str = "held-out and validation queries",
+) -> tuple[Fit, list[str]]:
+    """Embed the held-out and validation documents' queries (and, with ``old_provider``,
+    the held-out ones with the old model), then :func:`fit`; with the query texts."""
+    train, validation, held_out = split(len(sample.texts))
+    texts = [known_item_query(sample.texts[i]) for i in held_out + validation]
+    both = _embed(texts, provider.embed_queries, batch, what)
+    old_queries = None
+    if old_provider is not None:  # what not migrating gives, on the same queries
+        held = texts[: len(held_out)]
+        old_queries = _embed(held, old_provider.embed_queries, batch, "old-model queries")
+    fitted = fit(
+        sample.old,
+        sample.new,
+        both[: len(held_out)],
+        held_out,
+        train,
+        validation,
+        validation_queries=both[len(held_out) :],
+        old_queries=old_queries,
+        normalize=provider.model_info().normalized,
+    )
+    return fitted, texts
+
+
 #: Texts the dry run embeds to preview the map's retention.
 PREVIEW_TEXTS = 200
 
@@ -754,19 +767,7 @@ def preview(client: QdrantClient, plan: Plan, provider: EmbeddingProvider) -> Fi
         sample = _embed_sample(client, plan, provider, batch, PREVIEW_TEXTS, "preview texts")
     except CompatibilityError:
         return None
-    train, validation, held_out = split(len(sample.texts))
-    texts = [known_item_query(sample.texts[i]) for i in held_out + validation]
-    both = _embed(texts, provider.embed_queries, batch, "preview queries")
-    return fit(
-        sample.old,
-        sample.new,
-        both[: len(held_out)],
-        held_out,
-        train,
-        validation,
-        validation_queries=both[len(held_out) :],
-        normalize=provider.model_info().normalized,
-    )
+    return _fit_sample(sample, provider, batch, None, "preview queries")[0]
 
 
 def fit_for_plan(
