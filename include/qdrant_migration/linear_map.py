@@ -1,23 +1,27 @@
-"""The learned linear map: old model's vectors -> new model's, fitted on a sample (opt-in).
+"""The learned map: old model's vectors -> new model's, fitted on a sample (opt-in).
 
-Re-embedding a large collection costs a token for every stored token. A linear map costs
-a sample: embed ``map_sample_size`` texts with the new model, fit ridge regression from
-their old vectors to their new ones (closed form, lambda chosen on a validation split),
-and map every stored vector without another embedding call.
+Re-embedding a large collection costs a token for every stored token. A map costs a
+sample: embed ``map_sample_size`` texts with the new model, fit a map from their old
+vectors to their new ones, and map every stored vector without another embedding call.
 
-It is an approximation, so it is measured before it is used. Each held-out sample
-document gets a query: a sentence from its middle, never its opening (a document that
-starts with its query is found by any map), embedded with the new model. The queries
-search the held-out documents twice, once with their mapped vectors and once with their
-truly re-embedded ones. **Retention** is the mean share of the re-embedded top-10 that
-the mapped search also finds; **known item** is how often a query finds its own
-document. With an evaluation set, its labeled queries also rank their relevant documents
+Three affine families are fitted (:data:`KINDS`), each regularized on a validation split:
+ridge regression, orthogonal Procrustes (a rotation and one scale, after centring and
+optionally whitening) and reduced-rank ridge. Each sample document gets a query, a
+passage from its middle (never its opening: a document that starts with its query is
+found by any map), embedded with the new model. Every sample document is also mapped by
+a map fitted without it (cross-fitting), so the documents are searched as unseen ones
+are. The simplest family within one standard error of the best validation recall is
+kept, and its **retention** (:data:`RETENTION_MEANS`) is measured on the held-out
+documents. With the old model known, its queries over the stored vectors say what not
+migrating gives: a map that would search worse (by more than ``quality_tolerance``) is
+refused. With an evaluation set, its labeled queries also rank their relevant documents
 (read from the source) among the held-out ones, mapped vs re-embedded: the nDCG@10 the
-quality gate measures later, known before anything is created. Below
-``min_map_retention``, or with a loss of nDCG@10 past ``quality_tolerance``, the map is
-refused: every measurement is logged and stored as the migration's report, and no map is
-stored. An accepted map (weights and bias, float32) lives in the state store, in chunks,
-with the measurements; every backfill task loads it from there.
+quality gate measures later, known before anything is created.
+
+A refused map is not stored; every measurement is logged and stored as the migration's
+report. An accepted map (weights and bias, float32) lives in the state store, in chunks,
+with the measurements and the calibration documents' true vectors (written instead of
+mapped ones while their text is unchanged); every backfill task loads them from there.
 """
 
 from __future__ import annotations
@@ -119,6 +123,8 @@ class MapSummary:
     setting: str = ""
     compared: dict[str, float] = field(default_factory=dict)
     pool: int = 0
+    #: How much worse than the old model the map may search (``quality_tolerance``).
+    old_model_tolerance: float = 0.0
     #: How each held-out document's query was made (:data:`HELD_OUT_QUERY`).
     held_out_query: str | None = None
     #: With an evaluation set: its labeled queries, the documents they ranked (their
@@ -704,6 +710,7 @@ def _fit_and_measure(
         setting=result.setting,
         compared=result.compared,
         pool=result.pool,
+        old_model_tolerance=plan.spec.quality_tolerance,
         k=min(K, result.held_out),
         known_item=result.known_item,
         min_retention=plan.spec.min_map_retention,
@@ -793,6 +800,7 @@ def fit_for_plan(
             stored,
             min_retention=plan.spec.min_map_retention,
             quality_tolerance=plan.spec.quality_tolerance if measured else None,
+            old_model_tolerance=plan.spec.quality_tolerance,
         )
         _check(client, plan, current, state)
         return stored
@@ -845,14 +853,19 @@ def refusals(summary: MapSummary) -> list[Refusal]:
                 "lower min_map_retention",
             )
         )
-    if isinstance(mapped, int | float) and isinstance(before, int | float) and mapped < before:
+    tolerance_old = summary.old_model_tolerance
+    if (
+        isinstance(mapped, int | float)
+        and isinstance(before, int | float)
+        and mapped < before - tolerance_old
+    ):
         found.append(
             Refusal(
                 f"worse than not migrating: {mapped:.2f} mapped vs {before:.2f} with the old model",
                 f"would make search worse than not migrating at all: the same queries find "
                 f"{mapped:.2f} of their documents over the mapped vectors and {before:.2f} "
-                "with the old model over the stored ones",
-                "accept a worse search by keeping the old model (nothing to migrate)",
+                f"with the old model over the stored ones (quality_tolerance {tolerance_old:g})",
+                "raise quality_tolerance (how much worse than the old model is accepted)",
             )
         )
     loss, tolerance = summary.eval_ndcg10_loss, summary.quality_tolerance

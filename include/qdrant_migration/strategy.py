@@ -9,9 +9,10 @@ facts allow them (the old model comes from the source's lineage, or the
 * **Matryoshka truncation**: the same Matryoshka-trained model, fewer dimensions. Its
   first d values, renormalized, are exactly what the model returns for ``dimensions=d``,
   so the stored vectors are cut instead of re-embedded.
-* **linear map** (opt-in): another model. A sample is embedded with it, a ridge map from
-  old to new vectors is fitted and tested on held-out documents, and every stored vector
-  is mapped. An approximation, refused below ``min_map_retention``.
+* **linear map** (opt-in): another model. A sample is embedded with it, a map from old
+  to new vectors (ridge, Procrustes or low-rank) is fitted and tested on held-out
+  documents, and every stored vector is mapped. An approximation, refused below
+  ``min_map_retention`` or when the old model searches better.
 
 Everything else is a **full re-embed**. :func:`choose_strategy` is pure: it takes the
 facts and returns the strategy with the sentences that explain it, or raises

@@ -157,6 +157,7 @@ def test_a_weak_index_fails_recall_check_and_the_alias_stays(
             "strategy": "linear_map",  # the stored vectors, mapped: no 20,000 embeddings
             "allow_linear_map": True,
             "min_map_retention": 0.0,
+            "quality_tolerance": 1.0,  # the map is accepted whatever the old model finds
             "map_sample_size": 200,
             "points_per_partition": 10_000,
             "batch_size": 256,

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import math
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -698,3 +699,28 @@ def test_a_map_between_two_real_models_is_refused_below_the_threshold(
         "articles_v1",
         STATE_COLLECTION,
     }
+
+
+def test_a_map_that_searches_worse_than_the_old_model_is_refused_before_anything_is_created(
+    client: QdrantClient, e5: EmbeddingProvider
+) -> None:
+    """MiniLM -> e5 on the seeded corpus: the old model's own queries find more of the
+    held-out documents than any map does, so fit_linear_map refuses with both numbers."""
+    from include.qdrant_migration.providers import get_provider
+
+    state = QdrantStateStore(client)
+    spec = small_spec(allow_linear_map=True, min_map_retention=0.0, quality_tolerance=0.0)
+    plan = compatibility.assess(client, spec, e5, state)
+    old = get_provider("local", "all-MiniLM-L6-v2")
+    with pytest.raises(linear_map.MapRetentionError) as error:
+        linear_map.fit_for_plan(client, plan, e5, state, old)
+    message = str(error.value)
+    found = re.search(
+        r"the same queries find (\d\.\d\d) of their documents over the mapped vectors and "
+        r"(\d\.\d\d) with the old model",
+        message,
+    )
+    assert found is not None, message
+    assert float(found[1]) < float(found[2])
+    assert "raise quality_tolerance" in message and "No collection was created." in message
+    assert linear_map.summary_of(state, plan.migration_id) is None
