@@ -44,7 +44,7 @@ from include.qdrant_migration.collections import (
     lineage_record,
     record_migration,
 )
-from include.qdrant_migration.layout import METADATA_KEY
+from include.qdrant_migration.layout import METADATA_KEY, dense_vectors
 from include.qdrant_migration.plan import Lineage, Plan
 from include.qdrant_migration.providers import EmbeddingError, EmbeddingProvider
 from include.qdrant_migration.qdrant import PointId, point_id, scroll_all, server_version
@@ -95,7 +95,7 @@ def require_support(client: QdrantClient, collection: str, vector_name: str | No
 def vector_name_for(client: QdrantClient, collection: str, slug: str, migration_id: str) -> str:
     """The new vector's name: the model's slug, or the one this migration already added."""
     info = client.get_collection(collection)
-    taken = set(_dense(info)) | set(info.config.params.sparse_vectors or {})
+    taken = set(dense_vectors(info)) | set(info.config.params.sparse_vectors or {})
     recorded = _vectors_meta(info)
     for name, entry in recorded.items():
         if entry.get("migration_id") == migration_id and name in taken:
@@ -111,13 +111,6 @@ def text_state(text: str | None) -> str:
     """What a vector was made from: its point's text (a payload-only edit keeps it)."""
     raw = "" if text is None else text
     return hashlib.blake2b(raw.encode(), digest_size=8).hexdigest()
-
-
-def _dense(info: qm.CollectionInfo) -> dict[str, qm.VectorParams]:
-    vectors = info.config.params.vectors
-    if isinstance(vectors, qm.VectorParams):
-        return {"": vectors}
-    return dict(vectors or {})
 
 
 def _lineage(info: qm.CollectionInfo) -> dict[str, Any]:
@@ -175,7 +168,7 @@ def add_vector(client: QdrantClient, plan: Plan, state: StateStore) -> dict[str,
     """create_collection, in place: the new named vector (or the one this migration added)."""
     collection, name = plan.source.collection, str(plan.target_vector)
     info = client.get_collection(collection)
-    dense = _dense(info)
+    dense = dense_vectors(info)
     if name in dense:
         entry = _vectors_meta(info).get(name) or {}
         params = dense[name]
@@ -603,7 +596,7 @@ def retire(
         victim = str(plan.target_vector)
     if active_vector(client, plan) == victim:
         raise LifecycleError(f"Vector {victim!r} of {collection!r} is the active one; not deleted.")
-    if victim in _dense(client.get_collection(collection)):
+    if victim in dense_vectors(client.get_collection(collection)):
         client.delete_vector_name(collection, victim)
     _write_metadata(client, plan, {victim: ""}, None)
     for vector in (plan.target_vector, plan.vector_name):

@@ -43,7 +43,7 @@ class VectorLayout:
     bm25: str | None = None
 
 
-def _dense(info: qm.CollectionInfo) -> dict[str, qm.VectorParams]:
+def dense_vectors(info: qm.CollectionInfo) -> dict[str, qm.VectorParams]:
     vectors = info.config.params.vectors
     if isinstance(vectors, qm.VectorParams):
         return {"": vectors}
@@ -83,7 +83,7 @@ def read_layout(
     Refuses, naming every vector, when the choice is ambiguous or impossible.
     """
     active, kept = in_place_vectors(info.config.metadata)
-    dense = {name: p for name, p in _dense(info).items() if name not in kept}
+    dense = {name: p for name, p in dense_vectors(info).items() if name not in kept}
     sparse = sorted(info.config.params.sparse_vectors or {})
     plain = sorted(name for name, p in dense.items() if p.multivector_config is None)
     listed = _kinds(dense, sparse)
