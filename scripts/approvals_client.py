@@ -8,12 +8,19 @@ the report they show, and answer one.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Any, Protocol, cast
-from urllib.parse import quote
 
-DAG_ID = "qdrant_model_migration"
-APPROVAL_TASK = "approve_swap"
+from include.qdrant_migration.airflow.approvals import (
+    DAG_ID,
+    SETTLE_S,
+    answer_body,
+    answer_path,
+    pending_path,
+    run_of,
+    seconds_to_settle,
+)
+
+__all__ = ["DAG_ID", "ApprovalClient", "ApprovalError"]
 
 
 class HttpClient(Protocol):
@@ -26,15 +33,6 @@ class HttpClient(Protocol):
 
 class ApprovalError(RuntimeError):
     """The API refused or no approval appeared in time."""
-
-
-#: Seconds an approval must have been waiting before it is answered. Airflow 3.3's
-#: scheduler can lose an answer given before it has processed the exit of the worker that
-#: parked the task (it re-queues the task on the answer, then takes the parking worker's
-#: exit for a task killed externally, retries it, and the retry asks again with the answer
-#: already spent). A person never answers that fast; scripts and tests do. 5 s was not
-#: always enough on a busy 2-core machine (the parking worker's exit was processed later).
-SETTLE_S = 15.0
 
 
 class ApprovalClient:
@@ -80,7 +78,7 @@ class ApprovalClient:
 
     def pending(self, dag_id: str = DAG_ID) -> list[dict[str, Any]]:
         response = self.http.get(
-            f"/api/v2/dags/{quote(dag_id, safe='~')}/dagRuns/~/hitlDetails",
+            pending_path(dag_id),
             params={"response_received": "false"},
             headers=self.headers,
         )
@@ -88,29 +86,12 @@ class ApprovalClient:
         return list(response.json().get("hitl_details", []))
 
     def answer(self, detail: dict[str, Any], option: str) -> dict[str, Any]:
-        self._settle(detail)
-        ti = detail.get("task_instance", detail)
-        dag_id, run_id, task_id = (
-            quote(ti[k], safe="") for k in ("dag_id", "dag_run_id", "task_id")
-        )
-        url = (
-            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}"
-            f"/taskInstances/{task_id}/{ti.get('map_index', -1)}/hitlDetails"
-        )
+        time.sleep(seconds_to_settle(detail, self.settle_s))
         response = self.http.patch(
-            url, json={"chosen_options": [option], "params_input": {}}, headers=self.headers
+            answer_path(detail), json=answer_body(option), headers=self.headers
         )
         _raise_for(response, f"answer {option!r}")
         return dict(response.json())
-
-    def _settle(self, detail: dict[str, Any]) -> None:
-        """Wait until the approval has been pending for :data:`SETTLE_S` (see there)."""
-        created = detail.get("created_at")
-        if not created or not self.settle_s:
-            return
-        age = (datetime.now(tz=UTC) - datetime.fromisoformat(str(created))).total_seconds()
-        if age < self.settle_s:
-            time.sleep(self.settle_s - age)
 
     def wait_for(
         self, run_id: str | None = None, *, dag_id: str = DAG_ID, timeout_s: float = 600.0
@@ -119,8 +100,7 @@ class ApprovalClient:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for detail in self.pending(dag_id):
-                ti = detail.get("task_instance", detail)
-                if run_id is None or ti.get("dag_run_id") == run_id:
+                if run_id is None or run_of(detail) == run_id:
                     return detail
             time.sleep(0.5)
         raise ApprovalError(f"No pending approval for {dag_id} appeared within {timeout_s:.0f}s")

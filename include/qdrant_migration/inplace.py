@@ -58,7 +58,7 @@ from include.qdrant_migration.state import (
 )
 from include.qdrant_migration.strategy import CompatibilityError
 from include.qdrant_migration.sync.backfill import PartitionBackfill, forget_progress
-from include.qdrant_migration.sync.catchup import CatchUpResult, SyncError
+from include.qdrant_migration.sync.catchup import CatchUpResult, SyncError, record_pass
 from include.qdrant_migration.sync.fingerprints import Fingerprints, align
 from include.qdrant_migration.sync.skips import record_skips, skipped_ids
 from include.qdrant_migration.texts import extract_text, select_texts
@@ -347,6 +347,7 @@ class InPlaceSync:
         for fill in self.fills:
             self._pass(fill, result)
         result.seconds = round((datetime.now(tz=UTC) - started).total_seconds(), 2)
+        record_pass(self.state, self.plan.migration_id, result.direction, result)
         log.info("Catch-up in %s: %s", self.plan.source.collection, result.to_dict())
         return result
 

@@ -293,7 +293,7 @@ def server_version(client: QdrantClient) -> tuple[int, int, int] | None:
 
 
 def _ask_version(client: QdrantClient) -> tuple[int, int, int] | None:
-    if _is_local(client):
+    if is_local(client):
         return None
     raw = client.info().version
     try:
@@ -311,6 +311,7 @@ def supports(client: QdrantClient, minimum: tuple[int, int, int]) -> bool:
     return version is None or version >= minimum
 
 
-def _is_local(client: QdrantClient) -> bool:
+def is_local(client: QdrantClient) -> bool:
+    """Whether ``client`` is qdrant-client's embedded (local mode) store."""
     inner = getattr(client, "_client", None)
     return type(inner).__name__ == "QdrantLocal"

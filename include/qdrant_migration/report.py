@@ -35,7 +35,7 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
-def _bytes(value: float | None) -> str:
+def human_bytes(value: float | None) -> str:
     if value is None:
         return "n/a"
     size = float(value)
@@ -46,7 +46,7 @@ def _bytes(value: float | None) -> str:
     return f"{size:.1f} TiB"  # pragma: no cover - the loop always returns
 
 
-def _seconds(value: float | None) -> str:
+def human_seconds(value: float | None) -> str:
     if value is None:
         return "n/a"
     seconds = round(float(value))
@@ -227,7 +227,7 @@ def estimate_rows(
             elif pick == "cost":
                 values.append(_money(act.cost_usd))
             elif pick == "duration":
-                values.append(_seconds(act.duration_s) if act.duration_s is not None else None)
+                values.append(human_seconds(act.duration_s) if act.duration_s is not None else None)
             else:
                 values.append(getattr(act, pick))
         return values[0], values[1]
@@ -248,10 +248,10 @@ def estimate_rows(
         ("duration", f"{_duration_estimate(est)} ({est.duration_basis})", done("duration")),
         (
             "disk: new data / peak while both exist",
-            f"{_bytes(est.target_disk_bytes)} / {_bytes(est.peak_disk_bytes)}",
+            f"{human_bytes(est.target_disk_bytes)} / {human_bytes(est.peak_disk_bytes)}",
             (None, None),
         ),
-        ("RAM of the vectors and index", _bytes(est.target_ram_bytes), (None, None)),
+        ("RAM of the vectors and index", human_bytes(est.target_ram_bytes), (None, None)),
     ]
     rows += _optional_rows(plan)
     if actual is None:
@@ -280,7 +280,8 @@ def _optional_rows(plan: Plan) -> list[tuple[str, object, tuple[object, object]]
         )
     if len(est.peak_disk_by_strategy) > 1:
         both = ", ".join(
-            f"{name} {_bytes(size)}" for name, size in sorted(est.peak_disk_by_strategy.items())
+            f"{name} {human_bytes(disk)}"
+            for name, disk in sorted(est.peak_disk_by_strategy.items())
         )
         rows.append(("peak disk by strategy (same data)", both, (None, None)))
     return rows
@@ -288,8 +289,8 @@ def _optional_rows(plan: Plan) -> list[tuple[str, object, tuple[object, object]]
 
 def _duration_estimate(est: Estimate) -> str:
     if est.duration_s is None or not est.duration_max_s or est.duration_max_s <= est.duration_s:
-        return _seconds(est.duration_s)
-    return f"{_seconds(est.duration_s)} to {_seconds(est.duration_max_s)}"
+        return human_seconds(est.duration_s)
+    return f"{human_seconds(est.duration_s)} to {human_seconds(est.duration_max_s)}"
 
 
 def _with_catch_up(act: Actuals) -> str:
@@ -331,8 +332,9 @@ def render_quantization(plan: Plan) -> str:
         "| --- | --- |",
         f"| points | {src.points} ({src.size}-d, {src.distance}) |",
         f"| quantization | {src.quantization} → {plan.spec.quantization} |",
-        f"| RAM of the vectors | {_bytes(est.ram_before_bytes)} → {_bytes(est.target_ram_bytes)} |",
-        f"| extra disk for quantized copies | {_bytes(est.target_disk_bytes)} |",
+        f"| RAM of the vectors | {human_bytes(est.ram_before_bytes)} → "
+        f"{human_bytes(est.target_ram_bytes)} |",
+        f"| extra disk for quantized copies | {human_bytes(est.target_disk_bytes)} |",
         "| points written / embedding calls | 0 / 0 |",
         "",
         "Approve to update the collection's quantization in place (Qdrant re-quantizes in "

@@ -23,11 +23,14 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
 from include.qdrant_migration.plan import Lineage, Plan
-from include.qdrant_migration.qdrant import create_once, scroll_all, supports
+from include.qdrant_migration.qdrant import create_once, is_local, scroll_all, supports
 
 log = logging.getLogger(__name__)
 
 STATE_COLLECTION = "qdrant_migration_state"
+#: Keyword indexes that let a server answer :meth:`QdrantStateStore.scan` without reading
+#: every record (skips and map chunks can be many): the UI plugin scans on every refresh.
+INDEXED_FIELDS = ("kind", "doc.migration_id")
 _NAMESPACE = uuid.UUID("5b0f6a5e-8d0c-4d57-9b1c-2a5b8d3c7e11")
 
 #: A record's JSON document.
@@ -47,6 +50,8 @@ class RecordKind(StrEnum):
     SKIP = "skip"
     #: Where one direction of catch-up got to (sync/catchup.py).
     WATERMARK = "watermark"
+    #: What the last catch-up pass of one direction did, and when (sync/catchup.py).
+    CATCH_UP = "catch_up"
     #: Exclusive use of a migration's target by one task (:func:`lease`).
     LEASE = "lease"
     #: The report the approval showed.
@@ -223,8 +228,21 @@ class QdrantStateStore:
 
     def _ensure(self) -> None:
         if not self._exists():
-            create_once(self.client, self.collection, vectors_config={})
+            if create_once(self.client, self.collection, vectors_config={}):
+                self.ensure_indexes()
             self._ready = True
+
+    def ensure_indexes(self) -> None:
+        """Create the keyword indexes of :data:`INDEXED_FIELDS` that are missing (a store
+        created by an older version has none). Local mode keeps no payload indexes."""
+        if not self._exists() or is_local(self.client):
+            return
+        have = self.client.get_collection(self.collection).payload_schema
+        for name in INDEXED_FIELDS:
+            if name not in have:
+                self.client.create_payload_index(
+                    self.collection, name, qm.PayloadSchemaType.KEYWORD, wait=True
+                )
 
     def get(self, kind: RecordKind, key: str) -> Doc | None:
         if not self._exists():

@@ -68,6 +68,8 @@ class AirflowServices:
     qdrant: QdrantSettings
     password: str = field(repr=False)
     token: str = field(default="", repr=False)
+    #: The generated password of ``viewer`` (role viewer: may read, not trigger or answer).
+    viewer_password: str = field(default="", repr=False)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     # --- CLI -------------------------------------------------------------------------
@@ -253,6 +255,7 @@ def _service_env(home: Path, qdrant: QdrantSettings, port: int) -> dict[str, str
         **inherited,
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "4",
@@ -260,7 +263,8 @@ def _service_env(home: Path, qdrant: QdrantSettings, port: int) -> dict[str, str
         "AIRFLOW__CORE__AUTH_MANAGER": (
             "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
         ),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        # A viewer too: the UI plugin's actions must be refused to someone who may only read.
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
         "AIRFLOW__API__BASE_URL": url,
         "AIRFLOW__API__WORKERS": "1",
@@ -363,7 +367,8 @@ def _login(services: AirflowServices) -> None:
     deadline = time.monotonic() + 60
     while not passwords_file.exists() and time.monotonic() < deadline:
         time.sleep(0.5)
-    services.password = json.loads(passwords_file.read_text())["admin"]
+    passwords = json.loads(passwords_file.read_text())
+    services.password, services.viewer_password = passwords["admin"], passwords["viewer"]
     response = httpx.post(
         f"{services.url}/auth/token",
         json={"username": "admin", "password": services.password},

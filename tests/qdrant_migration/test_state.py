@@ -31,6 +31,7 @@ from include.qdrant_migration.state import (
     StatusError,
     record_id,
 )
+from tests.qdrant_server import QdrantServer, qdrant_server  # noqa: F401 (fixture)
 
 DOC: dict[str, Any] = {
     "migration_id": "mig-1",
@@ -157,6 +158,7 @@ def test_record_kinds_keep_their_stored_names() -> None:
         "REPORT": "report",
         "LINEAR_MAP": "linear_map",
         "LINEAR_MAP_CHUNK": "linear_map_chunk",
+        "CATCH_UP": "catch_up",
     }
 
 
@@ -348,3 +350,17 @@ def test_a_whole_life_swap_rollback_and_retire(store: StateStore) -> None:
     assert final.deleted_collection == "articles_v1"
     with pytest.raises(StatusError):
         migrations.transition(final, S.READY)
+
+
+def test_a_server_store_scans_by_indexed_fields(qdrant_server: QdrantServer) -> None:  # noqa: F811
+    """The UI scans kinds and migrations on every refresh: a server answers from indexes."""
+    qdrant_server.reset()
+    with open_client(qdrant_server.settings()) as client:
+        store = QdrantStateStore(client)
+        store.put(RecordKind.MIGRATION, "mig-1", {"migration_id": "mig-1"})
+        schema = client.get_collection(STATE_COLLECTION).payload_schema
+        assert set(state_module.INDEXED_FIELDS) <= set(schema)
+        client.delete_payload_index(STATE_COLLECTION, "kind", wait=True)  # an older store
+        QdrantStateStore(client).ensure_indexes()
+        assert "kind" in client.get_collection(STATE_COLLECTION).payload_schema
+        assert [d["migration_id"] for d in store.scan(RecordKind.MIGRATION)] == ["mig-1"]

@@ -326,7 +326,8 @@ def build_report(plan_xcom: XCom, results: list[XCom], caught_up: XCom, recall_x
     """
     plan = Plan.from_dict(plan_xcom)
     provider = build_provider(plan.spec)
-    started = get_current_context()["dag_run"].start_date
+    dag_run = get_current_context()["dag_run"]
+    started = dag_run.start_date
     with _qdrant(plan.spec.qdrant_conn_id) as (client, state):
         own, compared = quality.evaluate(client, plan, provider, build_source_provider(plan))
         evidence = Evidence(
@@ -342,7 +343,7 @@ def build_report(plan_xcom: XCom, results: list[XCom], caught_up: XCom, recall_x
             reported_at=now_iso(),
         )
         report = Report(plan, evidence, failures=quality.failures(plan, own, compared))
-        doc = report.to_dict()
+        doc = report.to_dict() | {"run_id": dag_run.run_id}
         if report.failures:
             doc["outcome"] = "failed: " + " ".join(report.failures)
         state.put(RecordKind.REPORT, plan.migration_id, doc)

@@ -96,6 +96,9 @@ class Checkpoint:
     updated_at: str = field(default_factory=now_iso)
     #: Batch mode: the partition's request files and batches (``sync.batch.BatchWork``).
     batch: dict[str, Any] | None = None
+    #: ``[time, done_points]`` samples over every run, oldest first (:func:`add_sample`):
+    #: the rate, the ETA and the throughput chart of the UI plugin.
+    history: list[list[Any]] = field(default_factory=list)
 
     def work(self) -> dict[str, int]:
         """The totals that are paid for: texts embedded, vectors derived, tokens, requests."""
@@ -127,6 +130,29 @@ class Checkpoint:
         return cls(**{k: v for k, v in doc.items() if k in names})
 
 
+#: At most this many progress samples per checkpoint, at least HISTORY_STEP_S apart: a
+#: checkpoint stays a few KB however long its partition runs.
+HISTORY_SAMPLES = 48
+HISTORY_STEP_S = 5.0
+
+
+def add_sample(history: list[list[Any]], done: int, *, final: bool = False) -> list[list[Any]]:
+    """``history`` with ``[now, done]`` appended (in place) when the last sample is at least
+    :data:`HISTORY_STEP_S` old, or when the partition ends; when full, every other older
+    sample is dropped, so the whole span stays covered at a coarser step."""
+    at = now_iso()
+    if history:
+        last = datetime.fromisoformat(str(history[-1][0]))
+        if history[-1][1] == done or (
+            not final and (datetime.fromisoformat(at) - last).total_seconds() < HISTORY_STEP_S
+        ):
+            return history
+    history.append([at, done])
+    if len(history) > HISTORY_SAMPLES:
+        history[:-1] = history[:-1:2]
+    return history
+
+
 @dataclass
 class Progress:
     total: int
@@ -141,6 +167,7 @@ class Progress:
     earlier: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     last_log: float = field(default_factory=time.monotonic)
+    history: list[list[Any]] = field(default_factory=list)
 
     @classmethod
     def resume(cls, total: int, checkpoint: Checkpoint | None, run_id: str) -> Progress:
@@ -154,6 +181,7 @@ class Progress:
             progress.requests = checkpoint.requests
             progress.skipped.update(checkpoint.skipped_by_reason)
             progress.earlier = checkpoint.earlier_than(run_id)
+            progress.history = [list(sample) for sample in checkpoint.history]
         return progress
 
     def line(self, label: str) -> str:
@@ -405,6 +433,7 @@ class PartitionJob(ABC):
             # leaves them as it wrote them): record what the target really holds for them.
             self._read_back = self.settings.embed_concurrency
         started_at = now_iso()
+        add_sample(progress.history, progress.done)  # where this try starts, for the rate
         # Three stages overlap: the next page is read while this one is prepared, up to
         # embed_concurrency sub-batches are embedded at once, and one writer thread writes,
         # records and checkpoints them in order (so a checkpoint still follows its write).
@@ -572,6 +601,7 @@ class PartitionJob(ABC):
             requests=progress.requests,
             run_id=self.settings.run_id,
             earlier=progress.earlier,
+            history=add_sample(progress.history, progress.done, final=done),
         )
         self.state.put(RecordKind.CHECKPOINT, self.key, checkpoint.to_doc())
         return checkpoint

@@ -177,6 +177,17 @@ class CatchUpResult:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
+def record_pass(
+    state: StateStore, migration_id: str, direction: str, result: CatchUpResult
+) -> None:
+    """Keep what a catch-up pass did: the UI shows the last pass and the lag since its cut."""
+    state.put(
+        RecordKind.CATCH_UP,
+        f"{migration_id}/{direction}",
+        {"migration_id": migration_id, "at": now_iso(), **result.to_dict()},
+    )
+
+
 def _time_of(value: object) -> float | None:
     """An ``updated_at`` value (epoch seconds or RFC 3339) as epoch seconds."""
     if isinstance(value, int | float):
@@ -259,6 +270,7 @@ class CatchUp:
                 {"since": since.isoformat(), "field": self.job.updated_at_field, "at": now_iso()},
             )
         result.seconds = round(time.monotonic() - started, 2)
+        record_pass(self.state, self.job.migration_id, self.job.direction, result)
         log.info("Catch-up %s -> %s: %s", self.job.source, self.job.target, result.to_dict())
         return result
 
