@@ -112,10 +112,14 @@ class Stores:
         yield client, store
 
     def cached(self, key: tuple[str, ...], read: Callable[[], T]) -> T:
+        """``read()``, or its answer to the same question less than STORE_TTL_S ago (one
+        read at a time: viewers refreshing together cost the store one read)."""
         with self._lock:
+            now = time.monotonic()
             hit = self._cache.get(key)
-            if hit is not None and time.monotonic() - hit[0] < STORE_TTL_S:
+            if hit is not None and now - hit[0] < STORE_TTL_S:
                 return hit[1]  # type: ignore[no-any-return]
+            self._cache = {k: v for k, v in self._cache.items() if now - v[0] < STORE_TTL_S}
             value = read()
             self._cache[key] = (time.monotonic(), value)
             return value

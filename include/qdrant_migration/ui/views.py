@@ -285,7 +285,7 @@ def _row(
     now: datetime,
 ) -> MigrationRow:
     plan = record.plan
-    run_id = latest_run(store, record, checkpoints)
+    run_id = latest_run(store, record, checkpoints, facts.dag_id)
     run = facts.runs.get(run_id or "")
     status = record.status.value
     if record.status is MigrationStatus.READY and run_id in facts.approvals:
@@ -320,12 +320,16 @@ def _row(
 
 
 def latest_run(
-    store: StateStore, record: MigrationRecord, checkpoints: Sequence[Checkpoint]
+    store: StateStore,
+    record: MigrationRecord,
+    checkpoints: Sequence[Checkpoint],
+    migration_dag: str,
 ) -> str | None:
     """The run that holds the migration now, else the last one that reported or wrote."""
-    lease = store.get(RecordKind.LEASE, f"run/{record.migration_id}")
-    if lease and "/" in str(lease.get("owner")):
-        return str(lease["owner"]).split("/", 1)[1]
+    lease = store.get(RecordKind.LEASE, f"run/{record.migration_id}") or {}
+    dag_id, _, run_id = str(lease.get("owner") or "").partition("/")
+    if dag_id == migration_dag and run_id:  # not a catch-up or lifecycle run's claim
+        return run_id
     report = store.get(RecordKind.REPORT, record.migration_id) or {}
     dated = [(str(report.get("reported_at") or ""), report.get("run_id"))]
     dated += [(c.updated_at, c.run_id) for c in checkpoints]
