@@ -146,6 +146,8 @@ class PartitionRow:
     state: str | None = None
     tries: int | None = None
     hostname: str | None = None
+    #: Batch mode: its request files by state (planned, submitted, done).
+    batch_files: dict[str, int] = field(default_factory=dict)
 
     @property
     def fraction(self) -> float:
@@ -391,9 +393,18 @@ def _partitions(
                 state=task.state if task else None,
                 tries=task.try_number if task else None,
                 hostname=task.hostname if task else None,
+                batch_files=_batch_files(checkpoint),
             )
         )
     return rows
+
+
+def _batch_files(checkpoint: Checkpoint | None) -> dict[str, int]:
+    files = ((checkpoint.batch or {}).get("files") or []) if checkpoint else []
+    counts: dict[str, int] = {}
+    for file in files:
+        counts[str(file.get("state"))] = counts.get(str(file.get("state")), 0) + 1
+    return counts
 
 
 # -- rates and the throughput chart ----------------------------------------------------

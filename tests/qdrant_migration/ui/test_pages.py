@@ -73,6 +73,19 @@ def test_the_report_is_rendered_and_nothing_in_it_runs() -> None:
     assert 'href="/dags/qdrant_model_migration/runs/run-1"' in html
 
 
+def test_batch_mode_partitions_show_their_files() -> None:
+    store = MemoryStateStore()
+    loading(store, {0: [[at(0), 0]]})
+    doc = store.get(RecordKind.CHECKPOINT, "mig-1/f1/0") or {}
+    files = [{"name": "a", "requests": [], "state": s} for s in ("done", "submitted", "submitted")]
+    store.put(RecordKind.CHECKPOINT, "mig-1/f1/0", doc | {"batch": {"files": files}})
+    client = QdrantClient(location=":memory:")
+    page = views.migration_page(store, client, "mig-1", AirflowFacts(DAG))
+    assert page is not None and page.partitions[0].batch_files == {"done": 1, "submitted": 2}
+    html = pages.migration_html(page, LINKS, ADMIN, None)
+    assert "Batch API files: 1 done, 2 submitted" in html
+
+
 def test_a_viewer_sees_the_actions_disabled() -> None:
     html = pages.migration_html(a_page(approval=True), LINKS, VIEWER, None)
     approve = html[html.index('data-action="approve"') :]
