@@ -583,13 +583,16 @@ class MigrationSpec:
         """The provider options of one of ``partitions`` parallel backfill tasks.
 
         Each of the (at most :data:`MAX_PARALLEL_PARTITIONS`) tasks running at once gets an
-        equal share of the run's budgets.
+        equal share of the run's budgets, and spends it paced from its first request
+        (``paced_start``): a task that takes over a slot from one that has just finished
+        adds nothing to the window the other spent its share in.
         """
         ways = max(1, min(MAX_PARALLEL_PARTITIONS, partitions))
         shared = dict(self.provider_options)
         for key in BUDGET_KEYS:
             if shared.get(key):
                 shared[key] = float(shared[key]) / ways
+                shared.setdefault("paced_start", True)
         return shared
 
 

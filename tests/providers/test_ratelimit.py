@@ -80,6 +80,27 @@ def test_smaller_window_paces_the_same_rate_more_smoothly() -> None:
     assert times[-1] - times[0] == 9.0
 
 
+def test_paced_start_sends_no_first_burst() -> None:
+    """A task taking over a pool slot from one that spent its share evenly until now:
+    together they stay within the allowance in every window (no burst at the handover)."""
+    limiter, _ = fake_limiter(Budget(requests_per_minute=60, window_s=6.0, paced_start=True))
+    times = [limiter.acquire(1).t for _ in range(12)]
+    assert times == [1000.0 + i for i in range(1, 13)]  # one a second from the first
+    previous = [1000.0 - 6.0 + i for i in range(1, 7)]  # the slot's last window, evenly
+    assert max_in_window(previous + times, 6.0) == 6
+    cold, _ = fake_limiter(Budget(requests_per_minute=60, window_s=6.0))
+    burst = [cold.acquire(1).t for _ in range(12)]
+    assert max_in_window(previous + burst, 6.0) == 12  # what a paced start prevents
+
+
+def test_paced_start_paces_tokens() -> None:
+    limiter, _ = fake_limiter(Budget(tokens_per_minute=600, window_s=6.0, paced_start=True))
+    times = [limiter.acquire(10).t for _ in range(12)]  # 60 tokens a window, 10 a request
+    assert times == pytest.approx([1000.0 + i for i in range(1, 13)])
+    previous = [1000.0 - 6.0 + i for i in range(1, 7)]
+    assert max_in_window(previous + times, 6.0, [10.0] * 18) <= 60
+
+
 def test_tokens_per_minute_is_exact_and_an_oversized_request_goes_alone() -> None:
     limiter, _ = fake_limiter(Budget(tokens_per_minute=100))
     sizes = [40, 40, 40, 30, 100, 150, 10]

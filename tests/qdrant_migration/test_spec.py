@@ -118,11 +118,12 @@ def test_backfill_options_share_the_budget_among_parallel_tasks(
     monkeypatch.setattr(spec_module, "MAX_PARALLEL_PARTITIONS", 4)
     options = {"requests_per_minute": 3000, "tokens_per_minute": 1_000_000, "max_concurrency": 4}
     spec = MigrationSpec(alias="a", provider_options=options)
-    # at most 4 of 10 partitions run at once: each gets a quarter
+    # at most 4 of 10 partitions run at once: each gets a quarter, spent paced from the start
     assert spec.backfill_options(10) == {
         "requests_per_minute": 750.0,
         "tokens_per_minute": 250_000.0,
         "max_concurrency": 4,
+        "paced_start": True,
     }
     assert spec.backfill_options(2)["requests_per_minute"] == 1500.0
     for alone in (1, 0):

@@ -14,6 +14,12 @@ Budgets (from provider options, see :meth:`LimiterSettings.from_options`):
   an idle minute. A smaller window paces more smoothly at the same average rate.
   A single request larger than the whole token allowance is let through alone, once
   nothing else is in the window, rather than never.
+* ``paced_start`` (false unless set; the backfill tasks set it, see
+  ``MigrationSpec.backfill_options``): the limiter starts as if its budget had been spent
+  evenly over the last window, so its first requests are paced instead of sent in one
+  burst. A task that takes over a pool slot from one that has just spent its share then
+  adds nothing to that window: the pool's tasks together stay within the budget in every
+  window, not only on average. It costs one request's spacing (window / allowance) at start.
 * ``max_concurrency``: requests in flight at once.
 * The server's view wins when it is stricter: a 429 pauses every caller for its
   ``Retry-After`` (``retry-after-ms`` and fractional seconds honoured), and
@@ -45,7 +51,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from include.qdrant_migration.providers.errors import AuthError, EmbeddingError, ProviderConfigError
-from include.qdrant_migration.providers.options import float_option, int_option
+from include.qdrant_migration.providers.options import bool_option, float_option, int_option
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +63,16 @@ OPTION_KEYS = (
     "tokens_per_minute",
     "max_concurrency",
     "rate_window_s",
+    "paced_start",
     "max_retries",
     "retry_deadline_s",
     "timeout_s",
     "backoff_base_s",
     "backoff_max_s",
 )
+
+#: A paced start spreads the token allowance over this many pieces of the window.
+_PACED_START_PIECES = 60
 
 #: No attempt gets less time than this, even close to the deadline.
 MIN_ATTEMPT_TIMEOUT_S = 1.0
@@ -76,6 +86,8 @@ class Budget:
     tokens_per_minute: float | None = None
     max_concurrency: int = 4
     window_s: float = 60.0
+    #: Start as if the budget had been spent evenly over the last window (no first burst).
+    paced_start: bool = False
 
     def __post_init__(self) -> None:
         if self.max_concurrency < 1:
@@ -145,6 +157,7 @@ class LimiterSettings:
             tokens_per_minute=_budget(options, "tokens_per_minute"),
             max_concurrency=int_option(options, "max_concurrency", 4, minimum=1),
             window_s=float_option(options, "rate_window_s", 60.0, minimum=0, inclusive=False),
+            paced_start=bool_option(options, "paced_start", False),
         )
         retry = RetryPolicy(
             max_retries=int_option(options, "max_retries", 6, minimum=0),
@@ -230,6 +243,8 @@ class RateLimiter:
         self._tokens_in_window = 0
         self._paused_until = 0.0
         self._server: dict[str, tuple[float, float]] = {}  # kind -> (remaining, reset_at)
+        if budget.paced_start:
+            self._spent_evenly_until(clock())
         self._stats: dict[str, float] = dict.fromkeys(
             (
                 "requests",
@@ -247,6 +262,21 @@ class RateLimiter:
         )
 
     # -- budgets -------------------------------------------------------------------------
+
+    def _spent_evenly_until(self, now: float) -> None:
+        """Fill the window as if the whole allowance had been spent at an even pace up to
+        ``now`` (``paced_start``): what expires next frees one request's (one piece's)
+        room at a time, so the first requests go out at the budget's pace, not at once."""
+        window = self.budget.window_s
+        if (requests := self.budget.request_allowance) is not None:
+            count = int(requests)
+            self._requests.extend(now - window + (i + 1) * window / count for i in range(count))
+        if (tokens := self.budget.token_allowance) is not None:
+            pieces = _PACED_START_PIECES
+            for i in range(pieces):
+                spend = _Spend(now - window + (i + 1) * window / pieces, int(tokens // pieces))
+                self._spends.append(spend)
+                self._tokens_in_window += spend.tokens
 
     def acquire(self, tokens: int) -> _Spend:
         """Block until a request of ``tokens`` fits every budget, then record it."""
