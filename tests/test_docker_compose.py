@@ -24,14 +24,24 @@ import jsonschema
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-COMPOSE_PATH = ROOT / "docker-compose.yaml"
+from tests.compose import (
+    ANCHOR,
+    COMPOSE_PATH,
+    ENV_EXAMPLE_PATH,
+    INTERPOLATION_RE,
+    ROOT,
+    airflow_argv,
+    airflow_environment,
+    interpolate,
+    load_compose,
+    load_env_example,
+    script_invocations,
+)
+
 SCHEMA_PATH = ROOT / "tests" / "schemas" / "compose_spec.json"
-ENV_EXAMPLE_PATH = ROOT / ".env.example"
 DOCKERFILE_PATH = ROOT / "Dockerfile"
 REQUIREMENTS_PATH = ROOT / "requirements.txt"
 
-ANCHOR = "x-airflow-common"
 AIRFLOW_HOME = "/opt/airflow"
 PROJECT_MOUNTS = ("dags", "plugins", "include")
 AIRFLOW_COMPONENTS = {
@@ -39,58 +49,12 @@ AIRFLOW_COMPONENTS = {
     "airflow-scheduler": ["scheduler"],
     "airflow-dag-processor": ["dag-processor"],
     "airflow-triggerer": ["triggerer"],
+    "airflow-worker": ["celery", "worker"],
 }
 ONE_SHOT_SERVICES = {"airflow-init"}
 
-# Compose interpolation: ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?err}, ${VAR?err};
-# "$$" is a literal "$" (so "$${HOSTNAME}" is left for the shell in the container).
-_INTERPOLATION_RE = re.compile(
-    r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}"
-)
-_SHELL_OPERATORS = {"&&", "||", ";", "|", "&"}
-
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-def load_env_example() -> dict[str, str]:
-    """KEY=VALUE lines of .env.example, with surrounding quotes removed (as Compose reads .env)."""
-    env: dict[str, str] = {}
-    for line in ENV_EXAMPLE_PATH.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        env[key.strip()] = value
-    return env
-
-
-def interpolate(value: Any, env: Mapping[str, str]) -> Any:
-    """Resolve ${...} in every string of a parsed compose file, the way Compose does."""
-    if isinstance(value, dict):
-        return {k: interpolate(v, env) for k, v in value.items()}
-    if isinstance(value, list):
-        return [interpolate(v, env) for v in value]
-    if not isinstance(value, str):
-        return value
-
-    def substitute(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        name, op, arg = match.group("name"), match.group("op"), match.group("arg")
-        current = env.get(name)
-        if op in (":-", ":?") and not current:
-            current = None
-        if current is not None:
-            return current
-        if op and op.endswith("-"):
-            return arg
-        raise AssertionError(f"${{{name}}} is required but has no value in .env.example")
-
-    return _INTERPOLATION_RE.sub(substitute, value)
 
 
 def referenced_variables(text: str) -> set[str]:
@@ -99,7 +63,7 @@ def referenced_variables(text: str) -> set[str]:
     for line in text.splitlines():
         if line.lstrip().startswith("#"):
             continue
-        names.update(m.group("name") for m in _INTERPOLATION_RE.finditer(line) if m.group("name"))
+        names.update(m.group("name") for m in INTERPOLATION_RE.finditer(line) if m.group("name"))
     return names
 
 
@@ -126,44 +90,11 @@ def is_relative_path(source: str) -> bool:
     return source.startswith(("./", "../")) or source in (".", "..")
 
 
-def shell_commands(script: str) -> Iterator[list[str]]:
-    """Simple commands of a shell script, split at newlines and at && || ; | &."""
-    for line in script.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
-        lexer.whitespace_split = True
-        command: list[str] = []
-        for token in lexer:
-            if token in _SHELL_OPERATORS:
-                if command:
-                    yield command
-                command = []
-            else:
-                command.append(token)
-        if command:
-            yield command
-
-
-def airflow_argv(command: list[str]) -> list[str] | None:
-    """The arguments after `airflow` (also through the image's /entrypoint), else None."""
-    if command[:1] == ["/entrypoint"]:
-        command = command[1:]
-    if command[:1] == ["airflow"]:
-        return command[1:]
-    return None
-
-
-def _script_invocations(script: str) -> list[list[str]]:
-    return [argv for cmd in shell_commands(script) if (argv := airflow_argv(cmd)) is not None]
-
-
 def _healthcheck_invocations(test: Any) -> list[list[str]]:
     if not isinstance(test, list) or not test:
         return []
     if test[0] == "CMD-SHELL":
-        return _script_invocations(str(test[1]))
+        return script_invocations(str(test[1]))
     argv = airflow_argv([str(t) for t in test[1:]]) if test[0] == "CMD" else None
     return [argv] if argv is not None else []
 
@@ -176,7 +107,7 @@ def _command_invocations(service: Mapping[str, Any]) -> list[list[str]]:
         argv = command if isinstance(command, list) else shlex.split(command)
         return [[str(a) for a in argv]]
     if isinstance(command, list) and command[:1] == ["-c"]:  # entrypoint: /bin/bash
-        return _script_invocations(str(command[1]))
+        return script_invocations(str(command[1]))
     return []
 
 
@@ -295,6 +226,61 @@ def test_anchor_uses_local_executor_postgres_and_project_pythonpath(
     assert "_PIP_ADDITIONAL_REQUIREMENTS" not in env
     assert compose[ANCHOR]["build"] == "."
     assert compose[ANCHOR]["env_file"] == [".env"]
+
+
+def test_celery_profile_adds_redis_and_a_worker_that_scales(
+    compose: dict[str, Any], env_example: dict[str, str]
+) -> None:
+    """`AIRFLOW_EXECUTOR=CeleryExecutor` and `COMPOSE_PROFILES=celery` in .env switch to
+    Celery, as in Airflow's official file; without them LocalExecutor stays the default."""
+    celery = load_compose({**env_example, "AIRFLOW_EXECUTOR": "CeleryExecutor"})
+    env = celery[ANCHOR]["environment"]
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://:@redis:6379/0"
+    assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://")
+    assert "@postgres/" in env["AIRFLOW__CELERY__RESULT_BACKEND"]
+    services = compose["services"]
+    assert services["redis"]["profiles"] == ["celery"]
+    worker = services["airflow-worker"]
+    assert worker["profiles"] == ["celery"]
+    assert "airflow-worker" in services_using_anchor(compose)
+    # `docker compose up --scale airflow-worker=N` needs no fixed name and no published port.
+    assert "container_name" not in worker and "ports" not in worker
+    for dependency in ("redis", "qdrant", "postgres"):
+        assert worker["depends_on"][dependency]["condition"] == "service_healthy"
+    # Without the profile nothing waits for a service only the profile starts.
+    profiled = {name for name, service in services.items() if service.get("profiles")}
+    for name, service in services.items():
+        if not service.get("profiles"):
+            assert not set(service.get("depends_on", {})) & profiled, name
+
+
+def test_the_celery_tier_runs_the_compose_settings() -> None:
+    """tests/e2e/celery runs Airflow with the anchor's environment: every setting verbatim
+    but those that name a container (each replaced with the local one, for a reason), plus
+    settings the compose file does not make. A setting added to either side shows up here."""
+    from tests.e2e.celery.stack import (
+        LOCAL_EQUIVALENTS,
+        PER_WORKER,
+        TIER_ONLY,
+        Addresses,
+        service_env,
+        tier_dotenv,
+    )
+
+    dotenv = tier_dotenv("http://127.0.0.1:1/v1", "http://127.0.0.1:1")
+    at = Addresses(15432, 16379, 18080, 18974, "http://127.0.0.1:16333")
+    env = service_env(dotenv, at, Path("/tmp/airflow-home"))
+    compose = airflow_environment(load_compose(dotenv), dotenv)
+    assert set(LOCAL_EQUIVALENTS) <= set(compose), "a replacement for a setting compose lost"
+    assert not (set(TIER_ONLY) | set(PER_WORKER)) & set(compose), "the tier hides a setting"
+    changed = {key for key, value in compose.items() if env[key] != value}
+    assert changed == set(LOCAL_EQUIVALENTS)
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert env["QMM_BACKFILL_POOL"] == compose["QMM_BACKFILL_POOL"] == "qdrant_backfill"
+    for key, value in env.items():
+        for container in ("@postgres/", "@redis:", "airflow-apiserver", '"host": "qdrant"'):
+            assert container not in value, (key, value)
 
 
 def test_every_airflow_component_uses_the_anchor(compose: dict[str, Any]) -> None:
