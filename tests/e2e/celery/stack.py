@@ -388,19 +388,9 @@ class CeleryStack(AirflowServices):
         """SIGKILL every process of the worker's session, as if its machine died: the Celery
         worker, its pool processes, and the task supervisors and task processes under them
         (which sit in process groups of their own). Returns how many were killed."""
-        session = self.processes[name].pid
-        killed: set[int] = set()
-        for _ in range(5):  # a process forked while we kill is caught by the next round
-            found = [p for p in psutil.process_iter() if _session_of(p) == session]
-            if not found:
-                break
-            for process in found:
-                with contextlib.suppress(psutil.Error):
-                    process.kill()
-                    killed.add(process.pid)
-            time.sleep(0.2)
+        killed = _kill_sessions(self.processes[name].pid)
         self.processes[name].wait(timeout=30)
-        return len(killed)
+        return killed
 
     def log_of(self, name: str) -> str:
         return (self.home / f"{name}.log").read_text(errors="replace")
@@ -476,6 +466,21 @@ class CeleryStack(AirflowServices):
             raise AssertionError(f"{error}\n{self.diagnostics(run_id)}") from None
 
 
+def _kill_sessions(*sessions: int) -> int:
+    """SIGKILL every process of these sessions; how many there were."""
+    killed: set[int] = set()
+    for _ in range(5):  # a process forked while we kill is caught by the next round
+        found = [p for p in psutil.process_iter() if _session_of(p) in sessions]
+        if not found:
+            break
+        for process in found:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+                killed.add(process.pid)
+        time.sleep(0.2)
+    return len(killed)
+
+
 def _session_of(process: psutil.Process) -> int | None:
     try:
         return os.getsid(process.pid)
@@ -530,7 +535,6 @@ def running_stack(base: Path, qdrant_url: str, standin: StandIn) -> Iterator[Cel
         services["redis"] = start_redis(at.redis_port, home)
         for argv in init_commands(dotenv):
             _airflow(stack, *argv)
-        _airflow(stack, "dags", "reserialize")
         stack.start("api-server", ["api-server", "--host", "127.0.0.1", "--port", str(at.api_port)])
         for name in ("scheduler", "dag-processor", "triggerer"):
             stack.start(name, [name])
@@ -538,12 +542,13 @@ def running_stack(base: Path, qdrant_url: str, standin: StandIn) -> Iterator[Cel
             stack.start_worker(name)
         _wait_healthy(stack)
         _login(stack)  # the e2e tier's: the generated passwords, a JWT for the REST calls
+        # The dag-processor parses the DAG folder as it starts.
+        wait_until(lambda: len(stack.get("/api/v2/dags")["dags"]) >= 3, 120, "DAGs parsed")
         yield stack
     finally:
-        # The workers' warm shutdown would wait for their tasks: nothing here is worth it.
-        for name in WORKERS:
-            if name in stack.processes:
-                stack.kill_worker(name)
+        # Nothing of this Airflow is kept, so nothing is worth waiting for (a Celery worker's
+        # warm shutdown waits for its tasks): KILL, then stop Postgres and Redis cleanly.
+        _kill_sessions(*(process.pid for process in stack.processes.values()))
         stop_processes(stack.processes)
         stop_processes(services)
         if data is not None:

@@ -69,7 +69,7 @@ def test_partitions_run_on_both_workers(
     workers, every text was embedded once, the alias moved."""
     stack = celery_stack
     stack.standin.reset()
-    stack.standin.latency_s = 0.5  # each partition embeds for a few seconds
+    stack.standin.latency_s = 0.2  # each partition embeds for a second or so
     run_id = new_run_id("both-workers")
     conf = migration_conf("docs", points_per_partition=100, batch_size=25)
     started = time.monotonic()
@@ -163,6 +163,9 @@ def test_two_migrations_share_the_pool_budget(
     options = {"requests_per_minute": BUDGET_RPM, "rate_window_s": WINDOW_S}
     run_ids = {alias: new_run_id(f"pool-{alias}") for alias in ("notes", "pages")}
     for alias, run_id in run_ids.items():
+        # Ten requests a task: each outlasts a window, so a task that took over a slot
+        # bursting on top of its predecessor's last window would show (20 in 6 s measured
+        # without paced_start).
         conf = migration_conf(
             alias, points_per_partition=100, batch_size=10, provider_options=options
         )
@@ -308,6 +311,7 @@ def test_a_killed_worker_s_task_resumes_on_the_other(
     (first_try,) = stack.executions(DAG_ID, run_id, "backfill_batch", 0, 1)
     killed = stack.kill_worker(first_try)
     killed_at = time.time()
+    stack.standin.latency_s = 0.05  # the kill has landed: the rest may go fast
     at_kill = progress()
     (survivor,) = set(WORKERS) - {first_try}
 
