@@ -1,4 +1,4 @@
-"""One CeleryExecutor stack for the whole tier (it takes about a minute to start), the
+"""One CeleryExecutor stack for the whole tier (it takes about 25 s to start), the
 sources its migrations read, and the tier's numbers in the terminal summary.
 
 The tier needs Debian's ``postgresql`` and ``redis-server``. Without them its tests are
