@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from include.qdrant_migration.providers import get_provider
+from include.qdrant_migration.providers import ProviderConfigError, get_provider
 from include.qdrant_migration.providers.local import LocalProvider, longest_prefix_within
 from include.qdrant_migration.providers.packing import SkippedTextsError
 from scripts.seeding import read_corpus
@@ -269,7 +269,7 @@ def test_max_inputs_per_request_lowers_the_batch(
 _EMBED_IN_A_FRESH_INTERPRETER = """
 import json, logging, sys
 logging.basicConfig(level=logging.INFO)  # as in an Airflow task: INFO and up
-from include.qdrant_migration.providers import get_provider
+from include.qdrant_migration.providers import ProviderConfigError, get_provider
 provider = get_provider("local", sys.argv[1])
 vectors = provider.embed_documents(["first text", "second text", "third text " * 3000])
 queries = provider.embed_queries(["a query", "a long query " * 20000])
@@ -293,3 +293,13 @@ def test_loading_and_embedding_print_no_progress_bars(name: str) -> None:
     for noise in ("Loading weights", "Batches", "%|", "Token indices sequence length"):
         assert noise not in done.stderr, done.stderr[-3000:]
     assert "Truncated 1 text(s)" in done.stderr  # logging itself still reaches stderr
+
+
+def test_a_dimension_a_local_model_cannot_return_is_refused_when_built() -> None:
+    """No local model is Matryoshka-trained: asking one for fewer dimensions fails at once,
+    with what to do, instead of as a retried embedding error in the middle of a task."""
+    with pytest.raises(
+        ProviderConfigError, match=r"returns 384 dimensions only; got dimensions=128"
+    ):
+        get_provider("local", "multilingual-e5-small", dimensions=128)
+    assert get_provider("local", "multilingual-e5-small", dimensions=384).dimension == 384

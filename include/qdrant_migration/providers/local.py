@@ -353,6 +353,15 @@ class LocalProvider(EmbeddingProvider):
                 f"Unknown local model {self.model!r}. Local models available offline: {known}."
             )
         self._spec = MODELS[self.model]
+        native = self._spec.info.native_dimension
+        if self.requested_dimensions not in (None, native):
+            # Refused here, before any work: no local model is Matryoshka-trained, so it
+            # cannot return shorter vectors (and a retry would not change that).
+            raise ProviderConfigError(
+                f"Local model {self.model!r} returns {native} dimensions only; got "
+                f"dimensions={self.requested_dimensions}. Leave dimensions unset, or choose a "
+                "model that can shorten its vectors (text-embedding-3-*, embed-v4.0)."
+            )
         # Checked, and otherwise without effect: the backfill's threads bound the work.
         self.max_concurrency = int_option(self.options, "max_concurrency", 1, minimum=1)
         self._limits = packing.effective_limits(
