@@ -64,6 +64,7 @@ from include.qdrant_migration.spec import (
     MAX_ACTIVE_MIGRATIONS,
     MAX_PARALLEL_PARTITIONS,
     PARAM_SCHEMA,
+    RECALL_POKE_S,
 )
 
 #: The first tasks of each strategy's path after assess_compatibility.
@@ -165,7 +166,7 @@ def qdrant_model_migration() -> None:
     def catch_up(plan: dict[str, Any], _results: list[dict[str, Any]]) -> dict[str, Any]:
         return tasks.catch_up(plan)
 
-    @task.sensor(poke_interval=30, timeout=6 * 3600, mode="reschedule")
+    @task.sensor(poke_interval=RECALL_POKE_S, timeout=6 * 3600, mode="reschedule")
     def recall_check(plan: dict[str, Any]) -> PokeReturnValue:
         evidence = tasks.recall_check(plan)
         return PokeReturnValue(is_done=evidence is not None, xcom_value=evidence)

@@ -31,6 +31,8 @@ MAX_ACTIVE_MIGRATIONS = int(os.environ.get("QMM_MAX_ACTIVE_MIGRATIONS", "4"))
 #: Airflow pool of the backfill tasks: its slots cap them across runs and DAGs, which is
 #: how several migrations share one provider account's limits.
 BACKFILL_POOL = os.environ.get("QMM_BACKFILL_POOL", "default_pool")
+#: Seconds between recall_check's looks at the target's index (it holds no worker between).
+RECALL_POKE_S = float(os.environ.get("QMM_RECALL_POKE_S", "30"))
 #: When the catch-up DAG runs (cron or preset; "none" disables its schedule).
 CATCH_UP_SCHEDULE: str | None = os.environ.get("QMM_CATCH_UP_SCHEDULE", "@daily")
 if CATCH_UP_SCHEDULE and CATCH_UP_SCHEDULE.lower() == "none":

@@ -279,6 +279,7 @@ def _service_env(home: Path, qdrant: QdrantSettings, port: int) -> dict[str, str
         ),
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
+        "QMM_RECALL_POKE_S": "5",
         # Airflow puts dags/ on sys.path, not the root that `include` lives in.
         "PYTHONPATH": str(ROOT),
         "PYTHONUNBUFFERED": "1",

@@ -39,7 +39,7 @@ ALIAS, SOURCE = "docs", "docs_v1"
 POINTS = 200
 CONN_ID = "ui_openai"
 SHOTS = ROOT / "artifacts"
-#: 40 requests of 5 texts in 2 partitions at 1.5 s each: the backfill runs ~30 s.
+#: 40 requests of 5 texts in 2 partitions at 1 s each: the backfill runs ~20 s.
 CONF: dict[str, Any] = {
     "alias": ALIAS,
     "provider": "openai",
@@ -52,7 +52,7 @@ CONF: dict[str, Any] = {
     "batch_size": 5,
     "embed_concurrency": 1,
 }
-LATENCY_S = 1.5
+LATENCY_S = 1.0
 
 
 @pytest.fixture(scope="module")
