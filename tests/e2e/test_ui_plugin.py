@@ -203,9 +203,14 @@ def test_follow_approve_and_roll_back_from_the_ui(
     assert triggered.returncode == 0, triggered.stdout + triggered.stderr
 
     # During the backfill: the list and the migration page, with partial progress.
-    row = wait_until(
-        "a partly done backfill",
-        lambda: (r := the_row(services)) and 0 < r["points_done"] < r["points_total"] and r,
+    row = wait_until(  # with a rate: two progress samples, at least 5 s apart
+        "a partly done backfill with a rate",
+        lambda: (
+            (r := the_row(services))
+            and 0 < r["points_done"] < r["points_total"]
+            and r["rate"]
+            and r
+        ),
     )
     assert row["status"] == "loading" and row["run_id"] == run_id, row
     log_in(browser, services, "/plugin/qdrant-migrations")

@@ -299,7 +299,8 @@ def test_a_dimension_a_local_model_cannot_return_is_refused_when_built() -> None
     """No local model is Matryoshka-trained: asking one for fewer dimensions fails at once,
     with what to do, instead of as a retried embedding error in the middle of a task."""
     with pytest.raises(
-        ProviderConfigError, match=r"returns 384 dimensions only; got dimensions=128"
+        ProviderConfigError,
+        match=r"not Matryoshka-trained: it returns 384 dimensions only, and the first 128",
     ):
         get_provider("local", "multilingual-e5-small", dimensions=128)
     assert get_provider("local", "multilingual-e5-small", dimensions=384).dimension == 384

@@ -358,9 +358,10 @@ class LocalProvider(EmbeddingProvider):
             # Refused here, before any work: no local model is Matryoshka-trained, so it
             # cannot return shorter vectors (and a retry would not change that).
             raise ProviderConfigError(
-                f"Local model {self.model!r} returns {native} dimensions only; got "
-                f"dimensions={self.requested_dimensions}. Leave dimensions unset, or choose a "
-                "model that can shorten its vectors (text-embedding-3-*, embed-v4.0)."
+                f"local/{self.model} is not Matryoshka-trained: it returns {native} dimensions "
+                f"only, and the first {self.requested_dimensions} of them are not a usable "
+                f"embedding on their own. Keep dimensions unset (or {native}), or migrate to a "
+                "Matryoshka model (text-embedding-3-small/-large, embed-v4.0)."
             )
         # Checked, and otherwise without effect: the backfill's threads bound the work.
         self.max_concurrency = int_option(self.options, "max_concurrency", 1, minimum=1)
