@@ -145,26 +145,27 @@ class AirflowApi:
         _raise_for(response)
         return response.json()
 
-    async def facts(self, run_id: str | None = None) -> AirflowFacts:
-        """Runs, pending approvals and (for ``run_id``) the backfill task instances."""
+    async def tasks(self, run_id: str) -> dict[int, TaskFacts]:
+        """The backfill task instances of ``run_id``, by map index."""
+        found = await self.get(
+            f"/api/v2/dags/{DAG_ID}/dagRuns/{_q(run_id)}/taskInstances",
+            task_id=BACKFILL_TASK,
+            limit=1000,
+        )
+        return {
+            int(ti["map_index"]): TaskFacts(
+                map_index=int(ti["map_index"]),
+                state=ti.get("state"),
+                try_number=int(ti.get("try_number") or 0),
+                hostname=ti.get("hostname"),
+            )
+            for ti in found.get("task_instances", [])
+        }
+
+    async def facts(self) -> AirflowFacts:
+        """The migration DAG's runs and pending approvals."""
         runs = await self.get(f"/api/v2/dags/{DAG_ID}/dagRuns", limit=100, order_by="-run_after")
         pending = await self.get(pending_path(), response_received="false")
-        tasks: dict[int, TaskFacts] = {}
-        if run_id:
-            found = await self.get(
-                f"/api/v2/dags/{DAG_ID}/dagRuns/{_q(run_id)}/taskInstances",
-                task_id=BACKFILL_TASK,
-                limit=1000,
-            )
-            tasks = {
-                int(ti["map_index"]): TaskFacts(
-                    map_index=int(ti["map_index"]),
-                    state=ti.get("state"),
-                    try_number=int(ti.get("try_number") or 0),
-                    hostname=ti.get("hostname"),
-                )
-                for ti in found.get("task_instances", [])
-            }
         return AirflowFacts(
             dag_id=DAG_ID,
             runs={
@@ -183,7 +184,6 @@ class AirflowApi:
                 )
                 for d in pending.get("hitl_details", [])
             },
-            tasks=tasks,
         )
 
     async def answer(self, run_id: str, option: str) -> dict[str, Any]:
@@ -270,10 +270,10 @@ class MigrationsUi:
     def api(self, request: Request) -> AirflowApi:
         return AirflowApi(self.airflow_app(), token_of(request))
 
-    async def facts(self, request: Request, run_id: str | None = None) -> AirflowFacts:
+    async def facts(self, request: Request) -> AirflowFacts:
         api = self.api(request)
         try:
-            return await api.facts(run_id)
+            return await api.facts()
         except (HTTPException, httpx.HTTPError) as error:
             detail = getattr(error, "detail", error)
             return AirflowFacts(dag_id=DAG_ID, problem=f"Airflow's API could not be read: {detail}")
@@ -335,12 +335,18 @@ class MigrationsUi:
         page, problem = await run_in_threadpool(
             self.read_page, migration_id, await self.facts(request)
         )
-        if page is not None and page.row.run_id:
-            found = await self.facts(request, page.row.run_id)
-            page, problem = await run_in_threadpool(self.read_page, migration_id, found)
         if page is None:
             raise HTTPException(404, problem or f"No migration {migration_id!r} is recorded.")
-        return page, problem
+        if not page.row.run_id:
+            return page, problem
+        api = self.api(request)
+        try:  # added to the page read above: the store is not read twice
+            tasks = await api.tasks(page.row.run_id)
+        except (HTTPException, httpx.HTTPError):
+            return page, problem  # the page without tries and workers
+        finally:
+            await api.close()
+        return views.with_tasks(page, tasks), problem
 
     async def answer(self, request: Request, migration_id: str, option: str) -> JSONResponse:
         page, _ = await self.page(request, migration_id)

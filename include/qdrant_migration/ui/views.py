@@ -1,8 +1,8 @@
 """What the "Qdrant migrations" UI shows, read from the state store and the alias's collection.
 
-Nothing here knows Airflow: what the UI needs of it (DAG runs, pending approvals, the
-backfill task instances) arrives as :class:`AirflowFacts`, which the plugin's app reads
-through Airflow's REST API with the viewer's own token. Reads are bounded: the list reads
+Nothing here knows Airflow: what the UI needs of it (DAG runs and pending approvals as
+:class:`AirflowFacts`, a run's backfill tasks through :func:`with_tasks`) the plugin's app
+reads through Airflow's REST API with the viewer's own token. Reads are bounded: the list reads
 the migration records, each one's partition plan and its checkpoints (by indexed fields,
 at most ``MAX_PARTITIONS`` each); the page adds the report, the catch-up passes and the
 alias's collection info. Nothing scans points, and no document text is read.
@@ -78,8 +78,6 @@ class AirflowFacts:
     dag_id: str
     runs: Mapping[str, RunFacts] = field(default_factory=dict)
     approvals: Mapping[str, PendingApproval] = field(default_factory=dict)
-    #: The backfill task instances of one run (a migration's page only), by map index.
-    tasks: Mapping[int, TaskFacts] = field(default_factory=dict)
     #: A note shown when Airflow could not be asked (the store is still shown).
     problem: str | None = None
 
@@ -236,7 +234,7 @@ def migration_page(
         return None
     checkpoints = _checkpoints(store, record)
     row = _row(store, record, checkpoints, facts, now)
-    partitions = _partitions(store, record, checkpoints, facts, now)
+    partitions = _partitions(store, record, checkpoints, now)
     shown = sorted(partitions, key=lambda p: (p.done, p.index))[:PARTITION_ROWS]
     report = store.get(RecordKind.REPORT, migration_id) or {}
     serving = _alias_target(client, record.alias)
@@ -365,7 +363,6 @@ def _partitions(
     store: StateStore,
     record: MigrationRecord,
     checkpoints: Sequence[Checkpoint],
-    facts: AirflowFacts,
     now: datetime,
 ) -> list[PartitionRow]:
     plan = store.get(RecordKind.PARTITION_PLAN, record.migration_id) or {}
@@ -374,7 +371,6 @@ def _partitions(
     for part in plan.get("partitions", []):
         index = int(part["index"])
         checkpoint = saved.get(index)
-        task = facts.tasks.get(index)
         offset = checkpoint.next_offset if checkpoint else None
         rows.append(
             PartitionRow(
@@ -390,13 +386,21 @@ def _partitions(
                 if checkpoint and not checkpoint.done
                 else None,
                 updated_at=checkpoint.updated_at if checkpoint else None,
-                state=task.state if task else None,
-                tries=task.try_number if task else None,
-                hostname=task.hostname if task else None,
                 batch_files=_batch_files(checkpoint),
             )
         )
     return rows
+
+
+def with_tasks(page: MigrationPage, tasks: Mapping[int, TaskFacts]) -> MigrationPage:
+    """``page`` with each partition's task state, try number and worker from ``tasks``."""
+    partitions = [
+        dataclasses.replace(p, state=t.state, tries=t.try_number, hostname=t.hostname)
+        if (t := tasks.get(p.index))
+        else p
+        for p in page.partitions
+    ]
+    return dataclasses.replace(page, partitions=partitions)
 
 
 def _batch_files(checkpoint: Checkpoint | None) -> dict[str, int]:
