@@ -4,7 +4,10 @@ The target copies what matters from the source (distance, HNSW, quantization unl
 ``quantization`` param asks for another, on-disk settings, sharding and replication,
 payload indexes) and takes the new model's vector size. While it is loaded it serves no
 queries, so HNSW indexing is deferred (``indexing_threshold=0``) and restored by
-:func:`finish_bulk_load` before the recall check.
+:func:`finish_bulk_load` before the recall check. Until the swap its index is built with
+at most ``qdrant_budget.max_indexing_threads`` threads and one optimization job, so the
+build leaves the cluster's other cores to the searches it serves meanwhile;
+:func:`lift_index_cap` gives it the source's settings at the swap.
 Lineage (which model made the vectors) goes into collection metadata where the server
 supports it, and always into the state store.
 """
@@ -21,7 +24,7 @@ from qdrant_client import models as qm
 from include.qdrant_migration import quantization
 from include.qdrant_migration.layout import METADATA_KEY
 from include.qdrant_migration.plan import Lineage, Plan
-from include.qdrant_migration.qdrant import supports
+from include.qdrant_migration.qdrant import is_local, supports
 from include.qdrant_migration.state import (
     MigrationRecord,
     Migrations,
@@ -105,6 +108,7 @@ def create_target(client: QdrantClient, plan: Plan, state: StateStore) -> dict[s
     )
     if client.collection_exists(name):
         _check_reusable(client, plan, state)
+        cap_index_threads(client, plan)
         log.info("Reusing %s, created earlier by migration %s", name, plan.migration_id)
         record_migration(state, plan, original_threshold=original_threshold, fresh=False)
         return {"collection": name, "created": False}
@@ -117,10 +121,16 @@ def create_target(client: QdrantClient, plan: Plan, state: StateStore) -> dict[s
         "replication_factor": source.config.params.replication_factor,
         "write_consistency_factor": source.config.params.write_consistency_factor,
         "on_disk_payload": source.config.params.on_disk_payload,
-        "hnsw_config": _hnsw_diff(source.config.hnsw_config),
+        "hnsw_config": _hnsw_diff(source.config.hnsw_config).model_copy(
+            update={
+                "max_indexing_threads": _cap(plan) or source.config.hnsw_config.max_indexing_threads
+            }
+        ),
         "quantization_config": quantization.for_target(source, plan.spec.quantization),
         # Defer HNSW building while bulk-loading a collection that serves no queries.
-        "optimizers_config": qm.OptimizersConfigDiff(indexing_threshold=0),
+        "optimizers_config": qm.OptimizersConfigDiff(
+            indexing_threshold=0, max_optimization_threads=1 if _cap(plan) else None
+        ),
     }
     if sparse := _sparse_params(plan, source):
         kwargs["sparse_vectors_config"] = sparse
@@ -194,6 +204,53 @@ def _check_reusable(client: QdrantClient, plan: Plan, state: StateStore) -> None
             f"while this migration needs {plan.target_dimension}-d {plan.source.distance} "
             "vectors. Delete or rename that collection, or choose another model/dimensions."
         )
+
+
+def _cap(plan: Plan) -> int:
+    """Threads of the target's index build until the swap (0: not capped). One optimization
+    job runs at a time meanwhile, since each job builds with that many threads."""
+    return plan.spec.budget.max_indexing_threads
+
+
+def cap_index_threads(client: QdrantClient, plan: Plan) -> None:
+    """Put the build's thread cap on the target (a target made before it had none)."""
+    if not _cap(plan) or is_local(client):
+        return
+    client.update_collection(
+        plan.target_collection,
+        hnsw_config=qm.HnswConfigDiff(max_indexing_threads=_cap(plan)),
+        optimizers_config=qm.OptimizersConfigDiff(max_optimization_threads=1),
+    )
+
+
+def lift_index_cap(client: QdrantClient, plan: Plan) -> dict[str, Any]:
+    """At the swap: the now served target builds its index as the source did.
+
+    Its HNSW ``max_indexing_threads`` and the optimizer's ``max_optimization_threads`` become
+    the source's again (``auto``, Qdrant's own choice, when the source left it unset).
+    Returns what the target has now; nothing changes where nothing was capped.
+    """
+    if not _cap(plan) or is_local(client):
+        return {}
+    source = client.get_collection(plan.source.collection).config
+    threads = source.hnsw_config.max_indexing_threads or 0
+    jobs = source.optimizer_config.max_optimization_threads
+    client.update_collection(
+        plan.target_collection,
+        hnsw_config=qm.HnswConfigDiff(max_indexing_threads=threads),
+        optimizers_config=qm.OptimizersConfigDiff(
+            max_optimization_threads=qm.MaxOptimizationThreadsSetting.AUTO if jobs is None else jobs
+        ),
+    )
+    log.info(
+        "%s is served: its index threads are no longer capped (max_indexing_threads %d, "
+        "max_optimization_threads %s, as %s)",
+        plan.target_collection,
+        threads,
+        "auto" if jobs is None else jobs,
+        plan.source.collection,
+    )
+    return {"max_indexing_threads": threads, "max_optimization_threads": jobs}
 
 
 def finish_bulk_load(client: QdrantClient, plan: Plan, state: StateStore) -> None:

@@ -33,9 +33,11 @@ from qdrant_client import models as qm
 from include.qdrant_migration import linear_map, quantization, sparse
 from include.qdrant_migration.plan import Estimate, Plan
 from include.qdrant_migration.providers import EmbeddingProvider, openai_batch
+from include.qdrant_migration.qdrant import is_local
 from include.qdrant_migration.spec import MAX_PARALLEL_PARTITIONS, Strategy, batch_unavailable
 from include.qdrant_migration.state import STATE_COLLECTION
 from include.qdrant_migration.sync import fingerprints
+from include.qdrant_migration.sync.pacing import ProbeTarget, measure_at_rest
 from include.qdrant_migration.texts import extract_text, query_like
 
 PRICES = Path(__file__).resolve().parent / "data" / "prices.json"
@@ -347,8 +349,17 @@ def _duration(
         return None, None, basis
     if copy_s >= embed_s:
         basis = f"writing {written} points at about {COPY_POINTS_PER_S:.0f} points/s"
-    slow = None if slow_s is None else round(max(slow_s, copy_s), 1)
-    return round(max(embed_s, copy_s), 1), slow, basis
+    budget = plan.spec.budget
+    paced_s = written / budget.points_per_second if budget.points_per_second else 0.0
+    if paced_s > max(embed_s, copy_s):
+        basis = (
+            f"the Qdrant budget: {written} points at {budget.points_per_second:g} points/s "
+            f"(the provider alone would take {_human(max(embed_s, copy_s))})"
+        )
+    if budget.adaptive:
+        basis += "; the adaptive budget slows the writes while the cluster's searches are slow"
+    slow = None if slow_s is None else round(max(slow_s, copy_s, paced_s), 1)
+    return round(max(embed_s, copy_s, paced_s), 1), slow, basis
 
 
 #: Savings (USD) from which batch mode is recommended even when online is fast enough.
@@ -397,6 +408,16 @@ def _modes(plan: Plan, cost: float | None, duration: float | None) -> dict[str, 
     return {"batch_cost_usd": batch, "recommended_mode": mode, "mode_reason": why}
 
 
+def source_search_ms(client: QdrantClient, plan: Plan) -> dict[str, Any]:
+    """The source's search latency before the migration writes (probe queries): the
+    baseline the backfill's probes are compared with. Not on the embedded store: one
+    process opens it at a time, so no application searches it beside the migration."""
+    if is_local(client):
+        return {"probes": 0, "embedded": True}
+    at_rest = measure_at_rest(client, ProbeTarget(plan.source.collection, plan.vector_name))
+    return {**at_rest.percentiles(), "probes": at_rest.count}
+
+
 def build(client: QdrantClient, plan: Plan, provider: EmbeddingProvider) -> Estimate:
     """The estimate of ``plan``."""
     sample = sample_texts(client, plan.source.collection, plan.spec.text_field, provider)
@@ -426,6 +447,7 @@ def build(client: QdrantClient, plan: Plan, provider: EmbeddingProvider) -> Esti
         payload_bytes_per_point=round(sample.payload_bytes),
         creates=creates,
         alias_change=alias_change,
+        source_search_ms=source_search_ms(client, plan),
         **_storage(plan, sample, other_vector_bytes(client, plan, sample)),
         **_map_preview(client, plan, provider, sample, price),
     )

@@ -47,7 +47,13 @@ from include.qdrant_migration.collections import (
 from include.qdrant_migration.layout import METADATA_KEY, dense_vectors
 from include.qdrant_migration.plan import Lineage, Plan
 from include.qdrant_migration.providers import EmbeddingError, EmbeddingProvider
-from include.qdrant_migration.qdrant import PointId, point_id, scroll_all, server_version
+from include.qdrant_migration.qdrant import (
+    PointId,
+    is_local,
+    point_id,
+    scroll_all,
+    server_version,
+)
 from include.qdrant_migration.state import (
     MigrationRecord,
     Migrations,
@@ -60,6 +66,7 @@ from include.qdrant_migration.strategy import CompatibilityError
 from include.qdrant_migration.sync.backfill import PartitionBackfill, forget_progress
 from include.qdrant_migration.sync.catchup import CatchUpResult, SyncError, record_pass
 from include.qdrant_migration.sync.fingerprints import Fingerprints, align
+from include.qdrant_migration.sync.pacing import QdrantPacer, unpaced
 from include.qdrant_migration.sync.skips import record_skips, skipped_ids
 from include.qdrant_migration.texts import extract_text, select_texts
 
@@ -195,9 +202,11 @@ def add_vector(client: QdrantClient, plan: Plan, state: StateStore) -> dict[str,
             )
         ),
     )
-    # What create_vector_name does not take: the old vector's own HNSW, quantization, on-disk.
+    # What create_vector_name does not take: the old vector's own HNSW, quantization, on-disk;
+    # and until the switch, the budget's cap on the threads that build its index (the
+    # collection serves production meanwhile).
     diff = qm.VectorParamsDiff(
-        hnsw_config=old.hnsw_config,
+        hnsw_config=_capped_hnsw(plan, old.hnsw_config),
         quantization_config=quantization.vector_quantization(old, plan.spec.quantization),
         on_disk=old.on_disk,
     )
@@ -208,6 +217,33 @@ def add_vector(client: QdrantClient, plan: Plan, state: StateStore) -> dict[str,
     log.info("Added vector %s (%d-d) to %s", name, plan.target_dimension, collection)
     record_migration(state, plan, original_threshold=None, fresh=True)
     return {"collection": collection, "vector": name, "created": True}
+
+
+def _capped_hnsw(plan: Plan, own: qm.HnswConfigDiff | None) -> qm.HnswConfigDiff | None:
+    threads = plan.spec.budget.max_indexing_threads
+    if not threads:
+        return own
+    return (own or qm.HnswConfigDiff()).model_copy(update={"max_indexing_threads": threads})
+
+
+def lift_index_cap(client: QdrantClient, plan: Plan) -> dict[str, Any]:
+    """At the switch: the new vector's index is built as the old one's (no budget cap)."""
+    if not plan.spec.budget.max_indexing_threads or is_local(client):
+        return {}
+    info = client.get_collection(plan.source.collection)
+    old = dense_vectors(info)[str(plan.vector_name)]
+    own = old.hnsw_config.max_indexing_threads if old.hnsw_config else None
+    threads = own if own is not None else (info.config.hnsw_config.max_indexing_threads or 0)
+    client.update_collection(
+        plan.source.collection,
+        vectors_config={
+            str(plan.target_vector): qm.VectorParamsDiff(
+                hnsw_config=qm.HnswConfigDiff(max_indexing_threads=threads)
+            )
+        },
+    )
+    log.info("Vector %s is served: index threads no longer capped", plan.target_vector)
+    return {"max_indexing_threads": threads}
 
 
 # -- writing ---------------------------------------------------------------------------
@@ -334,12 +370,14 @@ class InPlaceSync:
         state: StateStore,
         *,
         heartbeat: Callable[[], None] = lambda: None,
+        pacer: QdrantPacer | None = None,
     ) -> None:
         self.client = client
         self.plan = plan
         self.fills = fills
         self.state = state
         self.heartbeat = heartbeat
+        self.pacer = pacer or unpaced()
 
     def run(self) -> CatchUpResult:
         started = datetime.now(tz=UTC)
@@ -380,9 +418,11 @@ class InPlaceSync:
                 result.reembedded += 1
             todo.append(point)
             if len(todo) >= self.plan.spec.batch_size:
+                self.pacer.acquire(len(todo))
                 self._embed(fill, todo, fingerprints, result)
                 todo = []
         if todo:
+            self.pacer.acquire(len(todo))
             self._embed(fill, todo, fingerprints, result)
         fingerprints.record(gone)
         result.deleted += len(gone)

@@ -98,6 +98,8 @@ class Estimate:
     #: Collections a run would create, and what happens to the alias.
     creates: list[str] = field(default_factory=list)
     alias_change: str = ""
+    #: The source's search latency at rest, in ms (probe queries: p50, p95, p99, probes).
+    source_search_ms: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from include.qdrant_migration.spec import Strategy
 from include.qdrant_migration.state import STATE_COLLECTION
 from include.qdrant_migration.sync.backfill import BackfillSummary
 from include.qdrant_migration.sync.catchup import CatchUpResult
+from include.qdrant_migration.sync.pacing import PacingSummary
 
 
 def _fmt(value: object) -> str:
@@ -83,6 +84,8 @@ class Actuals:
     embed_requests: int
     cost_usd: float | None
     duration_s: float | None
+    #: The source's search latency the backfill's probes measured (None: no probes).
+    source_search: str | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,7 @@ class Report:
             embed_requests=backfill.this_run("requests") + (fitted.requests if fitted else 0),
             cost_usd=self._cost(tokens),
             duration_s=self._duration(),
+            source_search=probe_summary(backfill.pacing),
         )
 
     @property
@@ -254,6 +258,9 @@ def estimate_rows(
         ("RAM of the vectors and index", human_bytes(est.target_ram_bytes), (None, None)),
     ]
     rows += _optional_rows(plan)
+    if plan.strategy is not Strategy.QUANTIZATION_ONLY:
+        name, planned, _ = _budget_row(plan)
+        rows.append((name, planned, done("source_search")))
     if actual is None:
         return [f"| {name} | {planned} |" for name, planned, _ in rows]
     if earlier is None:
@@ -285,6 +292,69 @@ def _optional_rows(plan: Plan) -> list[tuple[str, object, tuple[object, object]]
         )
         rows.append(("peak disk by strategy (same data)", both, (None, None)))
     return rows
+
+
+def _ms(value: object) -> str:
+    return "?" if value is None else f"{value:g}"
+
+
+def at_rest_summary(est: Estimate) -> str:
+    """The source's search latency before the migration (the plan's probes)."""
+    at_rest = est.source_search_ms
+    if at_rest.get("embedded"):
+        return "not probed (embedded store: no application searches it beside the migration)"
+    if not at_rest.get("probes"):
+        return "not measured (no vectors to probe with)"
+    return (
+        f"p50 {_ms(at_rest.get('p50'))} / p99 {_ms(at_rest.get('p99'))} ms "
+        f"({at_rest['probes']} probe queries)"
+    )
+
+
+def probe_summary(pacing: PacingSummary) -> str | None:
+    """What the backfill's probe queries of the source measured, and what pacing did."""
+    if not pacing.probes:
+        return None
+    p = pacing.histogram.percentiles()
+    waited = (
+        f"; writes waited {human_seconds(pacing.waited_s)} for the budget"
+        if pacing.waited_s >= 1
+        else ""
+    )
+    slowed = f", slowed down {pacing.backoffs} times" if pacing.backoffs else ""
+    failed = f", {pacing.failed_probes} failed" if pacing.failed_probes else ""
+    return (
+        f"p50 {_ms(p['p50'])} / p95 {_ms(p['p95'])} / p99 {_ms(p['p99'])} ms "
+        f"({pacing.probes} probe queries{failed}){waited}{slowed}"
+    )
+
+
+def _budget_row(plan: Plan) -> tuple[str, object, tuple[object, object]]:
+    """The Qdrant budget, the source's search latency at rest, and a target it cannot meet."""
+    budget, est = plan.spec.budget, plan.estimate
+    at_rest = est.source_search_ms.get("p99")
+    warn = (
+        f" **max_search_p99_ms {budget.max_search_p99_ms:g} is at or below the p99 at rest: "
+        "the adaptive mode will write at its floor the whole time**"
+        if budget.max_search_p99_ms and at_rest and budget.max_search_p99_ms <= at_rest
+        else ""
+    )
+    return (
+        "Qdrant budget; source search latency (at rest / during the backfill)",
+        f"{budget.describe()}; at rest {at_rest_summary(est)}{warn}",
+        (None, None),
+    )
+
+
+def _search_rows(plan: Plan, pacing: PacingSummary) -> list[str]:
+    """The source's searches while the backfill wrote, beside the same probes at rest."""
+    during = probe_summary(pacing)
+    if during is None:
+        return []
+    return [
+        f"| source search latency during the backfill (probe queries; at rest: "
+        f"{at_rest_summary(plan.estimate)}) | {during} |"
+    ]
 
 
 def _duration_estimate(est: Estimate) -> str:
@@ -400,6 +470,7 @@ def render_markdown(report: Report) -> str:
         f"| embedded / embedding requests (this run) | {report.actual.texts_embedded} / "
         f"{report.actual.embed_requests} |",
         *([f"| {_derived_label(plan.strategy)} | {bf.transformed} |"] if bf.transformed else []),
+        *_search_rows(plan, bf.pacing),
         *map_lines(ev.linear_map),
         "",
         *quality_lines(ev.quality),

@@ -20,6 +20,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from include.qdrant_migration.budget import BudgetError, QdrantBudget
+
 #: Deployment settings, read from the environment when the DAG is parsed (they shape the
 #: task graph, so they cannot be run params). At most this many backfill tasks of a run
 #: run at once, and each gets this share of the run's provider budget
@@ -150,6 +152,18 @@ PARAM_SCHEMA: dict[str, dict[str, Any]] = {
         "title": "Provider options",
         "description": 'Extra provider settings as JSON, e.g. {"requests_per_minute": 3000, '
         '"tokens_per_minute": 1000000, "max_concurrency": 4}.',
+    },
+    "qdrant_budget": {
+        "default": {},
+        "type": "object",
+        "title": "Qdrant budget",
+        "description": "What the migration may ask of the Qdrant cluster that serves "
+        'production, as JSON, e.g. {"points_per_second": 500, "max_search_p99_ms": 50}: '
+        "points written per second (backfill and catch-up, shared by the parallel tasks); "
+        "max_search_p99_ms slows the writes down while probe searches of the source take "
+        "longer (and speeds them up again); min_points_per_second, probe_interval_s; "
+        "max_indexing_threads caps the new index's build until the swap (default 1, 0: no "
+        "cap). Empty: writes as fast as the provider goes.",
     },
     "qdrant_conn_id": {
         "default": "qdrant_default",
@@ -465,6 +479,7 @@ class MigrationSpec:
     dimensions: int | None = None
     provider_conn_id: str | None = None
     provider_options: dict[str, Any] = field(default_factory=dict)
+    qdrant_budget: dict[str, Any] = field(default_factory=dict)
     qdrant_conn_id: str = "qdrant_default"
     points_per_partition: int = 50000
     batch_size: int = 128
@@ -530,6 +545,10 @@ class MigrationSpec:
             )
         if not isinstance(known.get("provider_options", {}), dict):
             raise SpecError('provider_options must be a JSON object, e.g. {"max_concurrency": 4}.')
+        try:
+            QdrantBudget.from_options(known.get("qdrant_budget"))
+        except BudgetError as error:
+            raise SpecError(str(error)) from None
         if known.get("embedding_mode") == "batch" and known.get("provider") != "openai":
             raise SpecError(batch_unavailable(str(known.get("provider", "local"))))
         known["eval_set"] = parse_eval_set(known.get("eval_set")) or None
@@ -581,6 +600,15 @@ class MigrationSpec:
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
         return f"mig-{digest[:12]}"
 
+    @property
+    def budget(self) -> QdrantBudget:
+        """The Qdrant budget (checked when the spec was made from the params)."""
+        return QdrantBudget.from_options(self.qdrant_budget or None)
+
+    def parallel_tasks(self, partitions: int) -> int:
+        """How many of ``partitions`` backfill tasks run at once, at most."""
+        return max(1, min(MAX_PARALLEL_PARTITIONS, partitions))
+
     def backfill_options(self, partitions: int) -> dict[str, Any]:
         """The provider options of one of ``partitions`` parallel backfill tasks.
 
@@ -589,7 +617,7 @@ class MigrationSpec:
         (``paced_start``): a task that takes over a slot from one that has just finished
         adds nothing to the window the other spent its share in.
         """
-        ways = max(1, min(MAX_PARALLEL_PARTITIONS, partitions))
+        ways = self.parallel_tasks(partitions)
         shared = dict(self.provider_options)
         for key in BUDGET_KEYS:
             if shared.get(key):

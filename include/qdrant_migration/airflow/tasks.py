@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -43,6 +44,7 @@ from include.qdrant_migration.leases import LeaseBusyError
 from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.providers import AuthError, EmbeddingProvider, ProviderConfigError
 from include.qdrant_migration.providers.openai_provider import OpenAIProvider
+from include.qdrant_migration.qdrant import is_local
 from include.qdrant_migration.report import Evidence, Report, render_plan, render_quantization
 from include.qdrant_migration.spec import (
     CATCH_UP_PARAM_SCHEMA,
@@ -79,6 +81,7 @@ from include.qdrant_migration.sync.catchup import (
     converge,
     follow_job,
 )
+from include.qdrant_migration.sync.pacing import ProbeTarget, QdrantPacer
 from include.qdrant_migration.sync.partitions import Partition, partitions_for
 from include.qdrant_migration.texts import BadTextError
 
@@ -127,6 +130,23 @@ def fail_fast(func: Callable[P, R]) -> Callable[P, R]:
 def _qdrant(conn_id: str) -> Iterator[tuple[QdrantClient, QdrantStateStore]]:
     with MigrationQdrantHook(conn_id).client() as client:
         yield client, QdrantStateStore(client)
+
+
+def _pacer(client: QdrantClient, plan: Plan, *, ways: int = 1) -> QdrantPacer:
+    """The Qdrant budget of one of ``ways`` tasks writing at once, probing what is served.
+
+    Each writes ``batch_size / ways`` points at a time, so what the cluster sees from all of
+    them together stays within the budget plus one sub-batch.
+    """
+    served: ProbeTarget | None = None  # the embedded store serves nobody else: no probes
+    if plan.in_place and not is_local(client):
+        served = ProbeTarget(plan.source.collection, inplace.active_vector(client, plan))
+    elif not is_local(client):
+        collection = aliases.current_target(client, plan.alias) or plan.source.collection
+        served = ProbeTarget(collection, plan.vector_name)
+    return QdrantPacer(
+        plan.spec.budget.share(ways), chunk=math.ceil(plan.spec.batch_size / ways), probe=served
+    )
 
 
 @contextmanager
@@ -252,6 +272,7 @@ def backfill_batch(plan_xcom: XCom, partition_xcom: XCom) -> XCom:
             backfill = inplace.InPlaceBackfill if plan.in_place else PartitionBackfill
             job = backfill(client, plan, part, provider, state, settings)
         job.heartbeat = heartbeat
+        job.pacer = _pacer(client, plan, ways=plan.spec.parallel_tasks(part.of))
         if plan.spec.embedding_mode == "batch" and not plan.strategy.derives_vectors:
             assert isinstance(provider, OpenAIProvider)  # the spec allows batch for it only
             outcome = BatchBackfill(job, provider).run()
@@ -271,9 +292,10 @@ def catch_up(plan_xcom: XCom) -> XCom:
     provider = build_provider(plan.spec)
     with _run_writing(plan) as (client, state, heartbeat):
         passes = _forward_pass(client, state, plan, provider, heartbeat)
-        converged = converge(
-            lambda: passes.run(), max_lag=plan.spec.max_catch_up_lag, heartbeat=heartbeat
-        )
+        with passes.pacer.probing(client):
+            converged = converge(
+                lambda: passes.run(), max_lag=plan.spec.max_catch_up_lag, heartbeat=heartbeat
+            )
         migrations = Migrations(state)
         record = migrations.require(plan.migration_id)
         if record.status is not MigrationStatus.READY:
@@ -294,10 +316,12 @@ def _forward_pass(
     heartbeat: Callable[[], None],
 ) -> CatchUp | inplace.InPlaceSync:
     """The pass that brings the new vectors level with the served collection's changes."""
+    pacer = _pacer(client, plan)
     if plan.in_place:
         fill = inplace.VectorFill(str(plan.target_vector), provider, plan.migration_id)
-        return inplace.InPlaceSync(client, plan, [fill], state, heartbeat=heartbeat)
-    return CatchUp(client, CatchUpJob.forward(plan, provider), state, heartbeat=heartbeat)
+        return inplace.InPlaceSync(client, plan, [fill], state, heartbeat=heartbeat, pacer=pacer)
+    job = CatchUpJob.forward(plan, provider)
+    return CatchUp(client, job, state, heartbeat=heartbeat, pacer=pacer)
 
 
 @fail_fast
@@ -365,8 +389,9 @@ def swap_alias(plan_xcom: XCom) -> XCom:
         record = Migrations(state).require(plan.migration_id)
         if plan.in_place:
             switched = _switch_in_place(client, state, record, provider, heartbeat)
+            lifted = inplace.lift_index_cap(client, plan)
             assets.publish(get_current_context(), switched.move)
-            return switched.to_dict()
+            return switched.to_dict() | {"index_threads": lifted}
         job = CatchUpJob.forward(plan, provider)
         switched = aliases.switch(
             client,
@@ -375,6 +400,7 @@ def swap_alias(plan_xcom: XCom) -> XCom:
             final=CatchUp(client, job, state, heartbeat=heartbeat),
             reconcile=CatchUp(client, job.reconciling(), state, heartbeat=heartbeat),
         )
+        lifted = collections.lift_index_cap(client, plan)
     if build_source_provider(plan) is None:
         log.warning(
             "The old model is unknown: changes made from now on cannot be mirrored to %s, "
@@ -382,7 +408,7 @@ def swap_alias(plan_xcom: XCom) -> XCom:
             plan.source.collection,
         )
     assets.publish(get_current_context(), switched.move)
-    return switched.to_dict()
+    return switched.to_dict() | {"index_threads": lifted}
 
 
 def _switch_in_place(
@@ -506,15 +532,20 @@ def catch_up_migration(params: dict[str, Any], migration_id: str) -> XCom:
                 )
             plan = record.plan
             new_model, old_model = build_provider(plan.spec), build_source_provider(plan)
+            pacer = _pacer(client, plan)
+            passes: CatchUp | inplace.InPlaceSync
             if plan.in_place:
                 served = inplace.active_vector(client, plan)
                 fills = inplace.fills_for(plan, record, served, new_model, old_model)
-                passes = inplace.InPlaceSync(client, plan, fills, state, heartbeat=heartbeat)
-                result = passes.run()
+                passes = inplace.InPlaceSync(
+                    client, plan, fills, state, heartbeat=heartbeat, pacer=pacer
+                )
             else:
                 serving = aliases.current_target(client, plan.alias)
                 job = follow_job(plan, serving, new_model, old_model)
-                result = CatchUp(client, job, state, heartbeat=heartbeat).run()
+                passes = CatchUp(client, job, state, heartbeat=heartbeat, pacer=pacer)
+            with pacer.probing(client):
+                result = passes.run()
     except LeaseBusyError as busy:
         raise AirflowSkipException(f"Skipping {migration_id} this time: {busy}") from busy
     return {"migration_id": migration_id, **result.to_dict()}

@@ -36,6 +36,7 @@ from include.qdrant_migration.providers import EmbeddingError, EmbeddingProvider
 from include.qdrant_migration.qdrant import PointId, point_id, supports
 from include.qdrant_migration.state import Doc, RecordKind, StateStore, now_iso
 from include.qdrant_migration.sync.fingerprints import Fingerprints
+from include.qdrant_migration.sync.pacing import PacingSummary, QdrantPacer, unpaced
 from include.qdrant_migration.sync.partitions import Partition
 from include.qdrant_migration.sync.skips import record_skips
 from include.qdrant_migration.texts import Skipped, extract_text, select_texts
@@ -99,6 +100,9 @@ class Checkpoint:
     #: ``[time, done_points]`` samples over every run, oldest first (:func:`add_sample`):
     #: the rate, the ETA and the throughput chart of the UI plugin.
     history: list[list[Any]] = field(default_factory=list)
+    #: The Qdrant budget's pacing and the source's probe latencies, over every try
+    #: (``sync.pacing.PacingSummary``).
+    pacing: dict[str, Any] = field(default_factory=dict)
 
     def work(self) -> dict[str, int]:
         """The totals that are paid for: texts embedded, vectors derived, tokens, requests."""
@@ -168,6 +172,8 @@ class Progress:
     started: float = field(default_factory=time.monotonic)
     last_log: float = field(default_factory=time.monotonic)
     history: list[list[Any]] = field(default_factory=list)
+    #: What earlier tries' pacing recorded (their probes, their waits).
+    pacing: PacingSummary | None = None
 
     @classmethod
     def resume(cls, total: int, checkpoint: Checkpoint | None, run_id: str) -> Progress:
@@ -182,6 +188,7 @@ class Progress:
             progress.skipped.update(checkpoint.skipped_by_reason)
             progress.earlier = checkpoint.earlier_than(run_id)
             progress.history = [list(sample) for sample in checkpoint.history]
+            progress.pacing = PacingSummary.from_dict(checkpoint.pacing or None)
         return progress
 
     def line(self, label: str) -> str:
@@ -218,6 +225,8 @@ class PartitionResult:
     finished_at: str | None = None
     #: The part of the totals above that earlier runs did (keys of ``Checkpoint.work``).
     earlier: dict[str, int] = field(default_factory=dict)
+    #: The Qdrant budget's pacing and the source's probe latencies (``PacingSummary``).
+    pacing: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -243,6 +252,8 @@ class BackfillSummary:
     wall_seconds: float | None = None
     #: The part of the totals that earlier runs of the migration did.
     earlier: dict[str, int] = field(default_factory=dict)
+    #: Every partition's pacing and probe latencies, merged.
+    pacing: PacingSummary = field(default_factory=PacingSummary)
 
     def this_run(self, key: str) -> int:
         """``embedded``, ``transformed``, ``tokens`` or ``requests`` done by this run."""
@@ -253,9 +264,11 @@ class BackfillSummary:
     def of(cls, results: Sequence[PartitionResult]) -> BackfillSummary:
         reasons: Counter[str] = Counter()
         earlier: Counter[str] = Counter()
+        pacing = PacingSummary()
         for result in results:
             reasons.update(result.skipped_by_reason)
             earlier.update(result.earlier)
+            pacing = pacing.merge(PacingSummary.from_dict(result.pacing or None))
         return cls(
             partitions=len(results),
             embedded=sum(r.embedded for r in results),
@@ -268,6 +281,7 @@ class BackfillSummary:
             resumed_partitions=sum(1 for r in results if r.resumed),
             wall_seconds=wall_seconds(results),
             earlier=dict(earlier),
+            pacing=pacing,
         )
 
 
@@ -411,6 +425,8 @@ class PartitionJob(ABC):
         self.fingerprints = Fingerprints(client, plan.migration_id)
         #: Called after every sub-batch written: renews the writer's lease.
         self.heartbeat: Callable[[], None] = lambda: None
+        #: The Qdrant budget the writes keep to, and the probes of the source.
+        self.pacer: QdrantPacer = unpaced()
         #: Sub-batches whose target states are read back (after a resume).
         self._read_back = 0
         #: A sub-batch failed on the writer thread: the ones after it are not written.
@@ -444,6 +460,32 @@ class PartitionJob(ABC):
         pool = ThreadPoolExecutor(self.settings.embed_concurrency, "embed")
         writer = ThreadPoolExecutor(1, "write")
         try:
+            self._pipeline(offset, progress, pending, pool, writer)
+        finally:
+            # After an error: nothing is written past the failed sub-batch, and no
+            # embedding is paid for that would be thrown away.
+            writer.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=True, cancel_futures=True)
+        final = self.save_checkpoint(None, progress, done=True)
+        log.info(progress.line(self.partition.label))
+        result = self.partition_result(
+            final,
+            resumed=saved is not None,
+            earlier=progress.earlier,
+            seconds=time.monotonic() - progress.started,
+        )
+        return dataclasses.replace(result, started_at=started_at, finished_at=now_iso())
+
+    def _pipeline(
+        self,
+        offset: PointId | None,
+        progress: Progress,
+        pending: deque[Future[None]],
+        pool: ThreadPoolExecutor,
+        writer: ThreadPoolExecutor,
+    ) -> None:
+        """Read, prepare and hand sub-batches to the writer, probing the source meanwhile."""
+        with self.pacer.probing(self.client):
             pages = partition_pages(
                 self.client,
                 self.plan.source.collection,
@@ -460,20 +502,6 @@ class PartitionJob(ABC):
                 pending.append(writer.submit(self._commit_in_order, batch, progress))
             while pending:
                 pending.popleft().result()
-        finally:
-            # After an error: nothing is written past the failed sub-batch, and no
-            # embedding is paid for that would be thrown away.
-            writer.shutdown(wait=True, cancel_futures=True)
-            pool.shutdown(wait=True, cancel_futures=True)
-        final = self.save_checkpoint(None, progress, done=True)
-        log.info(progress.line(self.partition.label))
-        result = self.partition_result(
-            final,
-            resumed=saved is not None,
-            earlier=progress.earlier,
-            seconds=time.monotonic() - progress.started,
-        )
-        return dataclasses.replace(result, started_at=started_at, finished_at=now_iso())
 
     def vectors_to_read(self) -> bool | list[str]:
         """The carried vectors, and the migrated one when the new vectors derive from it."""
@@ -510,7 +538,7 @@ class PartitionJob(ABC):
                 f"Provider returned {len(vectors)} vectors for {len(batch.records)} texts "
                 f"(expected {self.dimension}-d each); nothing from this batch was written."
             )
-        self.write(batch.records, vectors)
+        self.paced_write(batch.records, vectors)
         record_skips(self.state, self.plan.migration_id, batch.skipped)
         self.fingerprints.record(self._states_written(batch))
         progress.skipped.update(reason for _, reason in batch.skipped)
@@ -532,6 +560,13 @@ class PartitionJob(ABC):
     def state_of(self, record: qm.Record) -> str:
         """The state recorded for a point once its vector is written (``.fingerprints``)."""
         return self.plan.carried.state(record)
+
+    def paced_write(self, records: list[qm.Record], vectors: list[list[float]]) -> None:
+        """:meth:`write` within the Qdrant budget: in pieces of the pacer's size, each when
+        the budget allows it."""
+        for piece in self.pacer.pieces(len(records)):
+            self.pacer.acquire(piece.stop - piece.start)
+            self.write(records[piece], vectors[piece])
 
     def write(self, records: list[qm.Record], vectors: list[list[float]]) -> None:
         """Insert the points into the target (never over what is there already)."""
@@ -602,6 +637,7 @@ class PartitionJob(ABC):
             run_id=self.settings.run_id,
             earlier=progress.earlier,
             history=add_sample(progress.history, progress.done, final=done),
+            pacing=dataclasses.asdict(self.pacer.summary(progress.pacing)),
         )
         self.state.put(RecordKind.CHECKPOINT, self.key, checkpoint.to_doc())
         return checkpoint
@@ -627,6 +663,7 @@ class PartitionJob(ABC):
             resumed=resumed,
             seconds=round(seconds, 2),
             earlier=earlier,
+            pacing=dict(checkpoint.pacing),
         )
 
 

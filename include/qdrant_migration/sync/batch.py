@@ -353,7 +353,7 @@ class BatchBackfill:
             if here in held and text_hash(extract_text(held[here].payload, self.field)[0]) == sent
         ]
         if keep:
-            job.write([r for r, _ in keep], [v for _, v in keep])
+            job.paced_write([r for r, _ in keep], [v for _, v in keep])
             job.fingerprints.record([(point_id(r.id), job.state_of(r)) for r, _ in keep])
         progress.embedded += len(entries)
         progress.tokens += tokens

@@ -51,6 +51,7 @@ from include.qdrant_migration.qdrant import PointId, point_id, scroll_all, suppo
 from include.qdrant_migration.state import RecordKind, StateStore, now_iso
 from include.qdrant_migration.sync.backfill import write_points
 from include.qdrant_migration.sync.fingerprints import Fingerprints, align
+from include.qdrant_migration.sync.pacing import QdrantPacer, unpaced
 from include.qdrant_migration.sync.skips import forget_skip, record_skips, skipped_ids
 from include.qdrant_migration.texts import extract_text, select_texts
 
@@ -223,10 +224,13 @@ class CatchUp:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(tz=UTC),
         heartbeat: Callable[[], None] = lambda: None,
+        pacer: QdrantPacer | None = None,
     ) -> None:
         self.client = client
         self.job = job
         self.state = state
+        #: The Qdrant budget its writes keep to (none: as fast as Qdrant goes).
+        self.pacer = pacer or unpaced()
         #: When a pass starts (its cut and the next watermark); tests move it by hand.
         self.clock = clock
         #: Called after every batch written: renews the writer's lease.
@@ -470,6 +474,7 @@ class CatchUp:
         return qm.Filter(must=conditions)
 
     def _write_payload(self, here: PointId, src: qm.Record, tgt: qm.Record) -> None:
+        self.pacer.acquire(1)
         guard = self._guard(tgt)
         self._write_carried(here, src, tgt, guard)  # first: the guard matches the old payload
         if guard is None:
@@ -501,12 +506,15 @@ class CatchUp:
     def _flush(self, result: CatchUpResult, *, final: bool = False) -> None:
         pending = self.pending
         if pending.delete and (final or len(pending.delete) >= PAGE):
+            self.pacer.acquire(len(pending.delete))
             self._delete(pending.delete)
             pending.delete = []
         if pending.embed and (final or len(pending.embed) >= self.job.batch_size):
+            self.pacer.acquire(len(pending.embed))
             self._embed_and_write(pending.embed, result)
             pending.embed = []
         if pending.revector and (final or len(pending.revector) >= self.job.batch_size):
+            self.pacer.acquire(len(pending.revector))
             self._revector(pending.revector, result)
             pending.revector = []
         if pending.synced and (final or len(pending.synced) >= PAGE):

@@ -20,7 +20,13 @@ from qdrant_client import QdrantClient
 
 from include.qdrant_migration.compatibility import old_model_of
 from include.qdrant_migration.layout import METADATA_KEY
-from include.qdrant_migration.report import human_bytes, human_seconds
+from include.qdrant_migration.report import (
+    at_rest_summary,
+    human_bytes,
+    human_seconds,
+    probe_summary,
+)
+from include.qdrant_migration.spec import Strategy
 from include.qdrant_migration.state import (
     MigrationRecord,
     Migrations,
@@ -30,6 +36,7 @@ from include.qdrant_migration.state import (
 )
 from include.qdrant_migration.sync.backfill import Checkpoint
 from include.qdrant_migration.sync.catchup import FORWARD, MIRROR
+from include.qdrant_migration.sync.pacing import PacingSummary
 
 #: The rate is measured over this much of the recent past (samples are >= 5 s apart).
 RATE_WINDOW_S = 120.0
@@ -485,6 +492,30 @@ def _plan_vs_actual(
         ("cost", usd(money.planned_cost_usd), usd(money.cost_usd)),
         ("backfill duration", duration(est.duration_s), duration(took)),
         ("peak disk", size(est.peak_disk_bytes), "—"),
+        *_reads(record, checkpoints),
+    ]
+
+
+def _reads(
+    record: MigrationRecord, checkpoints: Sequence[Checkpoint]
+) -> list[tuple[str, str, str]]:
+    """The Qdrant budget, and the source's searches at rest (the plan) and meanwhile (the
+    backfill's probes, over every partition so far)."""
+    plan = record.plan
+    if plan is None or plan.strategy is Strategy.QUANTIZATION_ONLY:
+        return []
+    pacing = PacingSummary()
+    for checkpoint in checkpoints:
+        pacing = pacing.merge(PacingSummary.from_dict(checkpoint.pacing or None))
+    waited = f"writes waited {duration(pacing.waited_s)}" if pacing.waited_s else "no waits"
+    slowed = f", slowed down {pacing.backoffs} times" if pacing.backoffs else ""
+    return [
+        ("Qdrant budget", plan.spec.budget.describe(), waited + slowed),
+        (
+            "source search latency",
+            at_rest_summary(plan.estimate),
+            probe_summary(pacing) or "no probes yet",
+        ),
     ]
 
 
