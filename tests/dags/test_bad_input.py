@@ -86,6 +86,26 @@ FIRST_TASK_REFUSES: list[tuple[str, dict[str, Any], list[str]]] = [
         {**ALIAS, "source_model": "no-such-model"},
         ["no-such-model"],
     ),
+    (
+        "negative Qdrant budget",
+        {**ALIAS, "qdrant_budget": {"points_per_second": -50}},
+        ["qdrant_budget.points_per_second", "positive number", "-50"],
+    ),
+    (
+        "zero Qdrant budget",
+        {**ALIAS, "qdrant_budget": {"points_per_second": 0}},
+        ["qdrant_budget.points_per_second", "positive number", "got 0"],
+    ),
+    (
+        "Qdrant budget that is not a number",
+        {**ALIAS, "qdrant_budget": {"max_search_p99_ms": "fast"}},
+        ["qdrant_budget.max_search_p99_ms", "must be a number", "'fast'"],
+    ),
+    (
+        "misspelled Qdrant budget key",
+        {**ALIAS, "qdrant_budget": {"points_per_sec": 100}},
+        ["'points_per_sec'", "did you mean 'points_per_second'"],
+    ),
     ("alias that does not exist", {"alias": "nope"}, ["nope"]),
     ("dimensions the model cannot return", {**ALIAS, "dimensions": 128}, ["128"]),
     ("text field no point has", {**ALIAS, "text_field": "body"}, ["'body'", "Fields present"]),

@@ -21,7 +21,7 @@ from include.qdrant_migration.providers import get_provider
 from include.qdrant_migration.qdrant import open_client
 from scripts.seeding import read_corpus, seed_collection
 from tests.conftest import SOURCE_MODEL
-from tests.dags.conftest import task_states
+from tests.dags.conftest import return_value, task_states
 from tests.qdrant_migration.helpers import seed_standin_source
 from tests.qdrant_server import QdrantServer
 
@@ -89,7 +89,15 @@ def test_recall_check_waits_for_the_index_then_measures_the_engines_recall(
 
     watcher = threading.Thread(target=release_after_a_reschedule, daemon=True)
     watcher.start()
-    seen = reviewer("Approve")
+    target = f"{SOURCE}__text-embedding-3-large-256d__v1"
+    during: dict[str, Any] = {}
+
+    def index_settings_while_approval_waits() -> None:
+        with open_client(server_conn.settings()) as client:
+            during["target"] = client.get_collection(target).config
+            during["source"] = client.get_collection(SOURCE).config
+
+    seen = reviewer("Approve", index_settings_while_approval_waits)
     try:
         run = dag.test(run_conf=CONF)
     finally:
@@ -101,12 +109,22 @@ def test_recall_check_waits_for_the_index_then_measures_the_engines_recall(
     assert run.state == "success", task_states(run)
     assert _reschedules(run, "recall_check") >= 1  # it waited while the index was built
     body = seen["detail"]["body"]
-    target = f"{SOURCE}__text-embedding-3-large-256d__v1"
+    # Until the swap the target's index was built with the budget's cap (1 thread, one
+    # optimization job); the served source was never touched; the swap lifted the cap.
+    capped, source = during["target"], during["source"]
+    assert capped.hnsw_config.max_indexing_threads == 1
+    assert capped.optimizer_config.max_optimization_threads == 1
+    assert source.hnsw_config.max_indexing_threads == 0
+    assert source.optimizer_config.max_optimization_threads is None
     with open_client(server_conn.settings()) as client:
         assert current_target(client, ALIAS) == target
         info = client.get_collection(target)
         assert info.status == qm.CollectionStatus.GREEN
         assert info.indexed_vectors_count and info.indexed_vectors_count >= info.points_count
+        assert info.config.hnsw_config.max_indexing_threads == 0  # the source's: Qdrant chooses
+        assert info.config.optimizer_config.max_optimization_threads is None  # "auto"
+    swapped = return_value(run, "swap_alias")
+    assert swapped["index_threads"] == {"max_indexing_threads": 0, "max_optimization_threads": None}
     builds = [b for b in server_conn.stats()["builds"] if b["collection"] == target]
     assert builds, server_conn.stats()["builds"]  # the engine built the target's HNSW
     # the approval shows what the engine measured, on an index it says is complete

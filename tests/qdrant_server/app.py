@@ -29,7 +29,9 @@ migration's code paths:
   disabled (threshold 0) or the vectors are smaller than the threshold, else every vector
   (an "instant" index build).
 * ``/__facade__/stats`` counts requests per route and the writes that used
-  ``update_mode`` / ``update_filter`` (upserts and vector updates);
+  ``update_mode`` / ``update_filter`` (upserts and vector updates), and lists the points
+  each upsert or vector update wrote, with when and to which collection (``writes``: what
+  a test measures a write budget against, as a server's own metrics would);
   ``/__facade__/reset`` empties the store.
 """
 
@@ -40,7 +42,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from bisect import bisect_left
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -63,6 +65,9 @@ FIELD_SINCE: dict[str, tuple[int, int, int]] = {
 VECTOR_NAMES_SINCE = (1, 18, 0)
 DEFAULT_INDEXING_THRESHOLD_KB = 10_000
 _JSON = "application/json"
+
+#: Write requests the stats keep (the oldest are dropped beyond it).
+WRITES_KEPT = 100_000
 
 _POINT_INSERT = TypeAdapter(m.PointInsertOperations)
 _POINTS_SELECTOR = TypeAdapter(m.PointsSelector)
@@ -173,6 +178,8 @@ class BaseFacade(ABC):
         self.version_tuple = parse_version(version)
         self.strict = strict
         self.stats: Counter[str] = Counter()
+        #: ``(epoch seconds, collection, points)`` of every upsert and vector update.
+        self.writes: deque[tuple[float, str, int]] = deque(maxlen=WRITES_KEPT)
         self._operation_id = 0
 
     # -- helpers -------------------------------------------------------------------------
@@ -195,6 +202,10 @@ class BaseFacade(ABC):
         if update_filter is not None:
             self.stats[f"{kind}.update_filter"] += 1
 
+    def log_write(self, collection: str, points: int) -> None:
+        """Note the points a write request carried (the alias resolved to its collection)."""
+        self.writes.append((time.time(), collection, points))
+
     def _completed(self) -> m.UpdateResult:
         self._operation_id += 1
         return m.UpdateResult(operation_id=self._operation_id, status=m.UpdateStatus.COMPLETED)
@@ -213,6 +224,7 @@ class BaseFacade(ABC):
             "backend": self.backend,
             "rss_bytes": rss,
             "counts": dict(self.stats),
+            "writes": [list(write) for write in self.writes],
         }
 
     def require_vector_names(self) -> None:
@@ -439,6 +451,7 @@ class Facade(BaseFacade):
         real = self.resolve(name)
         points: Any = body.points if isinstance(body, m.PointsList) else body.batch
         self.count_conditional("upsert", body.update_mode, body.update_filter)
+        self.log_write(real, written_points(body))
         self.client.upsert(
             real, points, update_filter=body.update_filter, update_mode=body.update_mode
         )
@@ -459,6 +472,7 @@ class Facade(BaseFacade):
         """Replace the given vectors of existing points (only where ``update_filter`` matches)."""
         self.gate("update_filter", body.update_filter)
         self.count_conditional("update_vectors", None, body.update_filter)
+        self.log_write(self.resolve(name), len(body.points))
         self.client.update_vectors(
             self.resolve(name), body.points, update_filter=body.update_filter
         )
@@ -564,6 +578,7 @@ class Facade(BaseFacade):
             self.client.delete_collection(collection.name)
         self.settings.clear()
         self.stats.clear()
+        self.writes.clear()
         self._order.clear()
         return True
 
@@ -600,6 +615,10 @@ def _parse(model: Any, raw: bytes) -> Any:
     if isinstance(model, TypeAdapter):
         return model.validate_json(raw or b"{}")
     return model.model_validate_json(raw or b"{}")
+
+
+def written_points(body: m.PointsList | m.PointsBatch) -> int:
+    return len(body.points) if isinstance(body, m.PointsList) else len(body.batch.ids)
 
 
 def build_app(facade: BaseFacade) -> FastAPI:

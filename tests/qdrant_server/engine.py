@@ -91,6 +91,7 @@ from tests.qdrant_server.app import (
     BaseFacade,
     CollectionSettings,
     merge_diff,
+    written_points,
 )
 from tests.qdrant_server.edge_models import (
     HIDDEN_VECTOR,
@@ -692,6 +693,7 @@ class EngineFacade(BaseFacade):
         self.gate("update_filter", body.update_filter)
         collection = self.resolve(name)
         self.count_conditional("upsert", body.update_mode, body.update_filter)
+        self.log_write(self.aliases.get(name, name), written_points(body))
         mode = None if body.update_mode is None else enum_of(edge.UpdateMode, body.update_mode)
         operation = edge.UpdateOperation.upsert_points(
             points_in(body), condition=filter_in(body.update_filter), update_mode=mode
@@ -708,6 +710,7 @@ class EngineFacade(BaseFacade):
         self.gate("update_filter", body.update_filter)
         collection = self.resolve(name)
         self.count_conditional("update_vectors", None, body.update_filter)
+        self.log_write(self.aliases.get(name, name), len(body.points))
         operation = edge.UpdateOperation.update_vectors(
             point_vectors_in(body.points), condition=filter_in(body.update_filter)
         )
@@ -802,6 +805,7 @@ class EngineFacade(BaseFacade):
             self.delete_collection(name)
         self.aliases.clear()
         self.stats.clear()
+        self.writes.clear()
         self.builds.clear()
         return True
 

@@ -171,9 +171,10 @@ class QdrantServer:
 
         Counts are per route template (``POST /collections/{collection_name}/points`` is a
         retrieve) plus the writes that carried ``update_mode`` or ``update_filter``
-        (``"upsert.update_mode.insert_only": n``). The ``engine`` backend adds ``builds``
-        (one entry per finished background index build: collection, points, indexed,
-        seconds) and ``building`` (the collections whose index is being built now).
+        (``"upsert.update_mode.insert_only": n``), and ``writes``: ``[epoch seconds,
+        collection, points]`` of each upsert and vector update. The ``engine`` backend
+        adds ``builds`` (one entry per finished background index build: collection,
+        points, indexed, seconds) and ``building`` (the collections being indexed now).
         """
         response = httpx.get(f"{self.url}/__facade__/stats", timeout=30)
         response.raise_for_status()

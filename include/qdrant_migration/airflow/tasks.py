@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -81,7 +80,7 @@ from include.qdrant_migration.sync.catchup import (
     converge,
     follow_job,
 )
-from include.qdrant_migration.sync.pacing import ProbeTarget, QdrantPacer
+from include.qdrant_migration.sync.pacing import ProbeTarget, QdrantPacer, pacer_for
 from include.qdrant_migration.sync.partitions import Partition, partitions_for
 from include.qdrant_migration.texts import BadTextError
 
@@ -133,20 +132,15 @@ def _qdrant(conn_id: str) -> Iterator[tuple[QdrantClient, QdrantStateStore]]:
 
 
 def _pacer(client: QdrantClient, plan: Plan, *, ways: int = 1) -> QdrantPacer:
-    """The Qdrant budget of one of ``ways`` tasks writing at once, probing what is served.
-
-    Each writes ``batch_size / ways`` points at a time, so what the cluster sees from all of
-    them together stays within the budget plus one sub-batch.
-    """
-    served: ProbeTarget | None = None  # the embedded store serves nobody else: no probes
+    """The Qdrant budget of one of ``ways`` tasks writing at once, probing what is served
+    (the embedded store serves nobody beside the migration: no probes there)."""
+    served: ProbeTarget | None = None
     if plan.in_place and not is_local(client):
         served = ProbeTarget(plan.source.collection, inplace.active_vector(client, plan))
     elif not is_local(client):
         collection = aliases.current_target(client, plan.alias) or plan.source.collection
         served = ProbeTarget(collection, plan.vector_name)
-    return QdrantPacer(
-        plan.spec.budget.share(ways), chunk=math.ceil(plan.spec.batch_size / ways), probe=served
-    )
+    return pacer_for(plan.spec.budget, plan.spec.batch_size, served=served, ways=ways)
 
 
 @contextmanager

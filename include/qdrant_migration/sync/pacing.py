@@ -452,6 +452,17 @@ class QdrantPacer:
         return earlier.merge(mine) if earlier is not None else mine
 
 
+def pacer_for(
+    budget: QdrantBudget, batch_size: int, *, served: ProbeTarget | None, ways: int = 1
+) -> QdrantPacer:
+    """The budget of one of ``ways`` tasks writing at once, probing ``served``.
+
+    Each writes ``batch_size / ways`` points at a time at ``budget / ways``, so what the
+    cluster sees from all of them together stays within the budget plus one sub-batch.
+    """
+    return QdrantPacer(budget.share(ways), chunk=math.ceil(batch_size / ways), probe=served)
+
+
 def unpaced() -> QdrantPacer:
     """No budget and no probes (unit tests, and jobs built without a plan's budget)."""
     return QdrantPacer(QdrantBudget(max_indexing_threads=0), chunk=0)

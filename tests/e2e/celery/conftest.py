@@ -39,7 +39,7 @@ OLD_MODEL = "text-embedding-3-small"
 NEW_MODEL = "embed-v4.0"
 DIMENSIONS = 256
 #: Points of each source; each has its own texts, so the stand-in's log tells them apart.
-SOURCES = {"docs": 400, "notes": 200, "pages": 200, "slow": 100}
+SOURCES = {"docs": 400, "notes": 200, "pages": 200, "paced": 800, "slow": 100}
 
 #: The tier's numbers, printed at the end of the session (pytest shows no output of a
 #: passing test otherwise).

@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from typing import Any
 
+import httpx
 import psycopg2
 import pytest
 from qdrant_client import models as qm
@@ -219,6 +220,87 @@ def test_two_migrations_share_the_pool_budget(
     # it, as long as that delay is under one spacing (1 s here).
     assert peak <= allowance + POOL_SLOTS, f"{peak} requests in {WINDOW_S} s"
     assert sustained <= BUDGET_RPM * 1.05
+
+
+#: The Qdrant budget of the paced migration, in points written per second, and its
+#: sub-batch: the cluster must see at most the budget plus one sub-batch in any second.
+QDRANT_BUDGET = 100
+PACED_BATCH = 40
+
+
+def busiest_second(writes: list[tuple[float, int]]) -> int:
+    """The most points written within any one second (a sliding window)."""
+    writes = sorted(writes)
+    first, total, most = 0, 0, 0
+    for at, points in writes:
+        total += points
+        while at - writes[first][0] >= 1.0:
+            total -= writes[first][1]
+            first += 1
+        most = max(most, total)
+    return most
+
+
+def test_the_qdrant_budget_holds_across_both_workers(
+    celery_stack: CeleryStack, source_texts: dict[str, list[dict[str, Any]]]
+) -> None:
+    """A migration with qdrant_budget.points_per_second: its four partitions run two at a
+    time on both workers, each paced to half the budget in half sub-batches, with nothing
+    shared between them; the Qdrant server's own log of the writes it received shows at
+    most the budget plus one sub-batch in any second."""
+    stack = celery_stack
+    stack.standin.reset()
+    stack.standin.latency_s = 0.0  # the provider is not the bound: Qdrant's budget is
+    run_id = new_run_id("qdrant-budget")
+    conf = migration_conf(
+        "paced",
+        points_per_partition=200,
+        batch_size=PACED_BATCH,
+        qdrant_budget={"points_per_second": QDRANT_BUDGET},
+    )
+    stack.trigger(DAG_ID, run_id, conf)
+
+    def backfilled() -> list[dict[str, Any]] | None:
+        tis = stack.task_instances(DAG_ID, run_id)
+        failed = [ti for ti in tis if ti["state"] in ("failed", "upstream_failed")]
+        assert not failed, (failed, stack.diagnostics(run_id))
+        backfill = [ti for ti in tis if ti["task_id"] == "backfill_batch"]
+        done = len(backfill) == 4 and all(ti["state"] == "success" for ti in backfill)
+        return backfill if done else None
+
+    partitions = wait_until(backfilled, 300, "the paced migration backfilled", poll_s=2)
+    migration_id = MigrationSpec.from_params(conf).migration_id("paced_v1")
+    with open_client(stack.qdrant) as client:
+        record = QdrantStateStore(client).get(RecordKind.MIGRATION, migration_id) or {}
+    collection = record["target_collection"]
+    stats = httpx.get(f"{stack.qdrant.url}/__facade__/stats", timeout=30).json()["result"]
+    writes = [
+        (float(at), int(points)) for at, name, points in stats["writes"] if name == collection
+    ]
+    ran_on = {
+        worker
+        for ti in partitions
+        for worker in stack.executions(
+            DAG_ID, run_id, "backfill_batch", ti["map_index"], ti["try_number"]
+        )
+    }
+    spans = [(as_seconds(ti["start_date"]), as_seconds(ti["end_date"])) for ti in partitions]
+    at_once = most_at_once([(float(a), float(b)) for a, b in spans if a and b])
+    written = sum(points for _, points in writes)
+    peak = busiest_second(writes)
+    took = max(at for at, _ in writes) - min(at for at, _ in writes)
+    note(
+        f"qdrant budget: {written} points written to {collection} by {at_once} backfill "
+        f"tasks at once on {sorted(ran_on)}, in {len(writes)} writes of "
+        f"{sorted({p for _, p in writes})} points; busiest second {peak} points vs the "
+        f"budget {QDRANT_BUDGET} + one sub-batch {PACED_BATCH}; sustained "
+        f"{written / took:.0f} points/s over {took:.1f} s"
+    )
+    assert written == SOURCES["paced"]
+    assert ran_on == set(WORKERS), ran_on  # both workers wrote
+    assert at_once >= 2  # the budget was shared, not merely serialized
+    assert peak <= QDRANT_BUDGET + PACED_BATCH, f"{peak} points in one second"
+    assert written / took <= QDRANT_BUDGET * 1.05
 
 
 CATCH_UP_DAG = "qdrant_migration_catch_up"
