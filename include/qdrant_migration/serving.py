@@ -32,7 +32,12 @@ from qdrant_client.http.exceptions import UnexpectedResponse
 from include.qdrant_migration.inplace import old_lineage
 from include.qdrant_migration.layout import METADATA_KEY, dense_vectors, point_vector
 from include.qdrant_migration.plan import Lineage
-from include.qdrant_migration.providers import Credentials, EmbeddingProvider, get_provider
+from include.qdrant_migration.providers import (
+    PROVIDERS,
+    Credentials,
+    EmbeddingProvider,
+    get_provider,
+)
 from include.qdrant_migration.state import Migrations, QdrantStateStore
 
 #: What decides the vectors a text gets: two lineages equal on these embed alike (ids,
@@ -121,6 +126,7 @@ class ProviderEmbedder:
             found = self._providers.get(key)
             if found is None:
                 name = lineage["provider"]
+                self._check_credentials(name)
                 found = self._providers[key] = get_provider(
                     name,
                     lineage["model"],
@@ -129,6 +135,15 @@ class ProviderEmbedder:
                     credentials=self.credentials.get(name),
                 )
         return found
+
+    def _check_credentials(self, name: str) -> None:
+        known = PROVIDERS.get(name)
+        if known is not None and known.needs_connection and name not in self.credentials:
+            raise ServingError(
+                f"Vectors made by provider {name!r} need the application's credentials for "
+                f"it: ProviderEmbedder(credentials={{{name!r}: Credentials(conn_id='app', "
+                "api_key=..., base_url=...)}})."
+            )
 
     def embed_queries(self, lineage: Lineage, texts: Sequence[str]) -> list[list[float]]:
         return self.provider(lineage).embed_queries(texts)
@@ -363,7 +378,7 @@ class ServingClient:
                 with self._lock:
                     self.rewrites += 1
             if now.serves_like(used):
-                return Written(used, rewritten=attempt > 0)
+                return Written(now, rewritten=attempt > 0)
             if not now.embeds_like(used):
                 vectors = self.embedder.embed_documents(now.lineage, texts)
             used = now

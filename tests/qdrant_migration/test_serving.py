@@ -8,14 +8,17 @@ searched in another model's vectors is seen at once (its own point is not found 
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import qdrant_client
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
@@ -387,6 +390,9 @@ def test_an_upsert_is_written_again_when_the_alias_moved_while_embedding(
     assert _stored(memory, OLD, 100) is None  # through the alias, never the stale collection
     # same size: Qdrant took the old model's vector, replaced; other size: it refused it
     assert serving.refreshes == (0 if new_dims == 64 else 1)
+    # read your writes: the write's resolution is the one searched next
+    hits = serving.search("written during the swap", limit=1)
+    assert hits.resolved is done.resolved and _own_first(hits, 100)
 
 
 def test_in_place_an_upsert_during_a_switch_ends_with_the_new_models_vector(
@@ -501,3 +507,87 @@ def test_in_place_over_http(
     with open_client(qdrant_server.settings()) as client:
         state, plan = _in_place_ready(client, corpus, old_model, new_model)
         _in_place_race(client, corpus[5], state, plan)  # a 400
+
+
+def test_a_hosted_provider_without_credentials_is_refused_saying_what_to_pass() -> None:
+    lineage = Lineage(provider="openai", model="text-embedding-3-small", dimensions=1536)
+    with pytest.raises(ServingError, match=r"credentials=\{'openai': Credentials\("):
+        ProviderEmbedder().embed_queries(lineage, ["a query"])
+
+
+# -- the documented examples run -------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL, LARGE = "text-embedding-3-small", "text-embedding-3-large-256d"
+
+
+def _examples() -> list[Any]:
+    """Every Python block of docs/serving.md, and the README's that use the helper."""
+    found = []
+    for name in ("docs/serving.md", "README.md"):
+        blocks = re.findall(r"```python\n(.*?)```", (ROOT / name).read_text(), re.DOTALL)
+        used = [b for b in blocks if name != "README.md" or "ServingClient" in b]
+        found += [pytest.param(block, id=f"{name}-{i}") for i, block in enumerate(used)]
+    return found
+
+
+def _documented_store(records: list[dict[str, Any]]) -> QdrantClient:
+    """What the examples talk to: ``articles`` swapped from a collection made before this
+    tool (no metadata) to one made by it; ``products`` migrated in place and switched;
+    ``faq`` a collection made before this tool."""
+    client = QdrantClient(":memory:")
+    seed_standin_source(client, records, collection="faq_v1", alias="faq", lineage=False)
+    seed_standin_source(client, records, collection="articles_v1", alias="articles", lineage=False)
+    seed_standin_source(
+        client,
+        records,
+        collection="articles_v2",
+        alias="articles_next",
+        model="text-embedding-3-large",
+        dimensions=256,
+    )
+    move_alias(client, "articles", expected="articles_v1", new="articles_v2")
+    seed_standin_source(
+        client, records, collection="products_v1", alias="products", vector_name=SMALL
+    )
+    config = qm.DenseVectorConfig(size=256, distance=qm.Distance.COSINE)
+    client.create_vector_name("products_v1", LARGE, qm.DenseVectorNameConfig(dense=config))
+    points = [
+        qm.PointVectors(
+            id=r["id"],
+            vector={LARGE: expected_vector("text-embedding-3-large", r["text"], "", 256)},
+        )
+        for r in records
+    ]
+    client.update_vectors("products_v1", points, wait=True)
+    small = {"provider": "openai", "model": "text-embedding-3-small", "dimensions": 1536}
+    large = {"provider": "openai", "model": "text-embedding-3-large", "dimensions": 256}
+    vectors = {SMALL: small | {"role": "standby"}, LARGE: large | {"role": "active"}}
+    meta = large | {"active_vector": LARGE, "vectors": vectors}  # inplace._write_metadata's shape
+    client.update_collection("products_v1", metadata={METADATA_KEY: meta})
+    return client
+
+
+@pytest.mark.parametrize("example", _examples())
+def test_the_documented_examples_run(
+    example: str,
+    standin: StandIn,
+    corpus: list[dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    store = _documented_store(corpus[:20])
+    monkeypatch.setattr(qdrant_client, "QdrantClient", lambda *args, **kwargs: store)
+    monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", standin.openai_base_url)  # read by the OpenAI SDK
+    exec(compile(example, "<example>", "exec"), {"__name__": "example"})
+    out = capsys.readouterr().out
+    if "articles.search" in example:
+        assert "articles_v2" in out and "text-embedding-3-large" in out
+        (point,) = store.retrieve("articles_v2", [90001])  # written through the alias
+        assert point.payload and point.payload["text"] == "Open files in a with statement."
+    if "products.search" in example:
+        assert LARGE in out
+    if "faq.search" in example:
+        assert "faq_v1 lineage from fallback" in out
+    assert standin.requests("/v1/embeddings")  # every example embeds through the stand-in
