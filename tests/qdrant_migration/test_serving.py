@@ -484,6 +484,11 @@ def test_provider_embedder_embeds_with_the_lineage_model(
 # -- over HTTP: the REST answers for a deleted collection or vector ---------------------------
 
 
+#: Both on the version that adds and deletes named vectors: one server process for the two.
+OVER_HTTP = pytest.mark.parametrize("qdrant_server", ["1.18.0"], indirect=True)
+
+
+@OVER_HTTP
 def test_the_race_and_a_retired_collection_over_http(
     qdrant_server: QdrantServer,  # noqa: F811
     texts: list[str],
@@ -496,7 +501,7 @@ def test_the_race_and_a_retired_collection_over_http(
         _retired(client, texts)  # a 404 for the deleted collection
 
 
-@pytest.mark.parametrize("qdrant_server", ["1.18.0"], indirect=True)
+@OVER_HTTP
 def test_in_place_over_http(
     qdrant_server: QdrantServer,  # noqa: F811
     corpus: list[dict[str, Any]],
