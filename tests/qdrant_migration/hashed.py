@@ -10,6 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from qdrant_client import QdrantClient
+
+from include.qdrant_migration import inplace
+from include.qdrant_migration.plan import Plan
+from include.qdrant_migration.providers import EmbeddingProvider
 from include.qdrant_migration.spec import MigrationSpec
 from include.qdrant_migration.state import (
     MigrationRecord,
@@ -17,7 +22,8 @@ from include.qdrant_migration.state import (
     MigrationStatus,
     StateStore,
 )
-from tests.qdrant_migration.helpers import small_spec
+from include.qdrant_migration.sync import partitions
+from tests.qdrant_migration.helpers import settings_of, small_spec
 
 #: The ``new_model`` and ``old_model`` fixtures' model names, and their vector size.
 NEW_MODEL = "hash-new"
@@ -30,6 +36,31 @@ HASH_TARGET = f"articles_v1__{NEW_MODEL}__v1"
 def hash_spec(**overrides: Any) -> MigrationSpec:
     """:func:`small_spec` migrating to ``new_model`` (the provider name stays ``local``)."""
     return small_spec(**{"model": NEW_MODEL, **overrides})
+
+
+def in_place_spec(**more: Any) -> MigrationSpec:
+    """An in-place migration of alias ``articles`` from ``old_model`` to ``new_model``."""
+    params: dict[str, Any] = {
+        "alias": "articles",
+        "provider": "local",
+        "model": NEW_MODEL,
+        "strategy": "in_place",
+        "source_provider": "local",
+        "source_model": OLD_MODEL,
+        "points_per_partition": 25,
+        "batch_size": 8,
+        "recall_sample_size": 10,
+    }
+    return MigrationSpec.from_params(params | more)
+
+
+def fill_in_place(
+    client: QdrantClient, plan: Plan, provider: EmbeddingProvider, state: StateStore
+) -> None:
+    """create_collection and the backfill, in place: the new vector added and filled."""
+    inplace.add_vector(client, plan, state)
+    for part in partitions.partitions_for(client, state, plan):
+        inplace.InPlaceBackfill(client, plan, part, provider, state, settings_of(plan.spec)).run()
 
 
 def mark_ready(state: StateStore, migration_id: str) -> MigrationRecord:

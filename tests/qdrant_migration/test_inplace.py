@@ -17,29 +17,14 @@ from qdrant_client import models as qm
 from include.qdrant_migration import compatibility, inplace
 from include.qdrant_migration.aliases import LifecycleError
 from include.qdrant_migration.plan import Plan
-from include.qdrant_migration.spec import MigrationSpec, Strategy
+from include.qdrant_migration.spec import Strategy
 from include.qdrant_migration.state import Migrations, MigrationStatus, QdrantStateStore
 from include.qdrant_migration.strategy import CompatibilityError
-from include.qdrant_migration.sync import partitions
 from tests.fakes import HashingProvider
-from tests.qdrant_migration.helpers import all_points, layout_vectors, seed_layout, settings_of
+from tests.qdrant_migration.hashed import fill_in_place, in_place_spec
+from tests.qdrant_migration.helpers import all_points, layout_vectors, seed_layout
 
 SOURCE = "articles_v1"
-
-
-def _spec(**more: Any) -> MigrationSpec:
-    params: dict[str, Any] = {
-        "alias": "articles",
-        "provider": "local",
-        "model": "hash-new",
-        "strategy": "in_place",
-        "source_provider": "local",
-        "source_model": "hash-old",
-        "points_per_partition": 25,
-        "batch_size": 8,
-        "recall_sample_size": 10,
-    }
-    return MigrationSpec.from_params(params | more)
 
 
 @pytest.fixture
@@ -53,15 +38,9 @@ def hybrid(corpus: list[dict[str, Any]], old_model: HashingProvider) -> QdrantCl
 def _filled(client: QdrantClient, provider: HashingProvider) -> tuple[QdrantStateStore, Plan]:
     """Assessed, the new vector added and filled by the backfill."""
     state = QdrantStateStore(client)
-    plan = compatibility.assess(client, _spec(), provider, state)
-    _fill(client, plan, provider, state)
+    plan = compatibility.assess(client, in_place_spec(), provider, state)
+    fill_in_place(client, plan, provider, state)
     return state, plan
-
-
-def _fill(client: QdrantClient, plan: Plan, provider: HashingProvider, state: Any) -> None:
-    inplace.add_vector(client, plan, state)
-    for part in partitions.partitions_for(client, state, plan):
-        inplace.InPlaceBackfill(client, plan, part, provider, state, settings_of(plan.spec)).run()
 
 
 def _vectors(client: QdrantClient) -> dict[Any, dict[str, Any]]:
@@ -88,7 +67,7 @@ def test_the_new_model_gets_a_named_vector_of_the_same_collection(
 ) -> None:
     state = QdrantStateStore(hybrid)
     before = _vectors(hybrid)
-    plan = compatibility.assess(hybrid, _spec(), new_model, state)
+    plan = compatibility.assess(hybrid, in_place_spec(), new_model, state)
     assert plan.strategy is Strategy.IN_PLACE
     assert (plan.target_collection, plan.vector_name, plan.target_vector) == (
         SOURCE,
@@ -98,7 +77,7 @@ def test_the_new_model_gets_a_named_vector_of_the_same_collection(
     # the dry run shows the disk of both strategies on the same data
     disk = plan.estimate.peak_disk_by_strategy
     assert disk["in_place"] < disk["full_reembed"]
-    _fill(hybrid, plan, new_model, state)
+    fill_in_place(hybrid, plan, new_model, state)
 
     assert [c.name for c in hybrid.get_collections().collections if c.name == SOURCE] == [SOURCE]
     _assert_made_by(hybrid, "hash-new", new_model)
@@ -113,7 +92,7 @@ def test_the_new_model_gets_a_named_vector_of_the_same_collection(
     found = inplace.measure(hybrid, plan, state)
     assert (found.source_points, found.target_points, found.lag) == (60, 60, 0)
     # a rerun assesses the same migration: the new vector is neither migrated nor carried
-    again = compatibility.assess(hybrid, _spec(), new_model, state)
+    again = compatibility.assess(hybrid, in_place_spec(), new_model, state)
     assert (again.migration_id, again.target_vector) == (plan.migration_id, "hash-new")
     assert again.vector_name == "dense" and again.source.carried == ["bm25"]
 
@@ -244,13 +223,15 @@ def test_refusals(
     seed_layout(unnamed, "hybrid_unnamed", corpus[:20], old_model)
     state = QdrantStateStore(unnamed)
     with pytest.raises(CompatibilityError, match="needs named vectors"):
-        compatibility.assess(unnamed, _spec(), new_model, state)
+        compatibility.assess(unnamed, in_place_spec(), new_model, state)
     state = QdrantStateStore(hybrid)
     with pytest.raises(CompatibilityError, match="needs a new collection"):
-        compatibility.assess(hybrid, _spec(add_sparse="bm25_new"), new_model, state)
+        compatibility.assess(hybrid, in_place_spec(add_sparse="bm25_new"), new_model, state)
     monkeypatch.setattr(inplace, "server_version", lambda client: (1, 17, 2))
     with pytest.raises(CompatibilityError, match=r"needs Qdrant 1\.18\.0 or later.*is 1\.17\.2"):
-        compatibility.assess(hybrid, _spec(), new_model, state)
+        compatibility.assess(hybrid, in_place_spec(), new_model, state)
     # auto never chooses it
-    auto = compatibility.assess(hybrid, _spec(strategy="auto"), new_model, QdrantStateStore(hybrid))
+    auto = compatibility.assess(
+        hybrid, in_place_spec(strategy="auto"), new_model, QdrantStateStore(hybrid)
+    )
     assert auto.strategy is Strategy.FULL_REEMBED
