@@ -85,6 +85,8 @@ class LiveWriter:
     #: an ``active_vector`` (an in-place migration), that one, with the model it names.
     vector_name: str | None = None
     seed: int = 7
+    #: Points never edited or deleted: the readers' probes (their texts must stay).
+    protected: frozenset[int | str] = frozenset()
     #: id -> payload as last written; None: deleted.
     truth: dict[int | str, dict[str, Any] | None] = field(default_factory=dict)
     counts: Counter[str] = field(default_factory=Counter)
@@ -127,7 +129,11 @@ class LiveWriter:
                 done += 1
 
     def _live_ids(self) -> list[int | str]:
-        return [i for i, payload in self.truth.items() if payload is not None]
+        return [
+            i
+            for i, payload in self.truth.items()
+            if payload is not None and i not in self.protected
+        ]
 
     def _text(self) -> str:
         return " ".join(self.rng.choice(WORDS) for _ in range(8)) + f" {self.rng.random():.6f}"
@@ -201,6 +207,7 @@ def main() -> None:
     parser.add_argument("--unstamped", action="store_true")
     parser.add_argument("--sparse", default=None, help="hybrid: the BM25 vector's name")
     parser.add_argument("--vector-name", default=None, help="the named dense vector written")
+    parser.add_argument("--protect", default="[]", help="JSON: ids never edited or deleted")
     parser.add_argument("--stop", required=True, help="stop when this file exists")
     parser.add_argument("--out", required=True, help="write the truth and counts here")
     args = parser.parse_args()
@@ -212,6 +219,7 @@ def main() -> None:
         stamped=not args.unstamped,
         sparse=args.sparse,
         vector_name=args.vector_name,
+        protected=frozenset(json.loads(args.protect)),
     )
     writer.load()
     thread = writer.start()

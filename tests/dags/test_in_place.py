@@ -68,10 +68,27 @@ def _migrate_and_switch(
         _seed(client, corpus)
     source_before = disk("docs_v1")
     dag = dagbag.get_dag("qdrant_model_migration")
-    seen = reviewer("Approve")
+    during: dict[str, Any] = {}
+
+    def new_vector_while_approval_waits() -> None:
+        with open_client(settings) as client:
+            during["vectors"] = client.get_collection("docs_v1").config.params.vectors
+
+    seen = reviewer("Approve", new_vector_while_approval_waits)
     run = dag.test(run_conf=CONF | {"source_model": OLD_MODEL, "source_provider": "openai"})
     assert "error" not in seen, seen.get("error")
     assert run.state == "success", task_states(run)
+    # The new vector's index was built with at most the budget's thread until the switch,
+    # which lifted the cap (on a server; the embedded store builds no index).
+    capped = during["vectors"][NEW_VECTOR].hnsw_config
+    lifted = return_value(run, "swap_alias")["index_threads"]
+    if settings.embedded:
+        assert capped is None and lifted == {}
+    else:
+        assert capped.max_indexing_threads == 1 and lifted == {"max_indexing_threads": 0}
+        with open_client(settings) as client:
+            served = client.get_collection("docs_v1").config.params.vectors[NEW_VECTOR]
+        assert served.hnsw_config.max_indexing_threads == 0
     plan = return_value(run, "assess_compatibility")
     assert "in place" in seen["detail"]["body"].lower()
     seen = reviewer("Approve")
