@@ -67,20 +67,11 @@ from include.qdrant_migration.spec import (
     RECALL_POKE_S,
 )
 
-#: The first tasks of each strategy's path after assess_compatibility.
-STRATEGY_PATHS: dict[str, list[str]] = {
-    "quantization_only": ["quantization_report"],
-    "matryoshka_truncation": ["create_collection"],
-    "linear_map": ["fit_linear_map", "create_collection"],
-    "full_reembed": ["create_collection"],
-    "in_place": ["create_collection"],
-}
-
 
 @task.branch
 def choose_path(plan: dict[str, Any]) -> list[str] | None:
-    """The chosen strategy's tasks; none after a dry run."""
-    return None if plan["spec"]["dry_run"] else STRATEGY_PATHS[plan["strategy"]]
+    """The chosen strategy's first tasks (each strategy names its path); none after a dry run."""
+    return tasks.choose_path(plan)
 
 
 @task

@@ -255,8 +255,6 @@ def lift_index_cap(client: QdrantClient, plan: Plan) -> dict[str, Any]:
 
 def finish_bulk_load(client: QdrantClient, plan: Plan, state: StateStore) -> None:
     """Restore the source's indexing threshold so Qdrant builds the HNSW index."""
-    if plan.in_place:
-        return  # the collection's own settings were never changed
     record = Migrations(state).get(plan.migration_id)
     recorded = record.indexing_threshold if record is not None else None
     threshold = DEFAULT_INDEXING_THRESHOLD if recorded is None else recorded

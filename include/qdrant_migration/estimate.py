@@ -35,8 +35,7 @@ from include.qdrant_migration.plan import Estimate, Plan
 from include.qdrant_migration.providers import EmbeddingProvider, openai_batch
 from include.qdrant_migration.qdrant import is_local
 from include.qdrant_migration.spec import MAX_PARALLEL_PARTITIONS, Strategy, batch_unavailable
-from include.qdrant_migration.state import STATE_COLLECTION
-from include.qdrant_migration.sync import fingerprints
+from include.qdrant_migration.strategies import strategy_of
 from include.qdrant_migration.sync.pacing import ProbeTarget, measure_at_rest
 from include.qdrant_migration.texts import extract_text, query_like
 
@@ -291,7 +290,8 @@ def _storage(
     new_vectors = points * plan.target_dimension * 4
     # A new collection holds a second copy of the payloads and the carried vectors; a new
     # named vector (in place) holds only the new vectors.
-    target_disk = new_vectors if plan.in_place else new_vectors + payload + carried + added
+    copies = strategy_of(plan).copies_points
+    target_disk = new_vectors + (payload + carried + added if copies else 0)
     both = {
         Strategy.FULL_REEMBED.value: source_disk + new_vectors + payload + carried + added,
         Strategy.IN_PLACE.value: source_disk + new_vectors,
@@ -302,7 +302,7 @@ def _storage(
         "peak_disk_bytes": source_disk + target_disk,
         "target_ram_bytes": quantization.ram_bytes(points, plan.target_dimension, wanted)
         + points * HNSW_BYTES_PER_POINT
-        + (0 if plan.in_place else carried + added),
+        + (carried + added if copies else 0),
         "peak_disk_by_strategy": both if plan.strategy in _RE_EMBEDDING else {},
     }
 
@@ -313,25 +313,8 @@ _RE_EMBEDDING = (Strategy.FULL_REEMBED, Strategy.IN_PLACE)
 
 def _names(client: QdrantClient, plan: Plan) -> tuple[list[str], str]:
     """The collections a run would create, and what happens to the alias."""
-    creates = []
-    if plan.creates_target and not client.collection_exists(plan.target_collection):
-        creates.append(plan.target_collection)  # (a resumed migration reuses its target)
-        creates.append(fingerprints.collection_name(plan.migration_id))
-    if not client.collection_exists(STATE_COLLECTION):
-        creates.append(STATE_COLLECTION)
-    if plan.in_place:
-        if not client.collection_exists(fingerprints.collection_name(plan.migration_id)):
-            creates.append(fingerprints.collection_name(plan.migration_id))
-        alias = (
-            f"{plan.alias}: stays on {plan.source.collection}; its metadata's active_vector "
-            f"{plan.vector_name} -> {plan.target_vector} on approval (vector "
-            f"{plan.target_vector} is added now)"
-        )
-    elif plan.creates_target:
-        alias = f"{plan.alias}: {plan.source.collection} -> {plan.target_collection} on approval"
-    else:
-        alias = f"{plan.alias}: stays on {plan.source.collection}"
-    return creates, alias
+    strategy = strategy_of(plan)
+    return strategy.creates(client), strategy.alias_change()
 
 
 def _duration(

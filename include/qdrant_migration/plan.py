@@ -11,12 +11,16 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
 from include.qdrant_migration.layout import Carried
 from include.qdrant_migration.providers.base import ModelLineage
 from include.qdrant_migration.qdrant import PointId
 from include.qdrant_migration.spec import MigrationSpec, Strategy
+
+#: What a collection's lineage records beside its model when the served vector can switch
+#: between named vectors: every vector's lineage, and which one is served.
+SWITCH_KEYS = ("vectors", "active_vector")
 
 
 class Lineage(ModelLineage, total=False):
@@ -124,18 +128,26 @@ class Plan:
         return self.strategy.creates_target
 
     @property
-    def in_place(self) -> bool:
-        return self.strategy.in_place
-
-    @property
     def new_vector(self) -> str | None:
-        """The vector the new model's vectors are written to and searched in."""
-        return self.target_vector if self.in_place else self.vector_name
+        """The vector the new model's vectors are written to and searched in (a strategy
+        that adds a named vector beside the old one names it in ``target_vector``)."""
+        return self.target_vector or self.vector_name
 
     @property
     def vector_name(self) -> str | None:
         """The name of the migrated vector (None: the collection's single unnamed one)."""
         return self.source.vector_name
+
+    def old_lineage(self) -> Lineage:
+        """The old vectors' lineage: the source's (without the vectors and the active one
+        that a switch between named vectors records), the old model as the params name it."""
+        kept = {k: v for k, v in self.source.lineage.items() if k not in SWITCH_KEYS}
+        lineage = cast(Lineage, kept)
+        spec = self.spec
+        if spec.source_provider and spec.source_model:
+            lineage["provider"], lineage["model"] = spec.source_provider, spec.source_model
+        lineage["dimensions"] = self.source.size
+        return lineage
 
     @cached_property
     def carried(self) -> Carried:

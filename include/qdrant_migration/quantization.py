@@ -4,7 +4,7 @@ the one sanctioned change to a source collection's configuration.
 Quantization changes how Qdrant stores the vectors it already has (int8 or bits instead of
 float32 in RAM, with the originals kept for rescoring), not the vectors themselves. With
 the same model and size, a new quantization needs no new collection, no embedding calls
-and no alias move: :func:`apply_in_place` updates the source's config and Qdrant
+and no alias move: :func:`requantize_source` updates the source's config and Qdrant
 re-quantizes in the background. No point is ever written.
 """
 
@@ -82,7 +82,7 @@ def vector_quantization(params: qm.VectorParams, requested: str | None) -> Any:
     return params.quantization_config if requested is None else None
 
 
-def apply_in_place(
+def requantize_source(
     client: QdrantClient, collection: str, vector_name: str | None, requested: str
 ) -> dict[str, Any]:
     """Change the quantization of an existing collection: the only write to a source.

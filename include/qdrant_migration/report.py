@@ -23,6 +23,7 @@ from include.qdrant_migration.linear_map import MapSummary
 from include.qdrant_migration.plan import Estimate, Plan
 from include.qdrant_migration.spec import Strategy
 from include.qdrant_migration.state import STATE_COLLECTION
+from include.qdrant_migration.strategies import strategy_of
 from include.qdrant_migration.sync.backfill import BackfillSummary
 from include.qdrant_migration.sync.catchup import CatchUpResult
 from include.qdrant_migration.sync.pacing import PacingSummary
@@ -207,14 +208,6 @@ def _price_note(est: Estimate) -> str:
     return f"${price}/1M tokens, prices of {est.prices_as_of}: check before quoting"
 
 
-def _derived_label(strategy: Strategy) -> str:
-    if strategy is Strategy.LINEAR_MAP:
-        return "vectors mapped by the linear map (no embedding)"
-    if strategy is Strategy.MATRYOSHKA_TRUNCATION:
-        return "vectors cut from the stored ones (no embedding)"
-    return "vectors derived without embedding"
-
-
 def estimate_rows(
     plan: Plan, actual: Actuals | None = None, earlier: Actuals | None = None
 ) -> list[str]:
@@ -238,7 +231,7 @@ def estimate_rows(
 
     rows: list[tuple[str, object, tuple[object, object]]] = [
         ("texts embedded", est.texts_to_embed, done("texts")),
-        (_derived_label(plan.strategy), est.vectors_copied, done("vectors_derived")),
+        (strategy_of(plan).derived_label, est.vectors_copied, done("vectors_derived")),
         ("tokens", f"{est.tokens} ({_tokens_note(est)})", done("tokens")),
         ("embedding requests", est.embed_requests, done("embed_requests")),
         ("cost", f"{_money(est.cost_usd)} ({_price_note(est)})", done("cost")),
@@ -258,7 +251,7 @@ def estimate_rows(
         ("RAM of the vectors and index", human_bytes(est.target_ram_bytes), (None, None)),
     ]
     rows += _optional_rows(plan)
-    if plan.strategy is not Strategy.QUANTIZATION_ONLY:
+    if strategy_of(plan).rebuilds:
         name, planned, _ = _budget_row(plan)
         rows.append((name, planned, done("source_search")))
     if actual is None:
@@ -469,7 +462,7 @@ def render_markdown(report: Report) -> str:
         _self_retrieval_row(sr),
         f"| embedded / embedding requests (this run) | {report.actual.texts_embedded} / "
         f"{report.actual.embed_requests} |",
-        *([f"| {_derived_label(plan.strategy)} | {bf.transformed} |"] if bf.transformed else []),
+        *([f"| {strategy_of(plan).derived_label} | {bf.transformed} |"] if bf.transformed else []),
         *_search_rows(plan, bf.pacing),
         *map_lines(ev.linear_map),
         "",
@@ -493,30 +486,21 @@ def _closing(report: Report) -> str:
         )
     return (
         f"Queries must then be embedded with `{lineage.get('model')}` as "
-        f"{lineage.get('query_input')}{_dimensions_note(plan)}. {_approve_note(plan)} "
+        f"{lineage.get('query_input')}{strategy_of(plan).query_note()}. {_approve_note(plan)} "
         "Reject to leave everything as is."
     )
 
 
 def _old_side(plan: Plan) -> str:
-    if plan.in_place:
-        return f"`{plan.source.collection}` vector `{plan.vector_name}`"
-    return f"`{plan.source.collection}`"
+    return strategy_of(plan).old_side()
 
 
 def _new_side(plan: Plan) -> str:
-    if plan.in_place:
-        return f"`{plan.source.collection}` vector `{plan.target_vector}` (in place)"
-    return f"`{plan.target_collection}`"
+    return strategy_of(plan).new_side()
 
 
 def _approve_note(plan: Plan) -> str:
-    if plan.in_place:
-        return (
-            f"Approve to make `{plan.target_vector}` the active vector in the collection's "
-            f"metadata (the alias stays); `{plan.vector_name}` stays for rollback."
-        )
-    return f"Approve to move the alias atomically; `{plan.source.collection}` stays for rollback."
+    return strategy_of(plan).approve_note()
 
 
 def _self_retrieval_row(sr: SelfRetrieval) -> str:
@@ -557,12 +541,6 @@ def _catch_up_rows(ev: Evidence) -> list[str]:
         "changes per pass "
         f"{' → '.join(map(str, passes))} ({ev.catch_up.mode}) |"
     ]
-
-
-def _dimensions_note(plan: Plan) -> str:
-    if plan.strategy is not Strategy.MATRYOSHKA_TRUNCATION:
-        return ""
-    return f", asking for dimensions={plan.target_lineage.get('dimensions')}"
 
 
 def map_lines(fitted: MapSummary | None) -> list[str]:

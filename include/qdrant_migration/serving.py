@@ -29,9 +29,8 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 from qdrant_client.http.exceptions import UnexpectedResponse
 
-from include.qdrant_migration.inplace import old_lineage
 from include.qdrant_migration.layout import METADATA_KEY, dense_vectors, point_vector
-from include.qdrant_migration.plan import Lineage
+from include.qdrant_migration.plan import SWITCH_KEYS, Lineage
 from include.qdrant_migration.providers import (
     PROVIDERS,
     Credentials,
@@ -312,7 +311,7 @@ class ServingClient:
             if (collection, vector) == (plan.target_collection, plan.new_vector):
                 found = record.lineage
             elif (collection, vector) == (plan.source.collection, plan.vector_name):
-                found = old_lineage(plan)
+                found = plan.old_lineage()
             else:
                 continue
             if _usable(found):
@@ -429,5 +428,5 @@ def _metadata_lineage(meta: Mapping[str, Any], vector: str | None) -> Lineage:
     top level (which describes the served vector's model in both strategies)."""
     entry = (meta.get("vectors") or {}).get(vector) if vector else None
     base: Mapping[str, Any] = entry if isinstance(entry, Mapping) else meta
-    added_in_place = ("vectors", "active_vector", "role")
-    return cast(Lineage, {k: v for k, v in base.items() if k not in added_in_place})
+    switch_keys = (*SWITCH_KEYS, "role")
+    return cast(Lineage, {k: v for k, v in base.items() if k not in switch_keys})

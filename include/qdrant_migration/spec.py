@@ -59,10 +59,6 @@ class Strategy(StrEnum):
         return self not in (Strategy.QUANTIZATION_ONLY, Strategy.IN_PLACE)
 
     @property
-    def in_place(self) -> bool:
-        return self is Strategy.IN_PLACE
-
-    @property
     def derives_vectors(self) -> bool:
         """The new vectors are computed from the stored ones, not embedded from text."""
         return self in (Strategy.MATRYOSHKA_TRUNCATION, Strategy.LINEAR_MAP)

@@ -23,9 +23,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from include.qdrant_migration.providers import canonical_model
 from include.qdrant_migration.providers.base import ModelInfo
 from include.qdrant_migration.spec import Strategy
+
+if TYPE_CHECKING:  # the plan's module imports this one (through layout.py)
+    from include.qdrant_migration.plan import SourceInfo
+    from include.qdrant_migration.spec import MigrationSpec
 
 
 class CompatibilityError(ValueError):
@@ -121,6 +127,13 @@ def old_model(
         provider = str(lineage["provider"])
         return OldModel(provider, canonical(provider, str(lineage["model"])), "lineage")
     return None
+
+
+def old_model_of(spec: MigrationSpec, source: SourceInfo) -> OldModel | None:
+    """The model that made the source's vectors (params first, then lineage), if known."""
+    return old_model(
+        source.lineage, spec.source_provider, spec.source_model, spec.provider, canonical_model
+    )
 
 
 def choose_strategy(facts: Facts) -> Decision:

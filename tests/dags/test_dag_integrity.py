@@ -72,6 +72,16 @@ def test_task_graph(bag: Any) -> None:
     assert dag.get_task("approve_swap").upstream_task_ids == {"build_report"}
 
 
+def test_each_strategy_path_is_a_branch_of_choose_path(bag: Any) -> None:
+    """The DAG has no strategy map: choose_path branches to what each strategy names."""
+    from include.qdrant_migration.strategies import STRATEGIES
+
+    dag = bag.dags["qdrant_model_migration"]
+    branches = dag.get_task("choose_path").downstream_task_ids
+    for kind, strategy in STRATEGIES.items():
+        assert set(strategy.path) <= branches, (kind, strategy.path, branches)
+
+
 def test_one_job_per_dag(bag: Any) -> None:
     """Migrations are triggered; the catch-up is its own scheduled DAG."""
     from airflow.sdk.definitions.mappedoperator import MappedOperator

@@ -12,7 +12,6 @@ from typing import Any
 
 from qdrant_client import QdrantClient
 
-from include.qdrant_migration import inplace
 from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.providers import EmbeddingProvider
 from include.qdrant_migration.spec import MigrationSpec
@@ -22,6 +21,7 @@ from include.qdrant_migration.state import (
     MigrationStatus,
     StateStore,
 )
+from include.qdrant_migration.strategies import in_place
 from include.qdrant_migration.sync import partitions
 from tests.qdrant_migration.helpers import settings_of, small_spec
 
@@ -58,9 +58,9 @@ def fill_in_place(
     client: QdrantClient, plan: Plan, provider: EmbeddingProvider, state: StateStore
 ) -> None:
     """create_collection and the backfill, in place: the new vector added and filled."""
-    inplace.add_vector(client, plan, state)
+    in_place.add_vector(client, plan, state)
     for part in partitions.partitions_for(client, state, plan):
-        inplace.InPlaceBackfill(client, plan, part, provider, state, settings_of(plan.spec)).run()
+        in_place.InPlaceBackfill(client, plan, part, provider, state, settings_of(plan.spec)).run()
 
 
 def mark_ready(state: StateStore, migration_id: str) -> MigrationRecord:

@@ -13,15 +13,11 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
 from include.qdrant_migration.compatibility import (
-    PROBE_TEXT,
     SAMPLE_SIZE,
     CompatibilityError,
     assess,
-    old_model_of,
-    probe_dimension,
     read_source,
     resolve_alias,
-    target_name,
 )
 from include.qdrant_migration.plan import Lineage, SourceInfo
 from include.qdrant_migration.providers import EmbeddingProvider
@@ -34,7 +30,8 @@ from include.qdrant_migration.state import (
     QdrantStateStore,
     RecordKind,
 )
-from include.qdrant_migration.strategy import AlreadyMigratedError, OldModel
+from include.qdrant_migration.strategies.base import PROBE_TEXT, probe_dimension, target_name
+from include.qdrant_migration.strategy import AlreadyMigratedError, OldModel, old_model_of
 from tests.fakes import HashingProvider
 from tests.qdrant_migration.hashed import HASH_DIMENSION, HASH_TARGET, NEW_MODEL, hash_spec
 from tests.qdrant_migration.helpers import (

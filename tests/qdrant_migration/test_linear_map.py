@@ -30,6 +30,7 @@ from include.qdrant_migration.state import (
     QdrantStateStore,
     RecordKind,
 )
+from include.qdrant_migration.strategies import strategy_of
 from include.qdrant_migration.strategy import CompatibilityError
 from include.qdrant_migration.texts import query_like
 from scripts.seeding import read_corpus
@@ -295,12 +296,12 @@ def test_the_backfill_writes_the_calibration_documents_true_vectors(
     spec = hash_spec(allow_linear_map=True, min_map_retention=0.0, map_sample_size=100)
     plan = compatibility.assess(fast_client, spec, new_model, state)
     linear_map.fit_for_plan(fast_client, plan, new_model, state)
-    known = transform.known_vectors(plan, state)
+    known = strategy_of(plan).known(state)  # type: ignore[attr-defined]
     assert len(known) == 100
     edited = next(iter(known))
     fast_client.set_payload(plan.source.collection, {"text": "edited since"}, points=[edited])
     collections.create_target(fast_client, plan, state)
-    derive = transform.transform_for(plan, state)
+    derive = strategy_of(plan).transform(state)  # type: ignore[attr-defined]
     for part in partitions.partitions_for(fast_client, state, plan):
         transform.PartitionTransform(
             fast_client, plan, part, derive, state, settings_of(plan.spec), known

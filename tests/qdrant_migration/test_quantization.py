@@ -49,7 +49,7 @@ def test_quantization_only_plans_without_embedding_and_changes_only_the_config(
         return real(name, **kwargs)
 
     monkeypatch.setattr(client, "update_collection", recording)
-    result = quantization.apply_in_place(client, "articles_v1", None, "scalar_int8")
+    result = quantization.requantize_source(client, "articles_v1", None, "scalar_int8")
 
     assert len(calls) == 1
     assert calls[0]["collection"] == "articles_v1"
@@ -126,7 +126,7 @@ def test_a_vectors_own_quantization_is_updated_too(monkeypatch: pytest.MonkeyPat
         monkeypatch.setattr(store, "get_collection", lambda name: info)
     sent: dict[str, Any] = {}
     monkeypatch.setattr(store, "update_collection", lambda name, **kw: sent.update(kw))
-    result = quantization.apply_in_place(store, "named", "dense", "none")
+    result = quantization.requantize_source(store, "named", "dense", "none")
     assert sent["quantization_config"] == qm.Disabled.DISABLED
     assert sent["vectors_config"]["dense"].quantization_config == qm.Disabled.DISABLED
     assert result["before"] == "binary" and result["requested"] == "none"

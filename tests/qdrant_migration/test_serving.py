@@ -22,7 +22,7 @@ import qdrant_client
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from include.qdrant_migration import compatibility, inplace
+from include.qdrant_migration import compatibility
 from include.qdrant_migration.aliases import move_alias
 from include.qdrant_migration.layout import METADATA_KEY
 from include.qdrant_migration.plan import Lineage, Plan
@@ -35,6 +35,7 @@ from include.qdrant_migration.serving import (
     ServingError,
 )
 from include.qdrant_migration.state import Migrations, MigrationStatus, QdrantStateStore
+from include.qdrant_migration.strategies import in_place
 from scripts.seeding import seed_collection
 from tests.fakes import HashingProvider
 from tests.qdrant_migration.hashed import fill_in_place, hash_spec, in_place_spec
@@ -313,13 +314,13 @@ def _in_place_ready(
 
 
 def _switch(client: QdrantClient, state: QdrantStateStore, plan: Plan) -> None:
-    inplace.switch(client, state, Migrations(state).require(plan.migration_id))
+    in_place.switch(client, state, Migrations(state).require(plan.migration_id))
 
 
 def _retire_old_vector(client: QdrantClient, state: QdrantStateStore, plan: Plan) -> None:
     record = Migrations(state).require(plan.migration_id)
     later = datetime.now(tz=UTC) + timedelta(days=8)
-    inplace.retire(client, state, record, observation_days=7, now=later)
+    in_place.retire(client, state, record, observation_days=7, now=later)
 
 
 def _in_place_race(
@@ -568,7 +569,7 @@ def _documented_store(records: list[dict[str, Any]]) -> QdrantClient:
     small = {"provider": "openai", "model": "text-embedding-3-small", "dimensions": 1536}
     large = {"provider": "openai", "model": "text-embedding-3-large", "dimensions": 256}
     vectors = {SMALL: small | {"role": "standby"}, LARGE: large | {"role": "active"}}
-    meta = large | {"active_vector": LARGE, "vectors": vectors}  # inplace._write_metadata's shape
+    meta = large | {"active_vector": LARGE, "vectors": vectors}  # in_place._write_metadata's shape
     client.update_collection("products_v1", metadata={METADATA_KEY: meta})
     return client
 

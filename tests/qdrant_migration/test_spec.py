@@ -99,7 +99,6 @@ def test_what_each_strategy_does_to_collections_and_vectors() -> None:
     creates = {s for s in Strategy if s.creates_target}
     derives = {s for s in Strategy if s.derives_vectors}
     assert creates == set(Strategy) - {Strategy.QUANTIZATION_ONLY, Strategy.IN_PLACE}
-    assert {s for s in Strategy if s.in_place} == {Strategy.IN_PLACE}
     assert derives == {Strategy.MATRYOSHKA_TRUNCATION, Strategy.LINEAR_MAP}
 
 

@@ -17,9 +17,10 @@ from include.qdrant_migration import collections, compatibility, linear_map
 from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.providers import Credentials, EmbeddingProvider, get_provider
 from include.qdrant_migration.state import QdrantStateStore
+from include.qdrant_migration.strategies import strategy_of
 from include.qdrant_migration.sync.backfill import BackfillSettings, BackfillSummary
 from include.qdrant_migration.sync.partitions import plan_partitions
-from include.qdrant_migration.sync.transform import PartitionTransform, transform_for
+from include.qdrant_migration.sync.transform import PartitionTransform
 from tests.qdrant_migration.helpers import (
     SEED_POINTS,
     CountingProvider,
@@ -54,7 +55,7 @@ def _transform_all(client: QdrantClient, plan: Plan, state: Any) -> BackfillSumm
         points_per_partition=100,
         expected_points=plan.source.points,
     )
-    derive = transform_for(plan, state)
+    derive = strategy_of(plan).transform(state)  # type: ignore[attr-defined]
     settings = BackfillSettings(batch_size=32)
     return BackfillSummary.of(
         [PartitionTransform(client, plan, p, derive, state, settings).run() for p in parts]

@@ -502,7 +502,7 @@ def test_a_quantization_change_is_applied_and_its_recall_measured_with_and_witho
             [qm.PointStruct(id=i, vector=v.tolist()) for i, v in enumerate(vectors)],
             wait=True,
         )
-        changed = quantization.apply_in_place(client, "quantized", None, "binary")
+        changed = quantization.requantize_source(client, "quantized", None, "binary")
         measured = recall.quantized_recall(
             client, "quantized", None, k=10, sample_size=40, wait_s=120
         )

@@ -11,7 +11,6 @@ from airflow.sdk import BaseHook, Connection
 from airflow.sdk.exceptions import AirflowNotFoundException
 from qdrant_client import QdrantClient
 
-from include.qdrant_migration.compatibility import old_model_of
 from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.providers import (
     Credentials,
@@ -20,6 +19,7 @@ from include.qdrant_migration.providers import (
 )
 from include.qdrant_migration.qdrant import QdrantSettings, connect, open_client
 from include.qdrant_migration.spec import MigrationSpec, SpecError
+from include.qdrant_migration.strategy import old_model_of
 
 
 def connection(conn_id: str, what: str) -> Connection:

@@ -7,7 +7,6 @@ Airflow-free modules. Typed objects become dicts only here, at the XCom boundary
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Iterator
@@ -27,7 +26,6 @@ from include.qdrant_migration import (
     aliases,
     collections,
     compatibility,
-    inplace,
     linear_map,
     quantization,
 )
@@ -41,14 +39,13 @@ from include.qdrant_migration.airflow.operators import ANSWER_KEY
 from include.qdrant_migration.checks import CheckFailedError, quality, recall
 from include.qdrant_migration.leases import LeaseBusyError
 from include.qdrant_migration.plan import Plan
-from include.qdrant_migration.providers import AuthError, EmbeddingProvider, ProviderConfigError
+from include.qdrant_migration.providers import AuthError, ProviderConfigError
 from include.qdrant_migration.providers.openai_provider import OpenAIProvider
 from include.qdrant_migration.report import Evidence, Report, render_plan, render_quantization
 from include.qdrant_migration.spec import (
     CATCH_UP_PARAM_SCHEMA,
     MigrationSpec,
     SpecError,
-    Strategy,
     lifecycle_action,
     refuse_unknown,
 )
@@ -61,26 +58,22 @@ from include.qdrant_migration.state import (
     StatusError,
     now_iso,
 )
+from include.qdrant_migration.strategies import LifecycleAction, Models, strategy_of
 from include.qdrant_migration.strategy import AlreadyMigratedError, CompatibilityError
-from include.qdrant_migration.sync import skips, transform
+from include.qdrant_migration.sync import skips
 from include.qdrant_migration.sync.backfill import (
     BackfillSettings,
     BackfillSummary,
     PartitionBackfill,
-    PartitionJob,
     PartitionResult,
 )
 from include.qdrant_migration.sync.batch import BatchBackfill, Waiting
 from include.qdrant_migration.sync.catchup import (
-    CatchUp,
-    CatchUpJob,
     CatchUpResult,
     SyncError,
     converge,
-    follow_job,
 )
 from include.qdrant_migration.sync.partitions import Partition, partitions_for
-from include.qdrant_migration.sync.served import plan_pacer
 from include.qdrant_migration.texts import BadTextError
 
 log = logging.getLogger(__name__)
@@ -182,7 +175,7 @@ def apply_quantization(plan_xcom: XCom) -> XCom:
         heartbeat,
     ):
         aliases.ensure_alias_at(client, plan.alias, plan.source.collection)
-        result = quantization.apply_in_place(
+        result = quantization.requantize_source(
             client, plan.source.collection, plan.vector_name, wanted
         )
         measured = recall.quantized_recall(
@@ -220,13 +213,17 @@ def apply_quantization(plan_xcom: XCom) -> XCom:
     return dict(result)
 
 
+def choose_path(plan_xcom: XCom) -> list[str] | None:
+    """The chosen strategy's first tasks after assess_compatibility; none after a dry run."""
+    plan = Plan.from_dict(plan_xcom)
+    return None if plan.spec.dry_run else list(strategy_of(plan).path)
+
+
 @fail_fast
 def create_collection(plan_xcom: XCom) -> XCom:
     plan = Plan.from_dict(plan_xcom)
     with _run_writing(plan) as (client, state, _heartbeat):
-        if plan.in_place:
-            return dict(inplace.add_vector(client, plan, state))
-        return dict(collections.create_target(client, plan, state))
+        return strategy_of(plan).create(client, state)
 
 
 @fail_fast
@@ -241,22 +238,17 @@ def backfill_batch(plan_xcom: XCom, partition_xcom: XCom) -> XCom:
     plan = Plan.from_dict(plan_xcom)
     part = Partition.from_dict(partition_xcom)
     settings = BackfillSettings.of(plan, run_id=str(get_current_context()["run_id"]))
+    strategy = strategy_of(plan)
     with _run_writing(plan) as (client, state, heartbeat):
-        job: PartitionJob
-        if plan.strategy.derives_vectors:
-            derive = transform.transform_for(plan, state)
-            known = transform.known_vectors(plan, state)
-            job = transform.PartitionTransform(client, plan, part, derive, state, settings, known)
-        else:
-            # The parallel tasks of the run share the provider budget given in the params.
-            provider = build_provider(plan.spec, partitions=part.of)
-            backfill = inplace.InPlaceBackfill if plan.in_place else PartitionBackfill
-            job = backfill(client, plan, part, provider, state, settings)
+        # The parallel tasks of the run share the provider budget given in the params.
+        job = strategy.backfill_job(
+            client, part, state, settings, lambda: build_provider(plan.spec, partitions=part.of)
+        )
         job.heartbeat = heartbeat
-        job.pacer = plan_pacer(client, plan, ways=plan.spec.parallel_tasks(part.of))
-        if plan.spec.embedding_mode == "batch" and not plan.strategy.derives_vectors:
-            assert isinstance(provider, OpenAIProvider)  # the spec allows batch for it only
-            outcome = BatchBackfill(job, provider).run()
+        job.pacer = strategy.pacer(client, ways=plan.spec.parallel_tasks(part.of))
+        if plan.spec.embedding_mode == "batch" and isinstance(job, PartitionBackfill):
+            assert isinstance(job.provider, OpenAIProvider)  # the spec allows batch for it only
+            outcome = BatchBackfill(job, job.provider).run()
             if isinstance(outcome, Waiting):
                 # Waits without a worker slot: the task is rescheduled and polls again.
                 again = datetime.now(tz=UTC) + timedelta(seconds=outcome.poll_s)
@@ -271,9 +263,11 @@ def catch_up(plan_xcom: XCom) -> XCom:
     ``max_catch_up_lag``; the migration is then ready for its checks and approval."""
     plan = Plan.from_dict(plan_xcom)
     provider = build_provider(plan.spec)
+    strategy = strategy_of(plan)
     with _run_writing(plan) as (client, state, heartbeat):
-        passes = _forward_pass(client, state, plan, provider, heartbeat)
-        with passes.pacer.probing(client):
+        pacer = strategy.pacer(client)
+        passes = strategy.forward_pass(client, state, provider, heartbeat=heartbeat, pacer=pacer)
+        with pacer.probing(client):
             converged = converge(
                 lambda: passes.run(), max_lag=plan.spec.max_catch_up_lag, heartbeat=heartbeat
             )
@@ -289,28 +283,12 @@ def catch_up(plan_xcom: XCom) -> XCom:
     return converged.to_dict()
 
 
-def _forward_pass(
-    client: QdrantClient,
-    state: QdrantStateStore,
-    plan: Plan,
-    provider: EmbeddingProvider,
-    heartbeat: Callable[[], None],
-) -> CatchUp | inplace.InPlaceSync:
-    """The pass that brings the new vectors level with the served collection's changes."""
-    pacer = plan_pacer(client, plan)
-    if plan.in_place:
-        fill = inplace.VectorFill(str(plan.target_vector), provider, plan.migration_id)
-        return inplace.InPlaceSync(client, plan, [fill], state, heartbeat=heartbeat, pacer=pacer)
-    job = CatchUpJob.forward(plan, provider)
-    return CatchUp(client, job, state, heartbeat=heartbeat, pacer=pacer)
-
-
 @fail_fast
 def restore_indexing(plan_xcom: XCom) -> None:
     """The bulk load is over: let Qdrant build the index (the only write before the check)."""
     plan = Plan.from_dict(plan_xcom)
     with _run_writing(plan) as (client, state, _heartbeat):
-        collections.finish_bulk_load(client, plan, state)
+        strategy_of(plan).finish_bulk_load(client, state)
 
 
 @fail_fast
@@ -363,64 +341,23 @@ def build_report(plan_xcom: XCom, results: list[XCom], caught_up: XCom, recall_x
 
 @fail_fast
 def swap_alias(plan_xcom: XCom) -> XCom:
-    """Final catch-up, the atomic alias move, then the window's writes reconciled."""
+    """Final catch-up, the atomic switch, then the window's writes reconciled; the new
+    vectors' index threads are no longer capped."""
     plan = Plan.from_dict(plan_xcom)
-    provider = build_provider(plan.spec)
+    strategy = strategy_of(plan)
+    models = Models(build_provider(plan.spec), build_source_provider(plan))
     with _run_writing(plan) as (client, state, heartbeat):
         record = Migrations(state).require(plan.migration_id)
-        if plan.in_place:
-            switched = _switch_in_place(client, state, record, provider, heartbeat)
-            lifted = inplace.lift_index_cap(client, plan)
-            assets.publish(get_current_context(), switched.move)
-            return switched.to_dict() | {"index_threads": lifted}
-        job = CatchUpJob.forward(plan, provider)
-        switched = aliases.switch(
-            client,
-            state,
-            record,
-            final=CatchUp(client, job, state, heartbeat=heartbeat),
-            reconcile=CatchUp(client, job.reconciling(), state, heartbeat=heartbeat),
-        )
-        lifted = collections.lift_index_cap(client, plan)
-    if build_source_provider(plan) is None:
+        switched = strategy.switch(client, state, record, models, heartbeat=heartbeat)
+        lifted = strategy.lift_index_cap(client)
+    if models.old is None:
         log.warning(
-            "The old model is unknown: changes made from now on cannot be mirrored to %s, "
-            "so a rollback would lose them. Set source_provider and source_model.",
+            "The old model is unknown: changes made from now on cannot be kept in %s's old "
+            "vectors, so a rollback would lose them. Set source_provider and source_model.",
             plan.source.collection,
         )
     assets.publish(get_current_context(), switched.move)
     return switched.to_dict() | {"index_threads": lifted}
-
-
-def _switch_in_place(
-    client: QdrantClient,
-    state: QdrantStateStore,
-    record: MigrationRecord,
-    new_model: EmbeddingProvider,
-    heartbeat: Callable[[], None],
-    *,
-    rollback: bool = False,
-) -> aliases.Switched:
-    """Level the vector about to be served, switch, then fill what raced the switch."""
-    plan = record.plan
-    assert plan is not None
-    old_model = build_source_provider(plan)
-    leaving = str(plan.target_vector if rollback else plan.vector_name)
-    coming = str(plan.vector_name if rollback else plan.target_vector)
-    models = {str(plan.target_vector): new_model, str(plan.vector_name): old_model}
-    final = None
-    if (model := models[coming]) is not None:
-        fill = inplace.VectorFill(coming, model, inplace.scope_of(plan, coming))
-        final = inplace.InPlaceSync(client, plan, [fill], state, heartbeat=heartbeat)
-    switched_status = MigrationStatus.ROLLED_BACK if rollback else MigrationStatus.SWAPPED
-    switched = dataclasses.replace(record, status=switched_status)
-    try:
-        fills = inplace.fills_for(plan, switched, coming, new_model, old_model)
-    except SyncError:
-        log.warning("The old model is unknown: vector %s cannot be kept level.", leaving)
-        fills = []
-    after = inplace.InPlaceSync(client, plan, fills, state, heartbeat=heartbeat)
-    return inplace.switch(client, state, record, rollback=rollback, final=final, after=after)
 
 
 @fail_fast
@@ -433,7 +370,7 @@ def finish_migration(plan_xcom: XCom | None) -> XCom:
     if not plan_xcom or plan_xcom["spec"]["dry_run"]:
         raise AirflowSkipException("Nothing was migrated (a dry run, or nothing to do).")
     plan = Plan.from_dict(plan_xcom)
-    if plan.strategy is Strategy.QUANTIZATION_ONLY:
+    if not strategy_of(plan).rebuilds:
         raise AirflowSkipException("A quantization change: apply_quantization is the end.")
     ti = get_current_context()["ti"]
     chosen = ti.xcom_pull(task_ids="approve_swap", key=ANSWER_KEY)
@@ -511,20 +448,12 @@ def catch_up_migration(params: dict[str, Any], migration_id: str) -> XCom:
                 raise AirflowSkipException(
                     f"{migration_id} is {record.status.value}: nothing to do."
                 )
-            plan = record.plan
-            new_model, old_model = build_provider(plan.spec), build_source_provider(plan)
-            pacer = plan_pacer(client, plan)
-            passes: CatchUp | inplace.InPlaceSync
-            if plan.in_place:
-                served = inplace.active_vector(client, plan)
-                fills = inplace.fills_for(plan, record, served, new_model, old_model)
-                passes = inplace.InPlaceSync(
-                    client, plan, fills, state, heartbeat=heartbeat, pacer=pacer
-                )
-            else:
-                serving = aliases.current_target(client, plan.alias)
-                job = follow_job(plan, serving, new_model, old_model)
-                passes = CatchUp(client, job, state, heartbeat=heartbeat, pacer=pacer)
+            strategy = strategy_of(record.plan)
+            models = Models(build_provider(record.plan.spec), build_source_provider(record.plan))
+            pacer = strategy.pacer(client)
+            passes = strategy.follow_pass(
+                client, state, record, models, heartbeat=heartbeat, pacer=pacer
+            )
             with pacer.probing(client):
                 result = passes.run()
     except LeaseBusyError as busy:
@@ -560,20 +489,13 @@ def rollback(params: dict[str, Any]) -> XCom:
             "rollback would lose it. Re-run the migration with source_provider and "
             "source_model, or trigger with accept_lost_writes=true."
         )
+    models = Models(build_provider(plan.spec), old_model)
+    strategy = strategy_of(plan)
     with writers.writing(conn_id, record.migration_id) as (client, state, heartbeat):
         record = Migrations(state).require(record.migration_id)
-        if plan.in_place:
-            new_model = build_provider(plan.spec)
-            switched = _switch_in_place(client, state, record, new_model, heartbeat, rollback=True)
-            assets.publish(get_current_context(), switched.move)
-            return switched.to_dict()
-        final = reconcile = None
-        if old_model is not None:
-            job = CatchUpJob.forward(plan, build_provider(plan.spec)).mirror(old_model)
-            final = CatchUp(client, job, state, heartbeat=heartbeat)
-            reconcile = CatchUp(client, job.reconciling(), state, heartbeat=heartbeat)
-        switched = aliases.switch(
-            client, state, record, rollback=True, final=final, reconcile=reconcile
+        strategy.require_action(record, LifecycleAction.ROLLBACK, running=None)
+        switched = strategy.switch(
+            client, state, record, models, heartbeat=heartbeat, rollback=True
         )
     assets.publish(get_current_context(), switched.move)
     return switched.to_dict()
@@ -585,17 +507,15 @@ def retire(params: dict[str, Any]) -> XCom:
     migration_id = str(params.get("migration_id") or "")
     conn_id = str(params["qdrant_conn_id"])
     with writers.writing(conn_id, migration_id) as (client, state, _heartbeat):
-        running = writers.run_holding(state, migration_id)
-        if running:
-            raise aliases.LifecycleError(
-                f"{migration_id} is being run by {running}; let it finish (approve or reject) "
-                "before retiring it."
-            )
-        days = float(params["observation_days"])
         record = Migrations(state).get(migration_id)
-        if record is not None and record.plan is not None and record.plan.in_place:
-            if record.status is MigrationStatus.RETIRED:
-                return {"migration_id": migration_id, "deleted": None, "already": True}
-            return dict(inplace.retire(client, state, record, observation_days=days))
-        retired = aliases.retire(client, state, migration_id=migration_id, observation_days=days)
-    return dict(retired)
+        if record is None:
+            raise aliases.LifecycleError(f"No migration {migration_id!r} is recorded.")
+        if record.status is MigrationStatus.RETIRED:
+            return {"migration_id": migration_id, "deleted": None, "already": True}
+        if record.plan is None:
+            raise aliases.LifecycleError(f"{migration_id} has no recorded plan to retire.")
+        strategy = strategy_of(record.plan)
+        running = writers.run_holding(state, migration_id)
+        strategy.require_action(record, LifecycleAction.RETIRE, running=running)
+        days = float(params["observation_days"])
+        return strategy.retire(client, state, record, observation_days=days)

@@ -21,12 +21,12 @@ from typing import Any
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from include.qdrant_migration import inplace
 from include.qdrant_migration.checks import CheckFailedError
-from include.qdrant_migration.checks.completeness import Completeness, measure, require_complete
+from include.qdrant_migration.checks.completeness import Completeness, require_complete
 from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.qdrant import dense_vector, server_version
 from include.qdrant_migration.state import StateStore
+from include.qdrant_migration.strategies import strategy_of
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +132,7 @@ def poke(client: QdrantClient, plan: Plan, state: StateStore) -> RecallResult | 
     if not ready.ready:
         log.info("%s not ready: %s", target, ready.reason)
         return None
-    completeness = (
-        inplace.measure(client, plan, state) if plan.in_place else measure(client, plan, state)
-    )
+    completeness = strategy_of(plan).measure(client, state)
     require_complete(plan, completeness)
     samples = sample_points(client, target, spec.recall_sample_size, vector)
     queries = [v for p in samples if (v := dense_vector(p, vector))]

@@ -18,7 +18,6 @@ from qdrant_client import models as qm
 from include.qdrant_migration import linear_map
 from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.qdrant import PointId, dense_vector, point_id
-from include.qdrant_migration.spec import Strategy
 from include.qdrant_migration.state import StateStore
 from include.qdrant_migration.sync.backfill import BackfillSettings, Batch, PartitionJob
 from include.qdrant_migration.sync.partitions import Partition
@@ -47,23 +46,6 @@ def truncate(vectors: Sequence[Sequence[float]], dimension: int) -> list[list[fl
     norms[norms == 0] = 1.0
     result: list[list[float]] = (cut / norms).tolist()
     return result
-
-
-def transform_for(plan: Plan, state: StateStore) -> Transform:
-    """The vector transform of ``plan``'s strategy."""
-    if plan.strategy is Strategy.MATRYOSHKA_TRUNCATION:
-        dimension = plan.target_dimension
-        return lambda vectors: truncate(vectors, dimension)
-    if plan.strategy is Strategy.LINEAR_MAP:
-        return linear_map.load(state, plan.migration_id).apply
-    raise ValueError(f"Strategy {plan.strategy!r} does not transform stored vectors.")
-
-
-def known_vectors(plan: Plan, state: StateStore) -> Known:
-    """The true new vectors the linear map's calibration paid for (none otherwise)."""
-    if plan.strategy is Strategy.LINEAR_MAP:
-        return linear_map.load_calibration(state, plan.migration_id)
-    return {}
 
 
 class PartitionTransform(PartitionJob):

@@ -18,7 +18,6 @@ from typing import Any
 
 from qdrant_client import QdrantClient
 
-from include.qdrant_migration.compatibility import old_model_of
 from include.qdrant_migration.layout import METADATA_KEY
 from include.qdrant_migration.report import (
     at_rest_summary,
@@ -26,7 +25,6 @@ from include.qdrant_migration.report import (
     human_seconds,
     probe_summary,
 )
-from include.qdrant_migration.spec import Strategy
 from include.qdrant_migration.state import (
     MigrationRecord,
     Migrations,
@@ -34,6 +32,8 @@ from include.qdrant_migration.state import (
     RecordKind,
     StateStore,
 )
+from include.qdrant_migration.strategies import LifecycleAction, strategy_of
+from include.qdrant_migration.strategy import old_model_of
 from include.qdrant_migration.sync.backfill import Checkpoint
 from include.qdrant_migration.sync.catchup import FORWARD, MIRROR
 from include.qdrant_migration.sync.pacing import PacingSummary
@@ -45,6 +45,8 @@ PARTITION_ROWS = 200
 AWAITING_APPROVAL = "awaiting approval"
 #: Statuses with work under way: the pages refresh themselves while one is shown.
 ACTIVE = frozenset({MigrationStatus.LOADING.value, AWAITING_APPROVAL})
+#: DAG run states in which a run drives its migration (the lifecycle DAG refuses retire).
+RUN_ACTIVE = ("queued", "running")
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,7 @@ class MigrationRow:
     @property
     def active(self) -> bool:
         """Work under way (the pages refresh often while one is shown)."""
-        return self.status in ACTIVE or self.run_state in ("queued", "running")
+        return self.status in ACTIVE or self.run_state in RUN_ACTIVE
 
 
 @dataclass(frozen=True)
@@ -502,7 +504,7 @@ def _reads(
     """The Qdrant budget, and the source's searches at rest (the plan) and meanwhile (the
     backfill's probes, over every partition so far)."""
     plan = record.plan
-    if plan is None or plan.strategy is Strategy.QUANTIZATION_ONLY:
+    if plan is None or not strategy_of(plan).rebuilds:
         return []
     pacing = PacingSummary()
     for checkpoint in checkpoints:
@@ -609,26 +611,23 @@ def actions(
                 f"rejected and {record.target_collection!r} is kept until it is retired.",
             ),
         ]
-    if record.status is MigrationStatus.SWAPPED:
+    if record.plan is None:
+        return found
+    strategy = strategy_of(record.plan)
+    # Exactly what the lifecycle DAG accepts (it asks the same strategy, with the run
+    # claim's holder for "a run drives it").
+    offered = strategy.lifecycle_actions(record.status, run_active=row.run_state in RUN_ACTIVE)
+    if LifecycleAction.ROLLBACK in offered:
         found.append(
             Action(
                 "rollback",
                 "Roll back",
-                f"Triggers qdrant_migration_lifecycle (rollback): a final mirror pass, then the "
-                f"alias {record.alias!r} moves back to {record.previous_collection!r} in one "
-                "atomic step, and what was written since the swap is copied back.",
+                f"Triggers qdrant_migration_lifecycle (rollback): a final catch-up, then "
+                f"{strategy.old_side()} is served again in one atomic step, and what was "
+                "written since the swap is copied back.",
             )
         )
-    victim = (
-        record.source_collection
-        if record.status is MigrationStatus.SWAPPED
-        else record.target_collection
-    )
-    if record.status in (
-        MigrationStatus.SWAPPED,
-        MigrationStatus.ROLLED_BACK,
-        MigrationStatus.REJECTED,
-    ) and not (record.plan and record.plan.in_place):
+    if LifecycleAction.RETIRE in offered:
         when = (
             " It is refused until the observation period (7 days by default) after the swap "
             "has passed."
@@ -639,9 +638,9 @@ def actions(
             Action(
                 "retire",
                 "Retire",
-                f"Triggers qdrant_migration_lifecycle (retire): deletes the unused collection "
-                f"{victim!r} and stops the nightly catch-up of {record.migration_id}.{when} "
-                "A collection an alias points at is never deleted.",
+                f"Triggers qdrant_migration_lifecycle (retire): deletes the unused "
+                f"{strategy.retire_victim(record)} and stops the nightly catch-up of "
+                f"{record.migration_id}.{when} Nothing an alias serves is ever deleted.",
             )
         )
     return found

@@ -21,6 +21,7 @@ from qdrant_client import models as qm
 from include.qdrant_migration.budget import QdrantBudget
 from include.qdrant_migration.providers import EmbeddingProvider
 from include.qdrant_migration.state import QdrantStateStore
+from include.qdrant_migration.strategies import plan_pacer
 from include.qdrant_migration.sync.backfill import BackfillSummary, PartitionBackfill
 from include.qdrant_migration.sync.pacing import (
     Aimd,
@@ -32,7 +33,6 @@ from include.qdrant_migration.sync.pacing import (
     measure_at_rest,
     unpaced,
 )
-from include.qdrant_migration.sync.served import plan_pacer, served_target
 from tests.qdrant_migration.helpers import prepare, settings_of
 from tests.qdrant_migration.sync.support import fast_spec, hashed_memory_store
 
@@ -293,7 +293,7 @@ def test_a_plans_pacer_probes_what_the_alias_serves_and_nothing_on_the_embedded_
     client = hashed_memory_store(corpus[:20], old_model)
     spec = fast_spec(qdrant_budget={"points_per_second": 400})
     plan = prepare(client, spec, new_model, QdrantStateStore(client)).plan
-    assert served_target(client, plan) is None  # the embedded store serves nobody else
+    assert plan_pacer(client, plan).probe is None  # the embedded store serves nobody else
     server = Mock(spec=QdrantClient)
     server.get_aliases.return_value = qm.CollectionsAliasesResponse(
         aliases=[qm.AliasDescription(alias_name="articles", collection_name="articles_v2")]

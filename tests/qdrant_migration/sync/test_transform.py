@@ -24,6 +24,8 @@ from include.qdrant_migration.state import (
     RecordKind,
     StateStore,
 )
+from include.qdrant_migration.strategies import strategy_of
+from include.qdrant_migration.strategies.new_collection import DerivedVectors
 from include.qdrant_migration.strategy import CompatibilityError
 from include.qdrant_migration.sync.backfill import BackfillSettings, BackfillSummary, Checkpoint
 from include.qdrant_migration.sync.partitions import partitions_for
@@ -32,7 +34,6 @@ from include.qdrant_migration.sync.transform import (
     NO_VECTOR,
     PartitionTransform,
     Transform,
-    transform_for,
     truncate,
 )
 from tests.fakes import HashingProvider
@@ -84,7 +85,7 @@ def _transform_all(
     client: QdrantClient, plan: Plan, state: StateStore, transform: Transform | None = None
 ) -> BackfillSummary:
     collections.create_target(client, plan, state)
-    derive = transform or transform_for(plan, state)
+    derive = transform or derived(plan).transform(state)
     return BackfillSummary.of(
         [
             PartitionTransform(client, plan, p, derive, state, SETTINGS).run()
@@ -109,29 +110,36 @@ def test_truncate_renormalizes_the_prefix() -> None:
     np.testing.assert_allclose(cut * np.linalg.norm(unit[:, :8], axis=1)[:, None], unit[:, :8])
 
 
-# -- transform_for -----------------------------------------------------------------------
+# -- each strategy's transform -----------------------------------------------------------
 
 
-def test_transform_for_each_strategy(fast_client: QdrantClient, new_model: HashingProvider) -> None:
+def derived(plan: Plan) -> DerivedVectors:
+    strategy = strategy_of(plan)
+    assert isinstance(strategy, DerivedVectors)
+    return strategy
+
+
+def test_the_strategies_that_derive_vectors_transform_them(
+    fast_client: QdrantClient, new_model: HashingProvider
+) -> None:
     state = MemoryStateStore()
     plan = _plan_for(fast_client, new_model, state)
     assert plan.strategy is Strategy.FULL_REEMBED
-    with pytest.raises(ValueError, match="does not transform stored vectors"):
-        transform_for(plan, state)
+    assert not isinstance(strategy_of(plan), DerivedVectors)  # it embeds instead
 
     vectors = np.random.default_rng(2).standard_normal((3, 64)).tolist()
     matryoshka = dataclasses.replace(
         plan, strategy=Strategy.MATRYOSHKA_TRUNCATION, target_dimension=24
     )
-    np.testing.assert_allclose(transform_for(matryoshka, state)(vectors), truncate(vectors, 24))
+    np.testing.assert_allclose(derived(matryoshka).transform(state)(vectors), truncate(vectors, 24))
 
     mapped = dataclasses.replace(plan, strategy=Strategy.LINEAR_MAP, target_dimension=48)
     with pytest.raises(CompatibilityError, match="No linear map is stored"):
-        transform_for(mapped, state)
+        derived(mapped).transform(state)
     fitted = _random_map(64, 48)
     linear_map.store(state, plan.migration_id, fitted, _summary())
     np.testing.assert_allclose(
-        transform_for(mapped, state)(vectors), fitted.apply(vectors), atol=1e-5
+        derived(mapped).transform(state)(vectors), fitted.apply(vectors), atol=1e-5
     )
 
 
@@ -230,7 +238,7 @@ def test_a_crashed_transform_resumes_from_its_checkpoint(
     assert not checkpoint.done
 
     result = PartitionTransform(
-        fast_client, plan, first, transform_for(plan, state), state, SETTINGS
+        fast_client, plan, first, derived(plan).transform(state), state, SETTINGS
     ).run()
 
     assert result.resumed and result.transformed == first.points

@@ -21,16 +21,20 @@ no second collection and no second copy of the payloads:
 
 Refused on servers before 1.18, and for a collection whose vector is unnamed: the
 application writes an unnamed vector, which a collection with named vectors refuses.
+
+:class:`InPlace` is the strategy the DAG, the checks and the page ask; the functions
+below are what it does.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any, ClassVar
 
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
@@ -45,7 +49,7 @@ from include.qdrant_migration.collections import (
     record_migration,
 )
 from include.qdrant_migration.layout import METADATA_KEY, dense_vectors
-from include.qdrant_migration.plan import Lineage, Plan
+from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.providers import EmbeddingError, EmbeddingProvider
 from include.qdrant_migration.qdrant import (
     PointId,
@@ -54,6 +58,7 @@ from include.qdrant_migration.qdrant import (
     scroll_all,
     server_version,
 )
+from include.qdrant_migration.spec import Strategy
 from include.qdrant_migration.state import (
     MigrationRecord,
     Migrations,
@@ -62,11 +67,26 @@ from include.qdrant_migration.state import (
     StatusError,
     now_iso,
 )
+from include.qdrant_migration.strategies.base import (
+    MigrationStrategy,
+    Models,
+    PlanInputs,
+    SyncPass,
+    coverage_reason,
+    new_lineage,
+    probe_dimension,
+)
 from include.qdrant_migration.strategy import CompatibilityError
-from include.qdrant_migration.sync.backfill import PartitionBackfill, forget_progress
+from include.qdrant_migration.sync.backfill import (
+    BackfillSettings,
+    PartitionBackfill,
+    PartitionJob,
+    forget_progress,
+)
 from include.qdrant_migration.sync.catchup import CatchUpResult, SyncError, record_pass
-from include.qdrant_migration.sync.fingerprints import Fingerprints, align
-from include.qdrant_migration.sync.pacing import QdrantPacer, unpaced
+from include.qdrant_migration.sync.fingerprints import Fingerprints, align, collection_name
+from include.qdrant_migration.sync.pacing import ProbeTarget, QdrantPacer, unpaced
+from include.qdrant_migration.sync.partitions import Partition
 from include.qdrant_migration.sync.skips import record_skips, skipped_ids
 from include.qdrant_migration.texts import extract_text, select_texts
 
@@ -135,18 +155,6 @@ def active_vector(client: QdrantClient, plan: Plan) -> str | None:
     return str(found) if found else plan.vector_name
 
 
-def old_lineage(plan: Plan) -> Lineage:
-    """The old vector's lineage: the source's, without what an in-place migration added."""
-    added_here = ("vectors", "active_vector")
-    kept = {k: v for k, v in plan.source.lineage.items() if k not in added_here}
-    lineage = cast(Lineage, kept)
-    spec = plan.spec
-    if spec.source_provider and spec.source_model:
-        lineage["provider"], lineage["model"] = spec.source_provider, spec.source_model
-    lineage["dimensions"] = plan.source.size
-    return lineage
-
-
 def _write_metadata(
     client: QdrantClient, plan: Plan, roles: dict[str, str], active: str | None
 ) -> None:
@@ -163,7 +171,7 @@ def _write_metadata(
         if role == "":
             vectors.pop(name, None)
             continue
-        made = lineage_record(plan) if name == plan.target_vector else old_lineage(plan)
+        made = lineage_record(plan) if name == plan.target_vector else plan.old_lineage()
         vectors[name] = dict(vectors.get(name) or made) | {"role": role}
     active = active or lineage.get("active_vector") or plan.vector_name
     top = {k: v for k, v in (vectors.get(str(active)) or lineage).items() if k != "role"}
@@ -649,3 +657,161 @@ def retire(
         deleted_collection=f"{collection} (vector {victim})",
     )
     return {"migration_id": record.migration_id, "deleted": f"{collection}:{victim}"}
+
+
+# -- the strategy ------------------------------------------------------------------------
+
+
+class InPlace(MigrationStrategy):
+    """A new named vector of the collection the alias serves; the switch is its metadata."""
+
+    kind = Strategy.IN_PLACE
+    path: ClassVar[tuple[str, ...]] = ("create_collection",)
+    copies_points: ClassVar[bool] = False
+
+    @classmethod
+    def make_plan(cls, given: PlanInputs) -> Plan:
+        spec, source, decision = given.spec, given.source, given.decision
+        require_support(given.client, source.collection, source.vector_name)
+        dimension = probe_dimension(given.provider, spec)
+        previous = Migrations(given.state).get(given.migration_id)
+        recorded = previous.plan.target_vector if previous and previous.plan else None
+        name = recorded or vector_name_for(
+            given.client, source.collection, spec.model_slug(), given.migration_id
+        )
+        reasons = [*decision.reasons, f"The new vector is {name!r}, beside {source.vector_name!r}."]
+        if reason := coverage_reason(given, derives=False):
+            reasons.append(reason)
+        return Plan(
+            migration_id=given.migration_id,
+            alias=spec.alias,
+            strategy=decision.strategy,
+            reasons=reasons,
+            source=source,
+            target_collection=source.collection,
+            target_dimension=dimension,
+            target_lineage=new_lineage(given.provider, dimension, decision.strategy),
+            spec=spec,
+            target_vector=name,
+        )
+
+    def create(self, client: QdrantClient, state: StateStore) -> dict[str, Any]:
+        return dict(add_vector(client, self.plan, state))
+
+    def backfill_job(
+        self,
+        client: QdrantClient,
+        partition: Partition,
+        state: StateStore,
+        settings: BackfillSettings,
+        provider: Callable[[], EmbeddingProvider],
+    ) -> PartitionJob:
+        return InPlaceBackfill(client, self.plan, partition, provider(), state, settings)
+
+    def served(self, client: QdrantClient) -> ProbeTarget:
+        return ProbeTarget(self.plan.source.collection, active_vector(client, self.plan))
+
+    def forward_pass(
+        self,
+        client: QdrantClient,
+        state: StateStore,
+        provider: EmbeddingProvider,
+        *,
+        heartbeat: Callable[[], None],
+        pacer: QdrantPacer,
+    ) -> SyncPass:
+        plan = self.plan
+        fill = VectorFill(str(plan.target_vector), provider, plan.migration_id)
+        return InPlaceSync(client, plan, [fill], state, heartbeat=heartbeat, pacer=pacer)
+
+    def follow_pass(
+        self,
+        client: QdrantClient,
+        state: StateStore,
+        record: MigrationRecord,
+        models: Models,
+        *,
+        heartbeat: Callable[[], None],
+        pacer: QdrantPacer,
+    ) -> SyncPass:
+        plan = self.plan
+        fills = fills_for(plan, record, active_vector(client, plan), models.new, models.old)
+        return InPlaceSync(client, plan, fills, state, heartbeat=heartbeat, pacer=pacer)
+
+    def measure(self, client: QdrantClient, state: StateStore) -> Completeness:
+        return measure(client, self.plan, state)
+
+    def switch(
+        self,
+        client: QdrantClient,
+        state: StateStore,
+        record: MigrationRecord,
+        models: Models,
+        *,
+        heartbeat: Callable[[], None],
+        rollback: bool = False,
+    ) -> Switched:
+        """Level the vector about to be served, switch, then fill what raced the switch."""
+        plan = self.plan
+        leaving = str(plan.target_vector if rollback else plan.vector_name)
+        coming = str(plan.vector_name if rollback else plan.target_vector)
+        by_vector = {str(plan.target_vector): models.new, str(plan.vector_name): models.old}
+        final = None
+        if (model := by_vector[coming]) is not None:
+            fill = VectorFill(coming, model, scope_of(plan, coming))
+            final = InPlaceSync(client, plan, [fill], state, heartbeat=heartbeat)
+        status = MigrationStatus.ROLLED_BACK if rollback else MigrationStatus.SWAPPED
+        switched = dataclasses.replace(record, status=status)
+        try:
+            fills = fills_for(plan, switched, coming, models.new, models.old)
+        except SyncError:
+            log.warning("The old model is unknown: vector %s cannot be kept level.", leaving)
+            fills = []
+        after = InPlaceSync(client, plan, fills, state, heartbeat=heartbeat)
+        return switch(client, state, record, rollback=rollback, final=final, after=after)
+
+    def lift_index_cap(self, client: QdrantClient) -> dict[str, Any]:
+        return lift_index_cap(client, self.plan)
+
+    def retire(
+        self,
+        client: QdrantClient,
+        state: StateStore,
+        record: MigrationRecord,
+        *,
+        observation_days: float,
+        now: datetime | None = None,
+    ) -> dict[str, Any]:
+        return dict(retire(client, state, record, observation_days=observation_days, now=now))
+
+    def old_side(self) -> str:
+        return f"`{self.plan.source.collection}` vector `{self.plan.vector_name}`"
+
+    def new_side(self) -> str:
+        return f"`{self.plan.source.collection}` vector `{self.plan.target_vector}` (in place)"
+
+    def approve_note(self) -> str:
+        plan = self.plan
+        return (
+            f"Approve to make `{plan.target_vector}` the active vector in the collection's "
+            f"metadata (the alias stays); `{plan.vector_name}` stays for rollback."
+        )
+
+    def alias_change(self) -> str:
+        plan = self.plan
+        return (
+            f"{plan.alias}: stays on {plan.source.collection}; its metadata's active_vector "
+            f"{plan.vector_name} -> {plan.target_vector} on approval (vector "
+            f"{plan.target_vector} is added now)"
+        )
+
+    def creates(self, client: QdrantClient) -> list[str]:
+        states = collection_name(self.plan.migration_id)
+        return super().creates(client) + ([] if client.collection_exists(states) else [states])
+
+    def retire_victim(self, record: MigrationRecord) -> str:
+        plan = self.plan
+        unused = (
+            plan.vector_name if record.status is MigrationStatus.SWAPPED else plan.target_vector
+        )
+        return f"vector {unused!r} of {plan.source.collection!r}"

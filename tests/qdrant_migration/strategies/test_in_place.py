@@ -14,11 +14,12 @@ import pytest
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from include.qdrant_migration import compatibility, inplace
+from include.qdrant_migration import compatibility
 from include.qdrant_migration.aliases import LifecycleError
 from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.spec import Strategy
 from include.qdrant_migration.state import Migrations, MigrationStatus, QdrantStateStore
+from include.qdrant_migration.strategies import in_place
 from include.qdrant_migration.strategy import CompatibilityError
 from tests.fakes import HashingProvider
 from tests.qdrant_migration.hashed import fill_in_place, in_place_spec
@@ -89,7 +90,7 @@ def test_the_new_model_gets_a_named_vector_of_the_same_collection(
     assert meta["active_vector"] == "dense" and meta["model"] == "hash-old"
     assert meta["vectors"]["hash-new"]["role"] == "filling"
     assert meta["vectors"]["hash-new"]["model"] == "hash-new"
-    found = inplace.measure(hybrid, plan, state)
+    found = in_place.measure(hybrid, plan, state)
     assert (found.source_points, found.target_points, found.lag) == (60, 60, 0)
     # a rerun assesses the same migration: the new vector is neither migrated nor carried
     again = compatibility.assess(hybrid, in_place_spec(), new_model, state)
@@ -113,16 +114,16 @@ def test_catch_up_re_embeds_what_the_application_wrote(
     hybrid.set_payload(SOURCE, {"text": "text edited in place"}, points=[ids[2]])
     hybrid.set_payload(SOURCE, {"tag": "payload only"}, points=[ids[3]])
     hybrid.delete(SOURCE, [ids[4]])
-    lagging = inplace.measure(hybrid, plan, state)
+    lagging = in_place.measure(hybrid, plan, state)
     assert lagging.lag == 4 and set(lagging.lag_examples) == {ids[0], ids[1], 10_000, ids[2]}
 
-    fill = inplace.VectorFill("hash-new", new_model, plan.migration_id)
-    result = inplace.InPlaceSync(hybrid, plan, [fill], state).run()
+    fill = in_place.VectorFill("hash-new", new_model, plan.migration_id)
+    result = in_place.InPlaceSync(hybrid, plan, [fill], state).run()
     assert (result.inserted, result.reembedded, result.deleted) == (3, 1, 1)
     assert result.embedded == 4
     _assert_made_by(hybrid, "hash-new", new_model)
-    assert inplace.measure(hybrid, plan, state).lag == 0
-    again = inplace.InPlaceSync(hybrid, plan, [fill], state).run()
+    assert in_place.measure(hybrid, plan, state).lag == 0
+    again = in_place.InPlaceSync(hybrid, plan, [fill], state).run()
     assert again.changes == 0 and again.embedded == 0
 
 
@@ -132,13 +133,13 @@ def test_an_unusable_text_loses_the_vector_of_its_old_text(
     state, plan = _filled(hybrid, new_model)
     here = all_points(hybrid, SOURCE)[0].id
     hybrid.set_payload(SOURCE, {"text": "   "}, points=[here])
-    fill = inplace.VectorFill("hash-new", new_model, plan.migration_id)
-    result = inplace.InPlaceSync(hybrid, plan, [fill], state).run()
+    fill = in_place.VectorFill("hash-new", new_model, plan.migration_id)
+    result = in_place.InPlaceSync(hybrid, plan, [fill], state).run()
     assert result.skipped == 1
     assert "hash-new" not in _vectors(hybrid)[here]
-    found = inplace.measure(hybrid, plan, state)
+    found = in_place.measure(hybrid, plan, state)
     assert (found.lag, found.skipped) == (0, 1)
-    assert inplace.InPlaceSync(hybrid, plan, [fill], state).run().changes == 0
+    assert in_place.InPlaceSync(hybrid, plan, [fill], state).run().changes == 0
 
 
 def test_switch_rollback_and_retire(
@@ -148,15 +149,15 @@ def test_switch_rollback_and_retire(
     migrations = Migrations(state)
     record = migrations.transition(migrations.require(plan.migration_id), MigrationStatus.READY)
 
-    forward = [inplace.VectorFill("hash-new", new_model, plan.migration_id)]
-    switched = inplace.switch(
-        hybrid, state, record, final=inplace.InPlaceSync(hybrid, plan, forward, state)
+    forward = [in_place.VectorFill("hash-new", new_model, plan.migration_id)]
+    switched = in_place.switch(
+        hybrid, state, record, final=in_place.InPlaceSync(hybrid, plan, forward, state)
     )
     assert (switched.move.from_vector, switched.move.to_vector) == ("dense", "hash-new")
     meta = _meta(hybrid)
     assert meta["active_vector"] == "hash-new" and meta["model"] == "hash-new"
     assert meta["vectors"]["dense"]["role"] == "standby"
-    assert inplace.active_vector(hybrid, plan) == "hash-new"
+    assert in_place.active_vector(hybrid, plan) == "hash-new"
 
     # after the switch the application writes the new vector only: the old one follows
     text = "written after the switch"
@@ -169,26 +170,26 @@ def test_switch_rollback_and_retire(
         ],
     )
     record = migrations.require(plan.migration_id)
-    fills = inplace.fills_for(plan, record, "hash-new", new_model, old_model)
+    fills = in_place.fills_for(plan, record, "hash-new", new_model, old_model)
     assert [(f.vector, f.follows) for f in fills] == [("dense", True), ("hash-new", False)]
-    result = inplace.InPlaceSync(hybrid, plan, fills, state).run()
+    result = in_place.InPlaceSync(hybrid, plan, fills, state).run()
     # only that point: the old vector was recorded as served when the switch was made
     assert (result.inserted, result.reembedded, result.embedded) == (1, 0, 1)
     _assert_made_by(hybrid, "dense", old_model, only={20_000})
     with pytest.raises(LifecycleError, match="kept for rollback until"):
-        inplace.retire(hybrid, state, record, observation_days=7)
+        in_place.retire(hybrid, state, record, observation_days=7)
 
     # rollback: the old vector is served again, nothing written meanwhile is missing there
-    back = [inplace.VectorFill("dense", old_model, inplace.scope_of(plan, "dense"))]
-    rolled = inplace.switch(
-        hybrid, state, record, rollback=True, final=inplace.InPlaceSync(hybrid, plan, back, state)
+    back = [in_place.VectorFill("dense", old_model, in_place.scope_of(plan, "dense"))]
+    rolled = in_place.switch(
+        hybrid, state, record, rollback=True, final=in_place.InPlaceSync(hybrid, plan, back, state)
     )
     assert rolled.move.to_vector == "dense" and _meta(hybrid)["active_vector"] == "dense"
     assert _meta(hybrid)["model"] == "hash-old"
     record = migrations.require(plan.migration_id)
     assert record.status is MigrationStatus.ROLLED_BACK
     # retire after a rollback deletes the new vector, never the active one
-    inplace.retire(hybrid, state, record, observation_days=7)
+    in_place.retire(hybrid, state, record, observation_days=7)
     params = hybrid.get_collection(SOURCE).config.params
     assert isinstance(params.vectors, dict) and sorted(params.vectors) == ["dense"]
     assert "hash-new" not in _meta(hybrid)["vectors"]
@@ -202,10 +203,10 @@ def test_retire_after_the_observation_period_deletes_the_old_vector(
     state, plan = _filled(hybrid, new_model)
     migrations = Migrations(state)
     record = migrations.transition(migrations.require(plan.migration_id), MigrationStatus.READY)
-    inplace.switch(hybrid, state, record)
+    in_place.switch(hybrid, state, record)
     record = migrations.require(plan.migration_id)
     later = datetime.now(tz=UTC) + timedelta(days=8)
-    inplace.retire(hybrid, state, record, observation_days=7, now=later)
+    in_place.retire(hybrid, state, record, observation_days=7, now=later)
     params = hybrid.get_collection(SOURCE).config.params
     assert isinstance(params.vectors, dict) and sorted(params.vectors) == ["hash-new"]
     assert params.sparse_vectors and "bm25" in params.sparse_vectors
@@ -227,7 +228,7 @@ def test_refusals(
     state = QdrantStateStore(hybrid)
     with pytest.raises(CompatibilityError, match="needs a new collection"):
         compatibility.assess(hybrid, in_place_spec(add_sparse="bm25_new"), new_model, state)
-    monkeypatch.setattr(inplace, "server_version", lambda client: (1, 17, 2))
+    monkeypatch.setattr(in_place, "server_version", lambda client: (1, 17, 2))
     with pytest.raises(CompatibilityError, match=r"needs Qdrant 1\.18\.0 or later.*is 1\.17\.2"):
         compatibility.assess(hybrid, in_place_spec(), new_model, state)
     # auto never chooses it
