@@ -1,10 +1,11 @@
-# The README names these targets. Everything runs from the project's own virtualenv.
+# The README and docs/development.md name these targets. Everything runs from the project's
+# own virtualenv.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint e2e bench approvals clean
+.PHONY: demo test check lint docs e2e bench approvals clean
 
 $(STAMP): requirements.txt requirements-torch.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +32,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+## docs: regenerate docs/params.md from the params schemas (tests/test_docs.py fails when it is stale)
+docs: $(STAMP)
+	$(PY) -m scripts.params_doc
 
 clean:
 	rm -rf .demo .mypy_cache .ruff_cache .pytest_cache

@@ -2,7 +2,7 @@
 
 Everything here is plain, typed Python that knows nothing of Airflow, except the
 :mod:`include.qdrant_migration.airflow` subpackage (hooks, operators, task bodies, assets),
-the only code that imports Airflow. See the README's layout for what lives where.
+the only code that imports Airflow. docs/development.md says what lives where.
 """
 
 from __future__ import annotations

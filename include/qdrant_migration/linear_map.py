@@ -85,7 +85,7 @@ HELD_OUT_QUERY = (
     "a sentence from the middle of the document (a span of words from its middle when it "
     "has one sentence)"
 )
-#: The one definition of retention, as the gate, the report and the README state it.
+#: The one definition of retention, as the gate, the report and docs/strategies.md state it.
 RETENTION_MEANS = (
     "the share of {held_out} held-out sample documents that a query made from a passage in "
     "their middle (new model) finds in the top-{k} among all {pool} sample documents, over "

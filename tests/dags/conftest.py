@@ -15,7 +15,7 @@ from scripts.approvals_client import ApprovalClient
 DAG_ID = "qdrant_model_migration"
 
 #: What the live-writes test's readers measured, printed at the end of the session (pytest
-#: shows no output of a passing test otherwise): the README's numbers come from here.
+#: shows no output of a passing test otherwise): docs/reads.md's numbers come from here.
 READS: list[str] = []
 
 

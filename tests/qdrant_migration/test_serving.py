@@ -528,11 +528,14 @@ SMALL, LARGE = "text-embedding-3-small", "text-embedding-3-large-256d"
 
 
 def _examples() -> list[Any]:
-    """Every Python block of docs/serving.md, and the README's that use the helper."""
+    """Every Python block of docs/serving.md, and those of the README and the other docs
+    pages that use the helper (lineage on operations.md, in place on strategies.md)."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
     found = []
-    for name in ("docs/serving.md", "README.md"):
-        blocks = re.findall(r"```python\n(.*?)```", (ROOT / name).read_text(), re.DOTALL)
-        used = [b for b in blocks if name != "README.md" or "ServingClient" in b]
+    for page in pages:
+        name = page.relative_to(ROOT).as_posix()
+        blocks = re.findall(r"```python\n(.*?)```", page.read_text(), re.DOTALL)
+        used = [b for b in blocks if name == "docs/serving.md" or "ServingClient" in b]
         found += [pytest.param(block, id=f"{name}-{i}") for i, block in enumerate(used)]
     return found
 

@@ -50,7 +50,7 @@ WORKERS = ("worker-a", "worker-b")
 #: Task slots per worker: four in all, more than the pool's, so that the pool and not the
 #: number of workers is what bounds the backfill tasks running at once.
 WORKER_CONCURRENCY = 2
-#: The ``qdrant_backfill`` pool's slots and QMM_MAX_PARALLEL_PARTITIONS: equal, as the README
+#: The ``qdrant_backfill`` pool's slots and QMM_MAX_PARALLEL_PARTITIONS: equal, as docs/providers.md
 #: says to set them when migrations share one provider account.
 POOL_SLOTS = 2
 #: The catch-up DAG every minute, so that the scheduler makes a run within the test.
