@@ -46,6 +46,7 @@ from include.qdrant_migration.spec import (
     CATCH_UP_PARAM_SCHEMA,
     MigrationSpec,
     SpecError,
+    Strategy,
     lifecycle_action,
     refuse_unknown,
 )
@@ -58,7 +59,12 @@ from include.qdrant_migration.state import (
     StatusError,
     now_iso,
 )
-from include.qdrant_migration.strategies import LifecycleAction, Models, strategy_of
+from include.qdrant_migration.strategies import (
+    STRATEGIES,
+    LifecycleAction,
+    Models,
+    strategy_of,
+)
 from include.qdrant_migration.strategy import AlreadyMigratedError, CompatibilityError
 from include.qdrant_migration.sync import skips
 from include.qdrant_migration.sync.backfill import (
@@ -215,8 +221,9 @@ def apply_quantization(plan_xcom: XCom) -> XCom:
 
 def choose_path(plan_xcom: XCom) -> list[str] | None:
     """The chosen strategy's first tasks after assess_compatibility; none after a dry run."""
-    plan = Plan.from_dict(plan_xcom)
-    return None if plan.spec.dry_run else list(strategy_of(plan).path)
+    if plan_xcom["spec"]["dry_run"]:
+        return None
+    return list(STRATEGIES[Strategy(plan_xcom["strategy"])].path)
 
 
 @fail_fast
