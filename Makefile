@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint e2e bench approvals clean
+.PHONY: demo test check lint e2e bench approvals clean settings-doc
 
 $(STAMP): requirements.txt requirements-torch.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+## settings-doc: regenerate docs/settings.md from the Settings dataclass (a test fails when it is stale)
+settings-doc: $(STAMP)
+	$(PY) -m scripts.settings_doc
 
 clean:
 	rm -rf .demo .mypy_cache .ruff_cache .pytest_cache

@@ -34,7 +34,7 @@ from include.qdrant_migration import linear_map, quantization, sparse
 from include.qdrant_migration.plan import Estimate, Plan
 from include.qdrant_migration.providers import EmbeddingProvider, openai_batch
 from include.qdrant_migration.qdrant import is_local
-from include.qdrant_migration.spec import MAX_PARALLEL_PARTITIONS, Strategy, batch_unavailable
+from include.qdrant_migration.spec import Strategy, batch_unavailable
 from include.qdrant_migration.state import STATE_COLLECTION
 from include.qdrant_migration.sync import fingerprints
 from include.qdrant_migration.sync.pacing import ProbeTarget, measure_at_rest
@@ -226,10 +226,8 @@ def _embed_seconds(
             f"measured {fast:.0f} texts/s (slowest batch {slow:.0f}/s): {how}; a worker "
             "busy with other tasks is slower",
         )
-    parallel = plan.spec.embed_concurrency * min(
-        MAX_PARALLEL_PARTITIONS,
-        max(1, math.ceil(plan.source.points / plan.spec.points_per_partition)),
-    )
+    partitions = math.ceil(plan.source.points / plan.spec.points_per_partition)
+    parallel = plan.spec.embed_concurrency * plan.spec.parallel_tasks(partitions)
     typical, worst = statistics.median(measured.latencies), max(measured.latencies)
     basis = (
         f"measured {typical:.2f} s per request (slowest {worst:.2f} s): {how}; {parallel} "

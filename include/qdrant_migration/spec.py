@@ -12,7 +12,6 @@ import dataclasses
 import difflib
 import hashlib
 import json
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,24 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from include.qdrant_migration.budget import BudgetError, QdrantBudget
+from include.qdrant_migration.settings import settings
 
-#: Deployment settings, read from the environment when the DAG is parsed (they shape the
-#: task graph, so they cannot be run params). At most this many backfill tasks of a run
-#: run at once, and each gets this share of the run's provider budget
-#: (:meth:`MigrationSpec.backfill_options`), so a migration stays within the budget in its params.
-MAX_PARALLEL_PARTITIONS = int(os.environ.get("QMM_MAX_PARALLEL_PARTITIONS", "4"))
-#: Migrations (runs of the migration DAG) that may be active at once. A run waiting for
-#: its approval holds no worker, but counts here.
-MAX_ACTIVE_MIGRATIONS = int(os.environ.get("QMM_MAX_ACTIVE_MIGRATIONS", "4"))
-#: Airflow pool of the backfill tasks: its slots cap them across runs and DAGs, which is
-#: how several migrations share one provider account's limits.
-BACKFILL_POOL = os.environ.get("QMM_BACKFILL_POOL", "default_pool")
-#: Seconds between recall_check's looks at the target's index (it holds no worker between).
-RECALL_POKE_S = float(os.environ.get("QMM_RECALL_POKE_S", "30"))
-#: When the catch-up DAG runs (cron or preset; "none" disables its schedule).
-CATCH_UP_SCHEDULE: str | None = os.environ.get("QMM_CATCH_UP_SCHEDULE", "@daily")
-if CATCH_UP_SCHEDULE and CATCH_UP_SCHEDULE.lower() == "none":
-    CATCH_UP_SCHEDULE = None
 BUDGET_KEYS = ("requests_per_minute", "tokens_per_minute")
 
 
@@ -606,13 +589,14 @@ class MigrationSpec:
         return QdrantBudget.from_options(self.qdrant_budget or None)
 
     def parallel_tasks(self, partitions: int) -> int:
-        """How many of ``partitions`` backfill tasks run at once, at most."""
-        return max(1, min(MAX_PARALLEL_PARTITIONS, partitions))
+        """How many of ``partitions`` backfill tasks run at once, at most (the deployment's
+        ``QMM_MAX_PARALLEL_PARTITIONS``)."""
+        return max(1, min(settings().max_parallel_partitions, partitions))
 
     def backfill_options(self, partitions: int) -> dict[str, Any]:
         """The provider options of one of ``partitions`` parallel backfill tasks.
 
-        Each of the (at most :data:`MAX_PARALLEL_PARTITIONS`) tasks running at once gets an
+        Each of the (at most :meth:`parallel_tasks`) tasks running at once gets an
         equal share of the run's budgets, and spends it paced from its first request
         (``paced_start``): a task that takes over a slot from one that has just finished
         adds nothing to the window the other spent its share in.

@@ -7,7 +7,6 @@ from typing import Any
 import jsonschema
 import pytest
 
-from include.qdrant_migration import spec as spec_module
 from include.qdrant_migration.spec import (
     CATCH_UP_PARAM_SCHEMA,
     LIFECYCLE_PARAM_SCHEMA,
@@ -115,7 +114,7 @@ def test_forced_strategy_is_typed() -> None:
 def test_backfill_options_share_the_budget_among_parallel_tasks(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(spec_module, "MAX_PARALLEL_PARTITIONS", 4)
+    monkeypatch.setenv("QMM_MAX_PARALLEL_PARTITIONS", "4")
     options = {"requests_per_minute": 3000, "tokens_per_minute": 1_000_000, "max_concurrency": 4}
     spec = MigrationSpec(alias="a", provider_options=options)
     # at most 4 of 10 partitions run at once: each gets a quarter, spent paced from the start
