@@ -59,6 +59,7 @@ from airflow.sdk import Param, PokeReturnValue, dag, get_current_context, task
 from include.qdrant_migration.airflow import tasks
 from include.qdrant_migration.airflow.assets import ALIAS_MOVES
 from include.qdrant_migration.airflow.operators import SwapApprovalOperator
+from include.qdrant_migration.airflow.workarounds import mapped_results
 from include.qdrant_migration.settings import settings
 from include.qdrant_migration.spec import PARAM_SCHEMA
 
@@ -105,9 +106,7 @@ def build_report(
     caught_up: dict[str, Any],
     recall: dict[str, Any],
 ) -> dict[str, Any]:
-    # By index: iterating the lazy sequence reads one past its end, logging a false error.
-    every = [results[i] for i in range(len(results))]
-    return tasks.build_report(plan, every, caught_up, recall)
+    return tasks.build_report(plan, mapped_results(results), caught_up, recall)
 
 
 # Whatever happened (swapped, rejected, timed out, failed): record it, free the migration.

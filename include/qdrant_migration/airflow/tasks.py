@@ -37,7 +37,7 @@ from include.qdrant_migration.airflow.hooks import (
     build_provider,
     build_source_provider,
 )
-from include.qdrant_migration.airflow.operators import ANSWER_KEY
+from include.qdrant_migration.airflow.workarounds import ANSWER_KEY
 from include.qdrant_migration.checks import CheckFailedError, quality, recall
 from include.qdrant_migration.leases import LeaseBusyError
 from include.qdrant_migration.plan import Plan

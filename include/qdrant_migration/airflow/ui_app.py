@@ -46,9 +46,9 @@ from include.qdrant_migration.airflow.approvals import (
     answer_path,
     pending_path,
     run_of,
-    seconds_to_settle,
 )
 from include.qdrant_migration.airflow.hooks import MigrationQdrantHook
+from include.qdrant_migration.airflow.workarounds import seconds_to_settle
 from include.qdrant_migration.qdrant import connect, is_local
 from include.qdrant_migration.settings import settings
 from include.qdrant_migration.state import QdrantStateStore
