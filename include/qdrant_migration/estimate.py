@@ -285,7 +285,7 @@ def _storage(
             ),
             "target_ram_bytes": quantization.ram_bytes(points, plan.source.size, wanted),
         }
-    wanted = plan.spec.quantization or plan.source.quantization
+    kept: str = plan.spec.quantization or plan.source.quantization
     new_vectors = points * plan.target_dimension * 4
     # A new collection holds a second copy of the payloads and the carried vectors; a new
     # named vector (in place) holds only the new vectors.
@@ -298,7 +298,7 @@ def _storage(
         "source_disk_bytes": source_disk,
         "target_disk_bytes": target_disk,
         "peak_disk_bytes": source_disk + target_disk,
-        "target_ram_bytes": quantization.ram_bytes(points, plan.target_dimension, wanted)
+        "target_ram_bytes": quantization.ram_bytes(points, plan.target_dimension, kept)
         + points * HNSW_BYTES_PER_POINT
         + (0 if plan.in_place else carried + added),
         "peak_disk_by_strategy": both if plan.strategy in _RE_EMBEDDING else {},

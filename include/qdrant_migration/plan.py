@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from include.qdrant_migration.choices import EMBEDDING_MODES, EmbeddingMode, one_of
 from include.qdrant_migration.layout import Carried
 from include.qdrant_migration.providers.base import ModelLineage
 from include.qdrant_migration.qdrant import PointId
@@ -75,7 +76,7 @@ class Estimate:
     #: The same embedding through OpenAI's Batch API (None: not available), and the mode
     #: the plan recommends, with why.
     batch_cost_usd: float | None = None
-    recommended_mode: str = "online"
+    recommended_mode: EmbeddingMode = "online"
     mode_reason: str = ""
     duration_s: float | None = None
     #: The slow end of the duration's range (None: no range, e.g. from a rate budget).
@@ -158,5 +159,10 @@ class Plan:
         fields["strategy"] = Strategy(fields["strategy"])
         fields["source"] = SourceInfo(**fields["source"])
         fields["spec"] = MigrationSpec.from_dict(fields["spec"])
-        fields["estimate"] = Estimate(**fields.get("estimate") or {})
+        estimate = dict(fields.get("estimate") or {})
+        if "recommended_mode" in estimate:
+            estimate["recommended_mode"] = one_of(
+                estimate["recommended_mode"], EMBEDDING_MODES, "recommended_mode"
+            )
+        fields["estimate"] = Estimate(**estimate)
         return cls(**fields)

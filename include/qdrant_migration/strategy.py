@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from include.qdrant_migration.choices import ProviderName, Quantization
 from include.qdrant_migration.providers.base import ModelInfo
 from include.qdrant_migration.spec import Strategy
 
@@ -62,12 +63,12 @@ class Facts:
     source_distance: str
     source_points: int
     old: OldModel | None
-    new_provider: str
+    new_provider: ProviderName
     new_model: str
     new_info: ModelInfo
     dimensions: int | None
     current_quantization: str
-    quantization: str | None = None
+    quantization: Quantization | None = None
     forced: Strategy | None = None
     allow_linear_map: bool = False
     map_sample_size: int = 2000
@@ -107,7 +108,7 @@ def old_model(
     lineage: Mapping[str, object],
     source_provider: str | None,
     source_model: str | None,
-    new_provider: str,
+    new_provider: ProviderName,
     canonical: Callable[[str, str], str] = lambda _provider, model: model,
 ) -> OldModel | None:
     """The old model: the params win over the lineage this tool wrote into the source.

@@ -222,7 +222,7 @@ def apply_quantization(plan_xcom: XCom) -> XCom:
                 alias=plan.alias,
                 source_collection=plan.source.collection,
                 target_collection=plan.source.collection,
-                strategy=plan.strategy.value,
+                strategy=plan.strategy,
                 status=MigrationStatus.QUANTIZED,
                 plan=plan,
                 lineage=plan.target_lineage,

@@ -310,7 +310,7 @@ def _row(
             old.model if plan and (old := old_model_of(plan.spec, plan.source)) else None
         ),
         model=(plan.spec.model if plan else None),
-        strategy=record.strategy,
+        strategy=record.strategy.value,
         status=status,
         points_done=done,
         points_total=total,
