@@ -30,7 +30,7 @@ class SwapApprovalOperator(ApprovalOperator):
         hours = context["params"].get("approval_timeout_hours")
         if hours:
             self.response_timeout = timedelta(hours=float(hours))
-        earlier = earlier_answer(context["ti"], self.log)
+        earlier = earlier_answer(context["ti"])
         if earlier is not None:
             return self.execute_complete(context, earlier)
         return super().execute(context)

@@ -273,7 +273,8 @@ def backfill_batch(plan_xcom: XCom, partition_xcom: XCom) -> XCom:
             if isinstance(outcome, Waiting):
                 # Waits without a worker slot: the task is rescheduled and polls again.
                 again = datetime.now(tz=UTC) + timedelta(seconds=outcome.poll_s)
-                raise AirflowRescheduleException(again)
+                # Airflow's exception has an untyped __init__ (task-sdk 1.3.2).
+                raise AirflowRescheduleException(again)  # type: ignore[no-untyped-call]
             return outcome.to_dict()
         return job.run().to_dict()
 

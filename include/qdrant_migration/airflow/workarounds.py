@@ -19,13 +19,12 @@ Importing this module imports nothing of Airflow (the terminal approvals client 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-if TYPE_CHECKING:
-    from logging import Logger
-
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # -- 1. The approval "settle" wait --------------------------------------------------------
@@ -73,7 +72,7 @@ def seconds_to_settle(detail: dict[str, Any], settle_s: float = APPROVAL_SETTLE_
 # -- 2. A retried approval reuses the answer ----------------------------------------------
 
 
-def earlier_answer(ti: Any, log: Logger) -> dict[str, Any] | None:
+def earlier_answer(ti: Any) -> dict[str, Any] | None:
     """The answer an earlier try of the approval task ``ti`` received, as the event
     ``execute_complete`` takes, or None (the first try, or no answer was given).
 

@@ -6,7 +6,6 @@ one fails after an Airflow upgrade, the behaviour is gone and its workaround can
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, overload
@@ -100,7 +99,7 @@ def test_the_answer_is_kept_as_its_own_xcom(event: dict[str, Any], kept: str | N
 
 
 def test_a_first_try_has_no_earlier_answer() -> None:
-    assert earlier_answer(_Ti(try_number=1), logging.getLogger(__name__)) is None
+    assert earlier_answer(_Ti(try_number=1)) is None
 
 
 def test_every_workaround_says_what_and_when_to_remove_it() -> None:
