@@ -33,9 +33,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-## docs: regenerate docs/params.md from the params schemas (tests/test_docs.py fails when it is stale)
+## docs: regenerate the generated pages, docs/params.md (the params schemas) and
+## docs/settings.md (the Settings dataclass); tests fail when either is stale
 docs: $(STAMP)
 	$(PY) -m scripts.params_doc
+	$(PY) -m scripts.settings_doc
 
 clean:
 	rm -rf .demo .mypy_cache .ruff_cache .pytest_cache

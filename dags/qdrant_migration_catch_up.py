@@ -25,12 +25,14 @@ from typing import Any
 from airflow.sdk import Param, dag, get_current_context, task
 
 from include.qdrant_migration.airflow import tasks
-from include.qdrant_migration.spec import CATCH_UP_PARAM_SCHEMA, CATCH_UP_SCHEDULE
+from include.qdrant_migration.settings import settings
+from include.qdrant_migration.spec import CATCH_UP_PARAM_SCHEMA
 
 
 @dag(
     dag_id="qdrant_migration_catch_up",
-    schedule=CATCH_UP_SCHEDULE,
+    # QMM_CATCH_UP_SCHEDULE (docs/settings.md), read when this file is parsed.
+    schedule=settings().catch_up_schedule,
     catchup=False,
     doc_md=__doc__,
     tags=["qdrant", "embeddings", "migration"],

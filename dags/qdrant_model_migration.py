@@ -59,13 +59,9 @@ from airflow.sdk import Param, PokeReturnValue, dag, get_current_context, task
 from include.qdrant_migration.airflow import tasks
 from include.qdrant_migration.airflow.assets import ALIAS_MOVES
 from include.qdrant_migration.airflow.operators import SwapApprovalOperator
-from include.qdrant_migration.spec import (
-    BACKFILL_POOL,
-    MAX_ACTIVE_MIGRATIONS,
-    MAX_PARALLEL_PARTITIONS,
-    PARAM_SCHEMA,
-    RECALL_POKE_S,
-)
+from include.qdrant_migration.airflow.workarounds import mapped_results
+from include.qdrant_migration.settings import settings
+from include.qdrant_migration.spec import PARAM_SCHEMA
 
 
 @task.branch
@@ -101,9 +97,7 @@ def build_report(
     caught_up: dict[str, Any],
     recall: dict[str, Any],
 ) -> dict[str, Any]:
-    # By index: iterating the lazy sequence reads one past its end, logging a false error.
-    every = [results[i] for i in range(len(results))]
-    return tasks.build_report(plan, every, caught_up, recall)
+    return tasks.build_report(plan, mapped_results(results), caught_up, recall)
 
 
 # Whatever happened (swapped, rejected, timed out, failed): record it, free the migration.
@@ -122,7 +116,8 @@ def finish_migration() -> dict[str, Any]:
     params={name: Param(**schema) for name, schema in PARAM_SCHEMA.items()},
     default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
     # Migrations of different aliases side by side; one waiting for approval holds no worker.
-    max_active_runs=MAX_ACTIVE_MIGRATIONS,
+    # settings(): the deployment's QMM_* variables (docs/settings.md), read at parse time.
+    max_active_runs=settings().max_active_migrations,
 )
 def qdrant_model_migration() -> None:
     @task
@@ -146,8 +141,8 @@ def qdrant_model_migration() -> None:
 
     @task(
         map_index_template="{{ partition_label }}",
-        max_active_tis_per_dagrun=MAX_PARALLEL_PARTITIONS,
-        pool=BACKFILL_POOL,
+        max_active_tis_per_dagrun=settings().max_parallel_partitions,
+        pool=settings().backfill_pool,
     )
     def backfill_batch(plan: dict[str, Any], partition: dict[str, Any]) -> dict[str, Any]:
         get_current_context()["partition_label"] = partition["label"]  # type: ignore[typeddict-unknown-key]
@@ -157,7 +152,7 @@ def qdrant_model_migration() -> None:
     def catch_up(plan: dict[str, Any], _results: list[dict[str, Any]]) -> dict[str, Any]:
         return tasks.catch_up(plan)
 
-    @task.sensor(poke_interval=RECALL_POKE_S, timeout=6 * 3600, mode="reschedule")
+    @task.sensor(poke_interval=settings().recall_poke_s, timeout=6 * 3600, mode="reschedule")
     def recall_check(plan: dict[str, Any]) -> PokeReturnValue:
         evidence = tasks.recall_check(plan)
         return PokeReturnValue(is_done=evidence is not None, xcom_value=evidence)

@@ -13,7 +13,7 @@ from airflow.plugins_manager import AirflowPlugin
 from include.qdrant_migration.airflow.ui_app import URL_PREFIX, create_app
 
 
-class QdrantMigrationsPlugin(AirflowPlugin):  # type: ignore[misc]
+class QdrantMigrationsPlugin(AirflowPlugin):
     name = "qdrant_migrations"
     fastapi_apps = [
         {"app": create_app(), "url_prefix": URL_PREFIX, "name": "Qdrant migrations"},

@@ -12,13 +12,12 @@ from typing import Any, Protocol, cast
 
 from include.qdrant_migration.airflow.approvals import (
     DAG_ID,
-    SETTLE_S,
     answer_body,
     answer_path,
     pending_path,
     run_of,
-    seconds_to_settle,
 )
+from include.qdrant_migration.airflow.workarounds import APPROVAL_SETTLE_S, seconds_to_settle
 
 __all__ = ["DAG_ID", "ApprovalClient", "ApprovalError"]
 
@@ -39,7 +38,11 @@ class ApprovalClient:
     """List and answer pending approvals through ``/api/v2``."""
 
     def __init__(
-        self, http: HttpClient, headers: dict[str, str] | None = None, *, settle_s: float = SETTLE_S
+        self,
+        http: HttpClient,
+        headers: dict[str, str] | None = None,
+        *,
+        settle_s: float = APPROVAL_SETTLE_S,
     ) -> None:
         self.http = http
         self.headers = headers or {}

@@ -45,6 +45,7 @@ from qdrant_client import QdrantClient  # noqa: E402
 
 from include.qdrant_migration.providers import get_provider  # noqa: E402
 from include.qdrant_migration.qdrant import QdrantSettings, open_client  # noqa: E402
+from include.qdrant_migration.settings import settings  # noqa: E402
 from scripts.seeding import read_corpus, seed_collection  # noqa: E402
 from tests.fakes import HashingProvider  # noqa: E402
 
@@ -63,6 +64,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         uses = set(getattr(item, "fixturenames", ()))
         if uses & INTEGRATION_FIXTURES and not item.get_closest_marker("e2e"):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings() -> Iterator[None]:
+    """Every test reads the QMM_* settings of its own environment: a test sets them with
+    ``monkeypatch.setenv`` before the code under test first calls ``settings()`` (or calls
+    ``settings.cache_clear()`` after), and none leaks into the next test."""
+    settings.cache_clear()
+    yield
+    settings.cache_clear()
 
 
 @pytest.fixture(scope="session")

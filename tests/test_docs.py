@@ -108,9 +108,9 @@ def test_every_deployment_setting_is_documented() -> None:
     ]
     settings = {s for path in code for s in re.findall(r"\bQMM_[A-Z0-9_]+", path.read_text())}
     assert settings, "no QMM_ setting found: has the code moved?"
-    page = (DOCS / "deployment.md").read_text(encoding="utf-8")
+    page = (DOCS / "settings.md").read_text(encoding="utf-8")
     missing = sorted(s for s in settings if f"`{s}`" not in page)
-    assert not missing, f"docs/deployment.md does not list the settings {missing}"
+    assert not missing, f"docs/settings.md does not list the settings {missing} (make docs)"
 
 
 @pytest.mark.parametrize(

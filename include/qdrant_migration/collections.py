@@ -159,7 +159,7 @@ def record_migration(
         alias=plan.alias,
         source_collection=plan.source.collection,
         target_collection=plan.target_collection,
-        strategy=plan.strategy.value,
+        strategy=plan.strategy,
         status=MigrationStatus.LOADING,
         plan=plan,
         lineage=lineage_record(plan),

@@ -17,7 +17,7 @@ from qdrant_client import QdrantClient
 
 from include.qdrant_migration import estimate, quantization
 from include.qdrant_migration.layout import read_layout
-from include.qdrant_migration.plan import Lineage, Plan, SourceInfo
+from include.qdrant_migration.plan import Lineage, Plan, SourceInfo, old_model_of
 from include.qdrant_migration.providers import EmbeddingProvider
 from include.qdrant_migration.qdrant import point_id
 from include.qdrant_migration.spec import MigrationSpec
@@ -27,7 +27,6 @@ from include.qdrant_migration.strategy import (
     CompatibilityError,
     Facts,
     choose_strategy,
-    old_model_of,
 )
 from include.qdrant_migration.texts import extract_text
 

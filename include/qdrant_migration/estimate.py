@@ -34,7 +34,7 @@ from include.qdrant_migration import linear_map, quantization, sparse
 from include.qdrant_migration.plan import Estimate, Plan
 from include.qdrant_migration.providers import EmbeddingProvider, openai_batch
 from include.qdrant_migration.qdrant import is_local
-from include.qdrant_migration.spec import MAX_PARALLEL_PARTITIONS, Strategy, batch_unavailable
+from include.qdrant_migration.spec import Strategy, batch_unavailable
 from include.qdrant_migration.strategies import strategy_of
 from include.qdrant_migration.sync.pacing import ProbeTarget, measure_at_rest
 from include.qdrant_migration.texts import extract_text, query_like
@@ -225,10 +225,8 @@ def _embed_seconds(
             f"measured {fast:.0f} texts/s (slowest batch {slow:.0f}/s): {how}; a worker "
             "busy with other tasks is slower",
         )
-    parallel = plan.spec.embed_concurrency * min(
-        MAX_PARALLEL_PARTITIONS,
-        max(1, math.ceil(plan.source.points / plan.spec.points_per_partition)),
-    )
+    partitions = math.ceil(plan.source.points / plan.spec.points_per_partition)
+    parallel = plan.spec.embed_concurrency * plan.spec.parallel_tasks(partitions)
     typical, worst = statistics.median(measured.latencies), max(measured.latencies)
     basis = (
         f"measured {typical:.2f} s per request (slowest {worst:.2f} s): {how}; {parallel} "
@@ -286,7 +284,7 @@ def _storage(
             ),
             "target_ram_bytes": quantization.ram_bytes(points, plan.source.size, wanted),
         }
-    wanted = plan.spec.quantization or plan.source.quantization
+    kept: str = plan.spec.quantization or plan.source.quantization
     new_vectors = points * plan.target_dimension * 4
     # A new collection holds a second copy of the payloads and the carried vectors; a new
     # named vector (in place) holds only the new vectors.
@@ -300,7 +298,7 @@ def _storage(
         "source_disk_bytes": source_disk,
         "target_disk_bytes": target_disk,
         "peak_disk_bytes": source_disk + target_disk,
-        "target_ram_bytes": quantization.ram_bytes(points, plan.target_dimension, wanted)
+        "target_ram_bytes": quantization.ram_bytes(points, plan.target_dimension, kept)
         + points * HNSW_BYTES_PER_POINT
         + (carried + added if copies else 0),
         "peak_disk_by_strategy": both if plan.strategy in _RE_EMBEDDING else {},

@@ -14,20 +14,16 @@ waits it says who holds the lease, every ``log_every_s``.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from include.qdrant_migration.settings import settings
 from include.qdrant_migration.state import Doc, RecordKind
 
 log = logging.getLogger(__name__)
-
-#: Seconds a lease lives without a renewal (QMM_LEASE_TTL_S): how long a dead holder
-#: blocks the next writer.
-DEFAULT_TTL_S = float(os.environ.get("QMM_LEASE_TTL_S", "300"))
 
 
 class LeaseStore(Protocol):
@@ -58,7 +54,9 @@ class Clock:
 
 @dataclass(frozen=True)
 class LeasePolicy:
-    ttl_s: float = DEFAULT_TTL_S
+    #: Seconds a lease lives without a renewal: how long a dead holder blocks the next
+    #: writer (the deployment's ``QMM_LEASE_TTL_S`` by default).
+    ttl_s: float = field(default_factory=lambda: settings().lease_ttl_s)
     #: How often the work loops renew it (a sixth of the TTL by default).
     renew_every_s: float | None = None
     log_every_s: float = 30.0

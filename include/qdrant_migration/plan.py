@@ -13,10 +13,13 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, cast
 
+from include.qdrant_migration.choices import EMBEDDING_MODES, EmbeddingMode, one_of
 from include.qdrant_migration.layout import Carried
+from include.qdrant_migration.providers import canonical_model
 from include.qdrant_migration.providers.base import ModelLineage
 from include.qdrant_migration.qdrant import PointId
 from include.qdrant_migration.spec import MigrationSpec, Strategy
+from include.qdrant_migration.strategy import OldModel, old_model
 
 #: What a collection's lineage records beside its model when the served vector can switch
 #: between named vectors: every vector's lineage, and which one is served.
@@ -79,7 +82,7 @@ class Estimate:
     #: The same embedding through OpenAI's Batch API (None: not available), and the mode
     #: the plan recommends, with why.
     batch_cost_usd: float | None = None
-    recommended_mode: str = "online"
+    recommended_mode: EmbeddingMode = "online"
     mode_reason: str = ""
     duration_s: float | None = None
     #: The slow end of the duration's range (None: no range, e.g. from a rate budget).
@@ -170,5 +173,17 @@ class Plan:
         fields["strategy"] = Strategy(fields["strategy"])
         fields["source"] = SourceInfo(**fields["source"])
         fields["spec"] = MigrationSpec.from_dict(fields["spec"])
-        fields["estimate"] = Estimate(**fields.get("estimate") or {})
+        estimate = dict(fields.get("estimate") or {})
+        if "recommended_mode" in estimate:
+            estimate["recommended_mode"] = one_of(
+                estimate["recommended_mode"], EMBEDDING_MODES, "recommended_mode"
+            )
+        fields["estimate"] = Estimate(**estimate)
         return cls(**fields)
+
+
+def old_model_of(spec: MigrationSpec, source: SourceInfo) -> OldModel | None:
+    """The model that made the source's vectors (params first, then lineage), if known."""
+    return old_model(
+        source.lineage, spec.source_provider, spec.source_model, spec.provider, canonical_model
+    )

@@ -16,6 +16,8 @@ from typing import Any
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
+from include.qdrant_migration.choices import Quantization
+
 log = logging.getLogger(__name__)
 
 #: Bytes per dimension that each quantization keeps in RAM (the float32 originals can stay
@@ -23,7 +25,7 @@ log = logging.getLogger(__name__)
 BYTES_PER_DIMENSION = {"none": 4.0, "scalar_int8": 1.0, "product_x16": 0.25, "binary": 0.125}
 
 
-def config_for(name: str | None) -> qm.QuantizationConfig | None:
+def config_for(name: Quantization | None) -> qm.QuantizationConfig | None:
     """The Qdrant config for a ``quantization`` param value (None: none / keep)."""
     if name == "scalar_int8":
         return qm.ScalarQuantization(
@@ -66,14 +68,14 @@ def current(info: qm.CollectionInfo, vector_name: str | None) -> str:
     return describe(own if own is not None else info.config.quantization_config)
 
 
-def for_target(source: qm.CollectionInfo, requested: str | None) -> Any:
+def for_target(source: qm.CollectionInfo, requested: Quantization | None) -> Any:
     """Collection-level quantization of a new target: the source's, unless one is requested."""
     if requested is None:
         return source.config.quantization_config
     return config_for(requested)
 
 
-def vector_quantization(params: qm.VectorParams, requested: str | None) -> Any:
+def vector_quantization(params: qm.VectorParams, requested: Quantization | None) -> Any:
     """Per-vector quantization of a new target: the source vector's, unless one is requested.
 
     A requested quantization is set at the collection level, so the vector's own (which
@@ -83,7 +85,7 @@ def vector_quantization(params: qm.VectorParams, requested: str | None) -> Any:
 
 
 def requantize_source(
-    client: QdrantClient, collection: str, vector_name: str | None, requested: str
+    client: QdrantClient, collection: str, vector_name: str | None, requested: Quantization
 ) -> dict[str, Any]:
     """Change the quantization of an existing collection: the only write to a source.
 

@@ -12,7 +12,6 @@ import dataclasses
 import difflib
 import hashlib
 import json
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,24 +20,21 @@ from pathlib import Path
 from typing import Any
 
 from include.qdrant_migration.budget import BudgetError, QdrantBudget
+from include.qdrant_migration.choices import (
+    AUTO,
+    BAD_TEXT_POLICIES,
+    EMBEDDING_MODES,
+    PROVIDER_NAMES,
+    QUANTIZATIONS,
+    Auto,
+    BadTextPolicy,
+    EmbeddingMode,
+    ProviderName,
+    Quantization,
+    one_of,
+)
+from include.qdrant_migration.settings import settings
 
-#: Deployment settings, read from the environment when the DAG is parsed (they shape the
-#: task graph, so they cannot be run params). At most this many backfill tasks of a run
-#: run at once, and each gets this share of the run's provider budget
-#: (:meth:`MigrationSpec.backfill_options`), so a migration stays within the budget in its params.
-MAX_PARALLEL_PARTITIONS = int(os.environ.get("QMM_MAX_PARALLEL_PARTITIONS", "4"))
-#: Migrations (runs of the migration DAG) that may be active at once. A run waiting for
-#: its approval holds no worker, but counts here.
-MAX_ACTIVE_MIGRATIONS = int(os.environ.get("QMM_MAX_ACTIVE_MIGRATIONS", "4"))
-#: Airflow pool of the backfill tasks: its slots cap them across runs and DAGs, which is
-#: how several migrations share one provider account's limits.
-BACKFILL_POOL = os.environ.get("QMM_BACKFILL_POOL", "default_pool")
-#: Seconds between recall_check's looks at the target's index (it holds no worker between).
-RECALL_POKE_S = float(os.environ.get("QMM_RECALL_POKE_S", "30"))
-#: When the catch-up DAG runs (cron or preset; "none" disables its schedule).
-CATCH_UP_SCHEDULE: str | None = os.environ.get("QMM_CATCH_UP_SCHEDULE", "@daily")
-if CATCH_UP_SCHEDULE and CATCH_UP_SCHEDULE.lower() == "none":
-    CATCH_UP_SCHEDULE = None
 BUDGET_KEYS = ("requests_per_minute", "tokens_per_minute")
 
 
@@ -64,10 +60,7 @@ class Strategy(StrEnum):
         return self in (Strategy.MATRYOSHKA_TRUNCATION, Strategy.LINEAR_MAP)
 
 
-STRATEGY_CHOICES = ("auto", *(s.value for s in Strategy))
-EMBEDDING_MODES = ("online", "batch")
-QUANTIZATIONS = ("scalar_int8", "binary", "product_x16", "none")
-PROVIDER_NAMES = ("local", "openai", "cohere", "openai_compatible")
+STRATEGY_CHOICES = (AUTO, *(s.value for s in Strategy))
 
 PARAM_SCHEMA: dict[str, dict[str, Any]] = {
     "alias": {
@@ -208,7 +201,7 @@ PARAM_SCHEMA: dict[str, dict[str, Any]] = {
     "bad_text_policy": {
         "default": "skip",
         "type": "string",
-        "enum": ["skip", "fail"],
+        "enum": list(BAD_TEXT_POLICIES),
         "title": "Points without usable text",
         "description": "'skip' records the point (id and reason) in the report and the "
         "completeness check; 'fail' stops the backfill at the first such point.",
@@ -378,7 +371,7 @@ class SpecError(ValueError):
     """The requested migration is invalid; the message says what to change."""
 
 
-def batch_unavailable(provider: str) -> str:
+def batch_unavailable(provider: ProviderName) -> str:
     """Why ``embedding_mode`` 'batch' is not available for ``provider``."""
     if provider == "cohere":
         why = (
@@ -470,7 +463,7 @@ class MigrationSpec:
 
     alias: str
     text_field: str = "text"
-    provider: str = "local"
+    provider: ProviderName = "local"
     model: str = "multilingual-e5-small"
     dimensions: int | None = None
     provider_conn_id: str | None = None
@@ -480,7 +473,7 @@ class MigrationSpec:
     points_per_partition: int = 50000
     batch_size: int = 128
     embed_concurrency: int = 2
-    bad_text_policy: str = "skip"
+    bad_text_policy: BadTextPolicy = "skip"
     max_catch_up_lag: int = 1000
     updated_at_field: str | None = None
     vector_name: str | None = None
@@ -489,20 +482,44 @@ class MigrationSpec:
     recall_threshold: float = 0.95
     recall_sample_size: int = 100
     min_self_retrieval: float = 0.5
-    source_provider: str | None = None
+    source_provider: ProviderName | None = None
     source_model: str | None = None
     source_provider_conn_id: str | None = None
     eval_set: str | list[EvalRow] | None = None
     quality_tolerance: float = 0.02
-    strategy: str = "auto"
-    quantization: str | None = None
+    strategy: Strategy | Auto = AUTO
+    quantization: Quantization | None = None
     allow_linear_map: bool = False
     min_map_retention: float = 0.85
     map_sample_size: int = 2000
-    embedding_mode: str = "online"
+    embedding_mode: EmbeddingMode = "online"
     batch_poll_seconds: int = 300
     dry_run: bool = False
     approval_timeout_hours: float = 72
+
+    def __post_init__(self) -> None:
+        """Params, XComs and records hold plain strings: each closed set is checked here
+        (a :class:`SpecError` names the field), and a named strategy becomes a
+        :class:`Strategy`."""
+        try:
+            typed: dict[str, object] = {
+                "provider": one_of(self.provider, PROVIDER_NAMES, "provider"),
+                "source_provider": None
+                if self.source_provider is None
+                else one_of(self.source_provider, PROVIDER_NAMES, "source_provider"),
+                "bad_text_policy": one_of(
+                    self.bad_text_policy, BAD_TEXT_POLICIES, "bad_text_policy"
+                ),
+                "embedding_mode": one_of(self.embedding_mode, EMBEDDING_MODES, "embedding_mode"),
+                "quantization": None
+                if self.quantization is None
+                else one_of(self.quantization, QUANTIZATIONS, "quantization"),
+                "strategy": AUTO if self.strategy == AUTO else Strategy(self.strategy),
+            }
+        except ValueError as error:
+            raise SpecError(str(error)) from None
+        for name, value in typed.items():
+            object.__setattr__(self, name, value)
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> MigrationSpec:
@@ -519,36 +536,41 @@ class MigrationSpec:
                 'No alias given. Trigger with conf {"alias": "<the alias your application '
                 'reads>", ...}; list aliases with QdrantClient.get_aliases().'
             )
-        if known.get("provider", "local") != "local" and not known.get("provider_conn_id"):
-            raise SpecError(
-                f"Provider {known['provider']!r} needs an Airflow connection with its API key: "
-                "set provider_conn_id (e.g. 'openai_default') and create that connection."
-            )
-        old_provider = known.get("source_provider")
-        if old_provider not in (None, "local", known.get("provider", "local")) and not known.get(
-            "source_provider_conn_id"
-        ):
-            raise SpecError(
-                f"The old model's provider {old_provider!r} needs an Airflow connection: "
-                "set source_provider_conn_id (provider_conn_id is used only when both "
-                "models come from the same provider)."
-            )
-        if old_provider and not known.get("source_model"):
-            raise SpecError(
-                f"source_provider is {old_provider!r} but source_model is empty: name the "
-                "model that made the source's vectors, or leave both empty to read them "
-                "from the source's lineage."
-            )
         if not isinstance(known.get("provider_options", {}), dict):
             raise SpecError('provider_options must be a JSON object, e.g. {"max_concurrency": 4}.')
         try:
             QdrantBudget.from_options(known.get("qdrant_budget"))
         except BudgetError as error:
             raise SpecError(str(error)) from None
-        if known.get("embedding_mode") == "batch" and known.get("provider") != "openai":
-            raise SpecError(batch_unavailable(str(known.get("provider", "local"))))
         known["eval_set"] = parse_eval_set(known.get("eval_set")) or None
-        return cls(**known)
+        spec = cls(**known)
+        spec.check_pairs()
+        return spec
+
+    def check_pairs(self) -> None:
+        """Refuse fields that need another one, or that exclude each other."""
+        if self.provider != "local" and not self.provider_conn_id:
+            raise SpecError(
+                f"Provider {self.provider!r} needs an Airflow connection with its API key: "
+                "set provider_conn_id (e.g. 'openai_default') and create that connection."
+            )
+        old_provider = self.source_provider
+        if old_provider not in (None, "local", self.provider) and not (
+            self.source_provider_conn_id
+        ):
+            raise SpecError(
+                f"The old model's provider {old_provider!r} needs an Airflow connection: "
+                "set source_provider_conn_id (provider_conn_id is used only when both "
+                "models come from the same provider)."
+            )
+        if old_provider and not self.source_model:
+            raise SpecError(
+                f"source_provider is {old_provider!r} but source_model is empty: name the "
+                "model that made the source's vectors, or leave both empty to read them "
+                "from the source's lineage."
+            )
+        if self.embedding_mode == "batch" and self.provider != "openai":
+            raise SpecError(batch_unavailable(self.provider))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MigrationSpec:
@@ -557,12 +579,14 @@ class MigrationSpec:
         return cls(**{k: v for k, v in data.items() if k in names})
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain JSON types only (the strategy as its value): what an XCom can hold."""
+        plain: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(self)))
+        return plain
 
     @property
     def forced_strategy(self) -> Strategy | None:
         """The strategy the user named, or None for "auto"."""
-        return None if self.strategy == "auto" else Strategy(self.strategy)
+        return self.strategy if isinstance(self.strategy, Strategy) else None
 
     def model_slug(self) -> str:
         name = self.model.split("/")[-1].lower()
@@ -602,13 +626,14 @@ class MigrationSpec:
         return QdrantBudget.from_options(self.qdrant_budget or None)
 
     def parallel_tasks(self, partitions: int) -> int:
-        """How many of ``partitions`` backfill tasks run at once, at most."""
-        return max(1, min(MAX_PARALLEL_PARTITIONS, partitions))
+        """How many of ``partitions`` backfill tasks run at once, at most (the deployment's
+        ``QMM_MAX_PARALLEL_PARTITIONS``)."""
+        return max(1, min(settings().max_parallel_partitions, partitions))
 
     def backfill_options(self, partitions: int) -> dict[str, Any]:
         """The provider options of one of ``partitions`` parallel backfill tasks.
 
-        Each of the (at most :data:`MAX_PARALLEL_PARTITIONS`) tasks running at once gets an
+        Each of the (at most :meth:`parallel_tasks`) tasks running at once gets an
         equal share of the run's budgets, and spends it paced from its first request
         (``paced_start``): a task that takes over a slot from one that has just finished
         adds nothing to the window the other spent its share in.

@@ -24,6 +24,7 @@ from qdrant_client import models as qm
 
 from include.qdrant_migration.plan import Lineage, Plan
 from include.qdrant_migration.qdrant import create_once, is_local, scroll_all, supports
+from include.qdrant_migration.spec import Strategy
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ class MigrationRecord:
     alias: str
     source_collection: str
     status: MigrationStatus
-    strategy: str
+    strategy: Strategy
     #: The collection the new vectors go to (the source itself for a quantization change).
     target_collection: str
     #: The plan the migration runs on; the catch-up DAG works from it.
@@ -154,6 +155,9 @@ class MigrationRecord:
     run_id: str | None = None
     rejected_at: str | None = None
 
+    def __post_init__(self) -> None:
+        self.strategy = Strategy(self.strategy)  # a record's doc holds its value
+
     @property
     def key(self) -> str:
         return self.migration_id
@@ -161,6 +165,7 @@ class MigrationRecord:
     def to_doc(self) -> Doc:
         doc = dataclasses.asdict(self)
         doc["status"] = self.status.value
+        doc["strategy"] = self.strategy.value
         doc["plan"] = self.plan.to_dict() if self.plan is not None else None
         return doc
 

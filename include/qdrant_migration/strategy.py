@@ -23,15 +23,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from include.qdrant_migration.providers import canonical_model
+from include.qdrant_migration.choices import ProviderName, Quantization
 from include.qdrant_migration.providers.base import ModelInfo
 from include.qdrant_migration.spec import Strategy
-
-if TYPE_CHECKING:  # the plan's module imports this one (through layout.py)
-    from include.qdrant_migration.plan import SourceInfo
-    from include.qdrant_migration.spec import MigrationSpec
 
 
 class CompatibilityError(ValueError):
@@ -68,12 +63,12 @@ class Facts:
     source_distance: str
     source_points: int
     old: OldModel | None
-    new_provider: str
+    new_provider: ProviderName
     new_model: str
     new_info: ModelInfo
     dimensions: int | None
     current_quantization: str
-    quantization: str | None = None
+    quantization: Quantization | None = None
     forced: Strategy | None = None
     allow_linear_map: bool = False
     map_sample_size: int = 2000
@@ -113,7 +108,7 @@ def old_model(
     lineage: Mapping[str, object],
     source_provider: str | None,
     source_model: str | None,
-    new_provider: str,
+    new_provider: ProviderName,
     canonical: Callable[[str, str], str] = lambda _provider, model: model,
 ) -> OldModel | None:
     """The old model: the params win over the lineage this tool wrote into the source.
@@ -127,13 +122,6 @@ def old_model(
         provider = str(lineage["provider"])
         return OldModel(provider, canonical(provider, str(lineage["model"])), "lineage")
     return None
-
-
-def old_model_of(spec: MigrationSpec, source: SourceInfo) -> OldModel | None:
-    """The model that made the source's vectors (params first, then lineage), if known."""
-    return old_model(
-        source.lineage, spec.source_provider, spec.source_model, spec.provider, canonical_model
-    )
 
 
 def choose_strategy(facts: Facts) -> Decision:

@@ -8,6 +8,7 @@ from typing import Any
 
 from qdrant_client import models as qm
 
+from include.qdrant_migration.choices import BadTextPolicy
 from include.qdrant_migration.providers import EmbeddingProvider
 from include.qdrant_migration.qdrant import PointId, point_id
 
@@ -64,7 +65,7 @@ def select_texts(
     provider: EmbeddingProvider,
     *,
     text_field: str,
-    policy: str,
+    policy: BadTextPolicy,
     collection: str,
 ) -> UsableTexts:
     """Apply the bad-data policy (missing, empty, non-string, too long) to a page of points.

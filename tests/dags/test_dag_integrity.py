@@ -131,3 +131,33 @@ def test_parsing_loads_no_models_or_sdks() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ
     )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_deployment_settings_shape_the_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    """QMM_* variables are read when the DAG files are parsed (docs/settings.md)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from include.qdrant_migration.settings import settings
+
+    for key, value in {
+        "QMM_MAX_PARALLEL_PARTITIONS": "2",
+        "QMM_MAX_ACTIVE_MIGRATIONS": "7",
+        "QMM_BACKFILL_POOL": "qdrant_backfill",
+        "QMM_RECALL_POKE_S": "9",
+        "QMM_CATCH_UP_SCHEDULE": "none",
+    }.items():
+        monkeypatch.setenv(key, value)
+    settings.cache_clear()
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    migration = bag.dags["qdrant_model_migration"]
+    backfill = migration.get_task("backfill_batch")
+    assert (backfill.pool, backfill.max_active_tis_per_dagrun) == ("qdrant_backfill", 2)
+    assert migration.max_active_runs == 7
+    assert migration.get_task("recall_check").poke_interval == 9
+    assert type(bag.dags["qdrant_migration_catch_up"].timetable).__name__ == "NullTimetable"
+
+    monkeypatch.setenv("QMM_MAX_PARALLEL_PARTITIONS", "four")
+    settings.cache_clear()
+    broken = DagBag(dag_folder=str(ROOT / "dags"))
+    errors = "\n".join(broken.import_errors.values())
+    assert "QMM_MAX_PARALLEL_PARTITIONS must be a whole number, at least 1; got 'four'" in errors

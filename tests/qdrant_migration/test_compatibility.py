@@ -19,7 +19,7 @@ from include.qdrant_migration.compatibility import (
     read_source,
     resolve_alias,
 )
-from include.qdrant_migration.plan import Lineage, SourceInfo
+from include.qdrant_migration.plan import Lineage, SourceInfo, old_model_of
 from include.qdrant_migration.providers import EmbeddingProvider
 from include.qdrant_migration.spec import MigrationSpec, Strategy
 from include.qdrant_migration.state import (
@@ -31,7 +31,7 @@ from include.qdrant_migration.state import (
     RecordKind,
 )
 from include.qdrant_migration.strategies.base import PROBE_TEXT, probe_dimension, target_name
-from include.qdrant_migration.strategy import AlreadyMigratedError, OldModel, old_model_of
+from include.qdrant_migration.strategy import AlreadyMigratedError, OldModel
 from tests.fakes import HashingProvider
 from tests.qdrant_migration.hashed import HASH_DIMENSION, HASH_TARGET, NEW_MODEL, hash_spec
 from tests.qdrant_migration.helpers import (

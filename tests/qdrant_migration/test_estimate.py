@@ -156,7 +156,7 @@ def timed(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     monkeypatch.setattr(TimedHashing, "clock", clock)
     monkeypatch.setattr(TimedHashing, "sizes", [])
     monkeypatch.setattr(estimate, "time", clock)
-    monkeypatch.setattr(estimate, "MAX_PARALLEL_PARTITIONS", 4)
+    monkeypatch.setenv("QMM_MAX_PARALLEL_PARTITIONS", "4")
     return clock
 
 

@@ -7,7 +7,13 @@ from typing import Any
 import jsonschema
 import pytest
 
-from include.qdrant_migration import spec as spec_module
+from include.qdrant_migration.choices import (
+    BAD_TEXT_POLICIES,
+    EMBEDDING_MODES,
+    PROVIDER_NAMES,
+    QUANTIZATIONS,
+)
+from include.qdrant_migration.providers import PROVIDERS
 from include.qdrant_migration.spec import (
     CATCH_UP_PARAM_SCHEMA,
     LIFECYCLE_PARAM_SCHEMA,
@@ -95,6 +101,34 @@ def test_the_strategy_choices_are_auto_and_every_strategy() -> None:
     ]
 
 
+def test_every_closed_set_is_the_schemas_choice_list() -> None:
+    assert PARAM_SCHEMA["provider"]["enum"] == list(PROVIDER_NAMES)
+    assert PARAM_SCHEMA["source_provider"]["enum"] == [None, *PROVIDER_NAMES]
+    assert PARAM_SCHEMA["embedding_mode"]["enum"] == list(EMBEDDING_MODES)
+    assert PARAM_SCHEMA["bad_text_policy"]["enum"] == list(BAD_TEXT_POLICIES)
+    assert PARAM_SCHEMA["quantization"]["enum"] == [None, *QUANTIZATIONS]
+    assert set(PROVIDERS) == set(PROVIDER_NAMES)  # one provider class per name
+
+
+@pytest.mark.parametrize(
+    "field", ["provider", "source_provider", "embedding_mode", "bad_text_policy", "quantization"]
+)
+def test_a_value_outside_its_closed_set_is_refused(field: str) -> None:
+    with pytest.raises(SpecError, match=f"{field} must be one of .*; got 'acme'"):
+        MigrationSpec(alias="a", **{field: "acme"})
+
+
+def test_the_spec_is_typed_and_its_dict_is_plain_json() -> None:
+    spec = MigrationSpec.from_params(
+        {"alias": "a", "strategy": "linear_map", "quantization": "binary", "allow_linear_map": True}
+    )
+    assert spec.strategy is Strategy.LINEAR_MAP and spec.forced_strategy is Strategy.LINEAR_MAP
+    plain = spec.to_dict()
+    assert type(plain["strategy"]) is str and plain["strategy"] == "linear_map"
+    assert MigrationSpec.from_dict(plain) == spec
+    assert MigrationSpec.from_dict(MigrationSpec(alias="a").to_dict()).strategy == "auto"
+
+
 def test_what_each_strategy_does_to_collections_and_vectors() -> None:
     creates = {s for s in Strategy if s.creates_target}
     derives = {s for s in Strategy if s.derives_vectors}
@@ -114,7 +148,7 @@ def test_forced_strategy_is_typed() -> None:
 def test_backfill_options_share_the_budget_among_parallel_tasks(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(spec_module, "MAX_PARALLEL_PARTITIONS", 4)
+    monkeypatch.setenv("QMM_MAX_PARALLEL_PARTITIONS", "4")
     options = {"requests_per_minute": 3000, "tokens_per_minute": 1_000_000, "max_concurrency": 4}
     spec = MigrationSpec(alias="a", provider_options=options)
     # at most 4 of 10 partitions run at once: each gets a quarter, spent paced from the start

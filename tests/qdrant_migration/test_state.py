@@ -242,6 +242,8 @@ def test_a_migration_record_round_trips_through_the_store(store: StateStore) -> 
     assert got.plan.spec.provider_options == {"requests_per_minute": 100}
     doc = store.get(RecordKind.MIGRATION, "mig-1")
     assert doc is not None and doc["status"] == "swapped"  # stored as its plain value
+    assert got.strategy is Strategy.FULL_REEMBED and type(doc["strategy"]) is str
+    assert type(doc["plan"]["spec"]["strategy"]) is str
     assert doc["run_id"] == "manual__2024-05-01T11:00:00+00:00"
     assert doc["rejected_at"] == "2024-04-30T09:00:00+00:00"
     assert migrations.get("mig-2") is None
@@ -258,7 +260,7 @@ def test_records_written_before_the_plan_was_typed_still_load() -> None:
     }
     record = MigrationRecord.from_doc(old)
     assert record.status is S.READY and record.plan is None
-    assert record.strategy == "full_reembed"
+    assert record.strategy is Strategy.FULL_REEMBED
     assert record.target_collection == "articles_v1"
     assert record.run_id is None and record.rejected_at is None  # fields added since
 

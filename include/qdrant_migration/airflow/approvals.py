@@ -2,12 +2,12 @@
 
 Airflow's CLI cannot answer a human-in-the-loop task; its REST API can. The terminal client
 (``scripts/approvals_client.py``) and the UI plugin (``ui_app.py``) both go through these
-paths, so an answer from either is the same ``PATCH`` Airflow records with its user.
+paths, so an answer from either is the same ``PATCH`` Airflow records with its user. Both
+wait before answering an approval that has just appeared (``workarounds.seconds_to_settle``).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -15,14 +15,6 @@ DAG_ID = "qdrant_model_migration"
 APPROVAL_TASK = "approve_swap"
 LIFECYCLE_DAG_ID = "qdrant_migration_lifecycle"
 APPROVE, REJECT = "Approve", "Reject"
-
-#: Seconds an approval must have been waiting before it is answered. Airflow 3.3's
-#: scheduler can lose an answer given before it has processed the exit of the worker that
-#: parked the task (it re-queues the task on the answer, then takes the parking worker's
-#: exit for a task killed externally, retries it, and the retry asks again with the answer
-#: already spent). A person never answers that fast; scripts and tests do. 5 s was not
-#: always enough on a busy 2-core machine (the parking worker's exit was processed later).
-SETTLE_S = 15.0
 
 
 def pending_path(dag_id: str = DAG_ID) -> str:
@@ -46,12 +38,3 @@ def answer_body(option: str) -> dict[str, Any]:
 
 def run_of(detail: dict[str, Any]) -> str:
     return str(detail.get("task_instance", detail)["dag_run_id"])
-
-
-def seconds_to_settle(detail: dict[str, Any], settle_s: float = SETTLE_S) -> float:
-    """How long to wait before answering ``detail`` (see :data:`SETTLE_S`)."""
-    created = detail.get("created_at")
-    if not created or not settle_s:
-        return 0.0
-    age = (datetime.now(tz=UTC) - datetime.fromisoformat(str(created))).total_seconds()
-    return max(settle_s - age, 0.0)

@@ -7,11 +7,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
 
+from airflow.providers.qdrant.hooks.qdrant import QdrantHook
 from airflow.sdk import BaseHook, Connection
 from airflow.sdk.exceptions import AirflowNotFoundException
 from qdrant_client import QdrantClient
 
-from include.qdrant_migration.plan import Plan
+from include.qdrant_migration.plan import Plan, old_model_of
 from include.qdrant_migration.providers import (
     Credentials,
     EmbeddingProvider,
@@ -19,7 +20,6 @@ from include.qdrant_migration.providers import (
 )
 from include.qdrant_migration.qdrant import QdrantSettings, connect, open_client
 from include.qdrant_migration.spec import MigrationSpec, SpecError
-from include.qdrant_migration.strategy import old_model_of
 
 
 def connection(conn_id: str, what: str) -> Connection:
@@ -34,24 +34,27 @@ def connection(conn_id: str, what: str) -> Connection:
         ) from None
 
 
-class MigrationQdrantHook(BaseHook):
-    """Qdrant for one task: a server, or an embedded local-mode store (extra ``path``).
+class MigrationQdrantHook(QdrantHook):
+    """The Qdrant provider's hook, plus what a migration needs of Qdrant.
 
-    The connection's fields are read as the Qdrant provider reads them (host/port or extra
-    ``url``, the API key as password, ``grpc_port``, ``prefer_gprc``, ``https``, ``prefix``),
-    by :meth:`QdrantSettings.from_connection`. There is deliberately no cached client: an
-    embedded store allows one opener, so a client is opened per block (:meth:`client`) and
-    closed after it, releasing the store's lock.
+    Inherited from ``QdrantHook`` (apache-airflow-providers-qdrant): the connection type
+    ``qdrant``, ``qdrant_default``, the connection form's fields and ``test_connection``.
+    The connection is read as the provider reads it (host/port or extra ``url``, the API
+    key as password, extras ``grpc_port``, ``prefer_gprc`` (sic), ``https``, ``prefix``),
+    by :meth:`QdrantSettings.from_connection`, which adds:
+
+    * the **embedded** local-mode store: extra ``path`` (the provider builds server
+      clients only). Every opener holds the store's lock (``qdrant.connect``) until its
+      client is closed, so parallel tasks take turns instead of crashing;
+    * the project's **client settings**: extra ``timeout`` (seconds, default 60; the
+      provider's client keeps qdrant-client's default).
+
+    Work goes through :meth:`client`, a client per block, closed after it (releasing an
+    embedded store's lock). The provider's ``conn`` (one client cached for the hook's
+    life) works too, but holds an embedded store until it is closed: not for tasks.
     """
 
-    conn_name_attr = "conn_id"
-    default_conn_name = "qdrant_default"
-    conn_type = "qdrant"
     hook_name = "Qdrant (server or embedded)"
-
-    def __init__(self, conn_id: str = default_conn_name) -> None:
-        super().__init__()
-        self.conn_id = conn_id
 
     @cached_property
     def settings(self) -> QdrantSettings:
@@ -70,7 +73,9 @@ class MigrationQdrantHook(BaseHook):
         with open_client(self.settings) as client:
             yield client
 
-    def test_connection(self) -> tuple[bool, str]:
+    def verify_connection(self) -> tuple[bool, str]:
+        """What ``test_connection`` answers: where Qdrant is and how many collections it
+        has, or why it could not be read (a client opened and closed for the check)."""
         try:
             with self.client() as client:
                 count = len(client.get_collections().collections)

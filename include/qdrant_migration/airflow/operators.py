@@ -3,7 +3,8 @@
 ``ApprovalOperator.response_timeout`` is fixed when the DAG is parsed; users want to set it
 per migration from the trigger form. This subclass reads ``approval_timeout_hours`` from the
 run's params when the task starts. At the timeout the default answer, Reject, applies, and
-a rejection leaves the alias where it is.
+a rejection leaves the alias where it is. Two workarounds of Airflow 3.3 apply here
+(``workarounds.earlier_answer``, ``workarounds.record_answer``).
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 
-#: The XCom key under which the approval's answer is kept.
-ANSWER_KEY = "answer"
+from include.qdrant_migration.airflow.workarounds import earlier_answer, record_answer
 
 
 class SwapApprovalOperator(ApprovalOperator):
@@ -30,43 +30,12 @@ class SwapApprovalOperator(ApprovalOperator):
         hours = context["params"].get("approval_timeout_hours")
         if hours:
             self.response_timeout = timedelta(hours=float(hours))
-        earlier = self._earlier_answer(context)
+        earlier = earlier_answer(context["ti"])
         if earlier is not None:
             return self.execute_complete(context, earlier)
         return super().execute(context)
 
-    def _earlier_answer(self, context: Any) -> dict[str, Any] | None:
-        """The answer an earlier try of this task received, if any.
-
-        Airflow 3.3's scheduler can retry an approval that was answered within seconds of
-        asking (it takes the exit of the worker that parked the task for a task killed
-        externally); the retry would ask again, with the answer already spent, and wait
-        forever. A retry that finds the answer uses it.
-        """
-        ti = context["ti"]
-        if ti.try_number <= 1:
-            return None
-        from airflow.sdk.execution_time.hitl import get_hitl_detail_content_detail
-
-        try:
-            found = get_hitl_detail_content_detail(ti.id)
-        except Exception:  # no request was written by an earlier try
-            return None
-        if not found.response_received or not found.chosen_options:
-            return None
-        self.log.info("Using the answer %s given to an earlier try", found.chosen_options)
-        return {
-            "chosen_options": found.chosen_options,
-            "params_input": found.params_input or {},
-            "responded_at": found.responded_at,
-            "responded_by_user": (
-                found.responded_by_user.model_dump() if found.responded_by_user else None
-            ),
-        }
-
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
-        """Record the answer as the XCom ``answer`` (Approve or Reject) for the run's last
-        task: Airflow 3.3 keeps no return value of a resumed approval."""
-        chosen = (event.get("chosen_options") or [None])[0]
-        context["ti"].xcom_push(key=ANSWER_KEY, value=chosen)
+        """Record the answer (Approve or Reject) for the run's last task, then go on."""
+        record_answer(context["ti"], event)
         return super().execute_complete(context, event)

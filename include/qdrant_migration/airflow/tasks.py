@@ -35,7 +35,7 @@ from include.qdrant_migration.airflow.hooks import (
     build_provider,
     build_source_provider,
 )
-from include.qdrant_migration.airflow.operators import ANSWER_KEY
+from include.qdrant_migration.airflow.workarounds import ANSWER_KEY
 from include.qdrant_migration.checks import CheckFailedError, quality, recall
 from include.qdrant_migration.leases import LeaseBusyError
 from include.qdrant_migration.plan import Plan
@@ -208,7 +208,7 @@ def apply_quantization(plan_xcom: XCom) -> XCom:
                 alias=plan.alias,
                 source_collection=plan.source.collection,
                 target_collection=plan.source.collection,
-                strategy=plan.strategy.value,
+                strategy=plan.strategy,
                 status=MigrationStatus.QUANTIZED,
                 plan=plan,
                 lineage=plan.target_lineage,
@@ -259,7 +259,8 @@ def backfill_batch(plan_xcom: XCom, partition_xcom: XCom) -> XCom:
             if isinstance(outcome, Waiting):
                 # Waits without a worker slot: the task is rescheduled and polls again.
                 again = datetime.now(tz=UTC) + timedelta(seconds=outcome.poll_s)
-                raise AirflowRescheduleException(again)
+                # Airflow's exception has an untyped __init__ (task-sdk 1.3.2).
+                raise AirflowRescheduleException(again)  # type: ignore[no-untyped-call]
             return outcome.to_dict()
         return job.run().to_dict()
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -47,10 +46,11 @@ from include.qdrant_migration.airflow.approvals import (
     answer_path,
     pending_path,
     run_of,
-    seconds_to_settle,
 )
 from include.qdrant_migration.airflow.hooks import MigrationQdrantHook
+from include.qdrant_migration.airflow.workarounds import seconds_to_settle
 from include.qdrant_migration.qdrant import connect, is_local
+from include.qdrant_migration.settings import settings
 from include.qdrant_migration.state import QdrantStateStore
 from include.qdrant_migration.ui import pages, views
 from include.qdrant_migration.ui.views import (
@@ -78,8 +78,7 @@ ActionBody = Annotated[dict[str, Any], Body(media_type="application/json")]
 
 
 def conn_ids() -> list[str]:
-    raw = os.environ.get("QMM_UI_QDRANT_CONN_IDS", "qdrant_default")
-    return [c.strip() for c in raw.split(",") if c.strip()]
+    return list(settings().ui_qdrant_conn_ids)
 
 
 class Stores:

@@ -16,7 +16,6 @@ Two leases (leases.py), both in the state store:
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -26,12 +25,11 @@ from qdrant_client import QdrantClient
 
 from include.qdrant_migration import leases
 from include.qdrant_migration.airflow.hooks import MigrationQdrantHook
+from include.qdrant_migration.settings import settings
 from include.qdrant_migration.state import QdrantStateStore, RecordKind
 
 log = logging.getLogger(__name__)
 
-#: How long a task waits for another writer of the same migration (QMM_LEASE_WAIT_S).
-WRITER_WAIT_S = float(os.environ.get("QMM_LEASE_WAIT_S", "900"))
 #: A run claim outlives any approval wait; whether its run is alive is asked of Airflow.
 RUN_CLAIM_TTL_S = 90 * 24 * 3600.0
 #: DAG run states in which a run may still write.
@@ -112,13 +110,16 @@ def run_holding(store: QdrantStateStore, migration_id: str) -> str | None:
 
 @contextmanager
 def writing(
-    conn_id: str, migration_id: str, *, wait_s: float = WRITER_WAIT_S
+    conn_id: str, migration_id: str, *, wait_s: float | None = None
 ) -> Iterator[tuple[QdrantClient, QdrantStateStore, Callable[[], None]]]:
     """The writer lease of ``migration_id``, then Qdrant; yields a heartbeat that renews it.
 
+    Waits up to ``wait_s`` for another holder (None: the deployment's ``QMM_LEASE_WAIT_S``).
     Tasks of one run share the lease (its owner is the run); it is released when the
-    block ends, and a dead holder's lease expires after ``leases.DEFAULT_TTL_S``.
+    block ends, and a dead holder's lease expires after ``QMM_LEASE_TTL_S``.
     """
+    if wait_s is None:
+        wait_s = settings().lease_wait_s
     open_store = opener(conn_id)
     lease = leases.acquire(open_store, f"writer/{migration_id}", run_owner(), wait_s=wait_s)
     try:

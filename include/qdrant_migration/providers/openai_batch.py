@@ -18,12 +18,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from include.qdrant_migration.providers.errors import EmbeddingError
 
 if TYPE_CHECKING:
-    from include.qdrant_migration.providers.openai_provider import OpenAIProvider
+    import openai
 
 ENDPOINT = "/v1/embeddings"
 #: The Batch API's limits on one input file.
@@ -63,10 +63,30 @@ class BatchResults:
     not_run: set[str] = field(default_factory=set)
 
 
+class BatchingProvider(Protocol):
+    """What the Batch API calls need of their provider (``OpenAIProvider`` is one).
+
+    Declared here, so that this module never imports the provider's: the provider imports
+    this one (:meth:`OpenAIProvider.batches`), one way.
+    """
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def what(self) -> str: ...
+
+    def sdk_client(self) -> openai.OpenAI: ...
+
+    def dimensions_to_send(self) -> int | None: ...
+
+    def status_error(self, exc: openai.APIStatusError) -> Exception: ...
+
+
 class OpenAIBatches:
     """The Files and Batches API calls of one provider (its model, dimensions, client)."""
 
-    def __init__(self, provider: OpenAIProvider) -> None:
+    def __init__(self, provider: BatchingProvider) -> None:
         self.provider = provider
 
     @property

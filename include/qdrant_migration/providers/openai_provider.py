@@ -40,6 +40,7 @@ import include.qdrant_migration.providers.packing as packing
 import include.qdrant_migration.providers.ratelimit as ratelimit
 from include.qdrant_migration.providers.base import ModelInfo, ModelLineage
 from include.qdrant_migration.providers.errors import EmbeddingError, ProviderConfigError
+from include.qdrant_migration.providers.openai_batch import OpenAIBatches
 from include.qdrant_migration.providers.options import bool_option, float_option, int_option
 from include.qdrant_migration.providers.packing import (
     ApproximateCounter,
@@ -52,8 +53,6 @@ from include.qdrant_migration.providers.remote import Answer, RemoteProvider
 
 if TYPE_CHECKING:
     import openai
-
-    from include.qdrant_migration.providers.openai_batch import OpenAIBatches
 
 log = logging.getLogger(__name__)
 
@@ -316,8 +315,6 @@ class OpenAIProvider(_OpenAIAPIProvider):
 
     def batches(self) -> OpenAIBatches:
         """The Batch API with this model and connection (``embedding_mode`` ``batch``)."""
-        from include.qdrant_migration.providers.openai_batch import OpenAIBatches
-
         return OpenAIBatches(self)
 
     def dimensions_to_send(self) -> int | None:

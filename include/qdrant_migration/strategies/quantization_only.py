@@ -13,11 +13,10 @@ from typing import ClassVar
 from qdrant_client import QdrantClient
 
 from include.qdrant_migration.aliases import LifecycleError
-from include.qdrant_migration.plan import Plan
+from include.qdrant_migration.plan import Plan, old_model_of
 from include.qdrant_migration.spec import Strategy
 from include.qdrant_migration.state import MigrationRecord, MigrationStatus
 from include.qdrant_migration.strategies.base import LifecycleAction, MigrationStrategy, PlanInputs
-from include.qdrant_migration.strategy import old_model_of
 from include.qdrant_migration.sync.pacing import ProbeTarget
 
 

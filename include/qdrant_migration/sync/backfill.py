@@ -30,6 +30,7 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
 from include.qdrant_migration import sparse
+from include.qdrant_migration.choices import BadTextPolicy
 from include.qdrant_migration.layout import point_vector
 from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.providers import EmbeddingError, EmbeddingProvider
@@ -49,7 +50,7 @@ T = TypeVar("T")
 class BackfillSettings:
     batch_size: int = 128
     embed_concurrency: int = 2
-    bad_text_policy: str = "skip"
+    bad_text_policy: BadTextPolicy = "skip"
     progress_interval_s: float = 30.0
     #: The run doing the work: what earlier runs did is reported apart from it.
     run_id: str = ""

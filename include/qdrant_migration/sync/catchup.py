@@ -44,6 +44,7 @@ from qdrant_client import models as qm
 from qdrant_client.http.exceptions import UnexpectedResponse
 
 from include.qdrant_migration import sparse
+from include.qdrant_migration.choices import BadTextPolicy
 from include.qdrant_migration.layout import Carried, point_vector
 from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.providers import EmbeddingError, EmbeddingProvider
@@ -74,7 +75,7 @@ class CatchUpJob:
     updated_at_field: str | None = None
     overlap_s: float = 300.0
     batch_size: int = 128
-    bad_text_policy: str = "skip"
+    bad_text_policy: BadTextPolicy = "skip"
     #: forward: the old collection is served; mirror: the new one is.
     direction: str = FORWARD
     #: Right after a switch: ``source`` was served until now, ``target`` is served now.

@@ -19,6 +19,7 @@ from typing import Any
 from qdrant_client import QdrantClient
 
 from include.qdrant_migration.layout import METADATA_KEY
+from include.qdrant_migration.plan import old_model_of
 from include.qdrant_migration.report import (
     at_rest_summary,
     human_bytes,
@@ -33,7 +34,6 @@ from include.qdrant_migration.state import (
     StateStore,
 )
 from include.qdrant_migration.strategies import LifecycleAction, strategy_of
-from include.qdrant_migration.strategy import old_model_of
 from include.qdrant_migration.sync.backfill import Checkpoint
 from include.qdrant_migration.sync.catchup import FORWARD, MIRROR
 from include.qdrant_migration.sync.pacing import PacingSummary
@@ -312,7 +312,7 @@ def _row(
             old.model if plan and (old := old_model_of(plan.spec, plan.source)) else None
         ),
         model=(plan.spec.model if plan else None),
-        strategy=record.strategy,
+        strategy=record.strategy.value,
         status=status,
         points_done=done,
         points_total=total,

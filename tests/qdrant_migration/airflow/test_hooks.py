@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from airflow.providers.qdrant.hooks.qdrant import QdrantHook
 
 from include.qdrant_migration.airflow.hooks import (
     MigrationQdrantHook,
@@ -19,6 +20,28 @@ from tests.standin import OPENAI_KEY, StandIn
 
 def _connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, **fields: object) -> None:
     monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(fields))
+
+
+def test_the_hook_is_the_qdrant_providers_with_an_embedded_mode() -> None:
+    """Same connection type, default connection, form and test_connection as the
+    provider's QdrantHook: a connection made for one works with the other."""
+    assert issubclass(MigrationQdrantHook, QdrantHook)
+    assert (MigrationQdrantHook.conn_type, MigrationQdrantHook.default_conn_name) == (
+        "qdrant",
+        "qdrant_default",
+    )
+    assert MigrationQdrantHook.conn_name_attr == QdrantHook.conn_name_attr
+    assert MigrationQdrantHook.get_ui_field_behaviour() == QdrantHook.get_ui_field_behaviour()
+    for inherited in ("get_connection_form_widgets", "test_connection", "__init__"):
+        assert inherited not in vars(MigrationQdrantHook), inherited
+    assert MigrationQdrantHook("other").conn_id == "other"
+
+
+def test_the_client_timeout_is_an_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    _connection(monkeypatch, "slow", conn_type="qdrant", host="h", extra={"timeout": 300})
+    assert MigrationQdrantHook("slow").settings.client_kwargs()["timeout"] == 300
+    _connection(monkeypatch, "plain", conn_type="qdrant", host="h")
+    assert MigrationQdrantHook("plain").settings.timeout == 60
 
 
 def test_server_connection_is_read_the_qdrant_providers_way(
