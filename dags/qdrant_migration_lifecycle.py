@@ -24,7 +24,7 @@ from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from include.qdrant_migration.airflow import tasks
+from include.qdrant_migration.airflow import assets, tasks
 from include.qdrant_migration.airflow.assets import ALIAS_MOVES
 from include.qdrant_migration.spec import LIFECYCLE_PARAM_SCHEMA
 
@@ -44,7 +44,7 @@ def qdrant_migration_lifecycle() -> None:
     def choose_action() -> str:
         return tasks.choose_action(dict(get_current_context()["params"]))
 
-    @task(outlets=[ALIAS_MOVES])
+    @task(outlets=[ALIAS_MOVES], inlets=assets.registered())
     def rollback() -> dict[str, Any]:
         return tasks.rollback(dict(get_current_context()["params"]))
 

@@ -56,7 +56,7 @@ from typing import Any
 
 from airflow.sdk import Param, PokeReturnValue, dag, get_current_context, task
 
-from include.qdrant_migration.airflow import tasks
+from include.qdrant_migration.airflow import assets, tasks
 from include.qdrant_migration.airflow.assets import ALIAS_MOVES
 from include.qdrant_migration.airflow.operators import SwapApprovalOperator
 from include.qdrant_migration.airflow.workarounds import mapped_results
@@ -163,7 +163,7 @@ def qdrant_model_migration() -> None:
         body="{{ ti.xcom_pull(task_ids='build_report')['markdown'] }}",
     )
 
-    @task(outlets=[ALIAS_MOVES])
+    @task(outlets=[ALIAS_MOVES], inlets=assets.registered())
     def swap_alias(plan: dict[str, Any]) -> dict[str, Any]:
         return tasks.swap_alias(plan)
 

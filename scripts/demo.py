@@ -41,6 +41,9 @@ def _environment() -> None:
                 {"conn_type": "qdrant", "extra": {"path": str(STORE)}}
             ),
             "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get("DEMO_LOG_LEVEL", "WARNING"),
+            # The alias the demo migrates: Airflow registers its Asset when it parses the
+            # DAG, so the swap's Asset event finds it (docs/settings.md).
+            "QMM_ALIASES": ALIAS,
             "HF_HUB_OFFLINE": "1",
             "TOKENIZERS_PARALLELISM": "false",
             "PYTHONPATH": str(ROOT),

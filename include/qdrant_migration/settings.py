@@ -156,6 +156,18 @@ class Settings:
         "DAG never waits: it skips a busy migration until its next run.",
         read="By tasks, when they wait for a writer lease.",
     )
+    aliases: tuple[str, ...] = _setting(
+        (),
+        env="QMM_ALIASES",
+        parse=_names,
+        meaning="The aliases your applications read, whose Asset "
+        "(`x-qdrant-alias://<alias>`) Airflow registers when it parses the migration DAG, "
+        "so the event a swap or rollback publishes finds it. An alias not listed here gets "
+        "its Asset created by Airflow at its first move, with two warnings in the task's "
+        "log (the Asset was not found, then was inactive).",
+        read="When the migration and lifecycle DAGs are parsed (the swap and rollback "
+        "tasks' `inlets`).",
+    )
     ui_qdrant_conn_ids: tuple[str, ...] = _setting(
         ("qdrant_default",),
         env="QMM_UI_QDRANT_CONN_IDS",

@@ -109,7 +109,9 @@ def test_a_migrated_store_reads_back(migrated: Migrated) -> None:
     assert page.lineage[0].collection == plan.source.collection
     assert page.lineage[0].model == SOURCE_MODEL
     assert dict((w, p) for w, p, _ in page.plan_vs_actual)["tokens"] == f"{plan.estimate.tokens:,}"
-    assert page.actions == []  # loading: nothing to approve, roll back or retire yet
+    # Loading, and its run is over (it failed before the approval, or was stopped): nothing
+    # to approve or roll back; the abandoned target can be retired (the lifecycle DAG agrees).
+    assert [a.name for a in page.actions] == ["retire"]
     swapped = dataclasses.replace(
         Migrations(state).require(plan.migration_id),
         status=MigrationStatus.SWAPPED,
