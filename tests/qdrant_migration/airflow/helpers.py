@@ -2,20 +2,18 @@
 
 No model runs and no migration is carried out: the source collection holds a few points
 of dummy vectors behind its alias, and each migration is the record (and run claim) a run
-would have left in the state store, at the status a test needs. The store is reached the
-way the tasks and the UI reach it: through the Airflow connection ``qdrant_default``.
+would have left in the state store, at the status a test needs (the store itself: the
+``store`` fixture of conftest.py).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 from qdrant_client import QdrantClient
 
 from include.qdrant_migration.airflow.approvals import DAG_ID
@@ -28,7 +26,6 @@ from include.qdrant_migration.state import (
     MigrationStatus,
     QdrantStateStore,
 )
-from tests.qdrant_migration.helpers import make_source
 
 ALIAS, SOURCE = "docs", "docs_v1"
 SOURCE_INFO = SourceInfo(
@@ -78,12 +75,6 @@ def claim(state: QdrantStateStore, migration_id: str, run_id: str, dag_id: str =
     assert state.try_acquire(f"run/{migration_id}", f"{dag_id}/{run_id}", 3600.0, time.time())
 
 
-def store_with_source(path: Path) -> None:
-    """An embedded store at ``path``: ``docs_v1`` (3 points) behind the alias ``docs``."""
-    with open_client(QdrantSettings(path=str(path))) as client:
-        make_source(client, SOURCE, [(i, {"text": f"doc {i}"}) for i in range(3)], alias=ALIAS)
-
-
 @contextmanager
 def opened(path: Path) -> Iterator[tuple[QdrantClient, QdrantStateStore]]:
     """The store, for arranging or checking it between the calls under test (an embedded
@@ -96,11 +87,3 @@ def put(path: Path, *records: MigrationRecord) -> None:
     with opened(path) as (_client, state):
         for record in records:
             Migrations(state).put(record)
-
-
-def connect_airflow(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
-    """The connection ``qdrant_default`` points at the embedded store at ``path``."""
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_QDRANT_DEFAULT",
-        json.dumps({"conn_type": "qdrant", "extra": {"path": str(path)}}),
-    )

@@ -34,12 +34,10 @@ from tests.qdrant_migration.airflow.helpers import (
     ALIAS,
     SOURCE,
     claim,
-    connect_airflow,
     opened,
     plan_of,
     put,
     record_of,
-    store_with_source,
 )
 
 ADMIN, VIEWER = "admin-token", "viewer-token"
@@ -224,14 +222,6 @@ class Clock:
 
     def monotonic(self) -> float:
         return self.now
-
-
-@pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "qdrant"
-    store_with_source(path)
-    connect_airflow(monkeypatch, path)
-    return path
 
 
 @pytest.fixture
