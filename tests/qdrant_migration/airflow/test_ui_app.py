@@ -46,7 +46,7 @@ ANSWER = ("PUT", DagAccessEntity.HITL_DETAIL, DAG_ID)
 TRIGGER = ("POST", DagAccessEntity.RUN, LIFECYCLE_DAG_ID)
 ACTIONS = ("approve", "reject", "rollback", "retire")
 #: Long ago: the approval has settled (ui_app waits approvals.SETTLE_S on a fresh one).
-ASKED_AT = "2026-01-01T00:00:00+00:00"
+ASKED_AT = "2020-01-01T00:00:00+00:00"
 
 
 @dataclass(frozen=True)
