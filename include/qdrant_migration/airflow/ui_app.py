@@ -358,7 +358,8 @@ class MigrationsUi:
             await api.close()
         self.stores.forget()
         after = "the alias moves after a final catch-up" if option == APPROVE else "the alias stays"
-        by = (answered.get("responded_by_user") or {}).get("name") or "you"
+        # The PATCH answers with Airflow's HITLDetailResponse: the user is "responded_by".
+        by = (answered.get("responded_by") or {}).get("name") or "you"
         return JSONResponse(
             {
                 "message": f"{option} recorded for run {page.row.run_id} by {by}; {after}.",
