@@ -372,12 +372,8 @@ class MigrationsUi:
         """Trigger ``qdrant_migration_lifecycle`` for ``action`` if the page offers it."""
         page, _ = await self.page(request, migration_id)
         if not any(a.name == action for a in page.actions):
-            raise HTTPException(
-                409,
-                f"{migration_id} is {page.row.status}: {action} is not possible now "
-                "(rollback needs a swapped migration; retire a swapped, rolled back or "
-                "rejected one).",
-            )
+            why = page.refused.get(action, f"{action} is not possible now.")
+            raise HTTPException(409, f"{migration_id} is {page.row.status}: {why}")
         conf = {"action": action, "qdrant_conn_id": page.row.qdrant_conn_id}
         conf |= (
             {"alias": page.row.alias} if action == "rollback" else {"migration_id": migration_id}

@@ -18,6 +18,7 @@ from typing import Any
 
 from qdrant_client import QdrantClient
 
+from include.qdrant_migration.aliases import LifecycleError
 from include.qdrant_migration.layout import METADATA_KEY
 from include.qdrant_migration.plan import old_model_of
 from include.qdrant_migration.report import (
@@ -212,6 +213,8 @@ class MigrationPage:
     throughput: list[tuple[float, int]]
     actions: list[Action]
     approval: PendingApproval | None
+    #: Why each lifecycle action not offered does not apply (the lifecycle DAG's words).
+    refused: dict[str, str] = field(default_factory=dict)
 
 
 # -- reading -------------------------------------------------------------------------
@@ -262,6 +265,7 @@ def migration_page(
         throughput=throughput(checkpoints),
         actions=actions(record, row, approval, serving),
         approval=approval,
+        refused=refusals(record, row),
     )
 
 
@@ -644,6 +648,20 @@ def actions(
             )
         )
     return found
+
+
+def refusals(record: MigrationRecord, row: MigrationRow) -> dict[str, str]:
+    """Why the lifecycle DAG would refuse each action the page does not offer."""
+    if record.plan is None:
+        return {a.value: f"{record.migration_id} has no recorded plan." for a in LifecycleAction}
+    strategy, refused = strategy_of(record.plan), {}
+    holder = row.run_id if row.run_state in RUN_ACTIVE else None
+    for action in LifecycleAction:
+        try:
+            strategy.require_action(record, action, running=holder)
+        except LifecycleError as error:
+            refused[action.value] = str(error)
+    return refused
 
 
 # -- formatting shared by the pages ---------------------------------------------------------

@@ -20,7 +20,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from include.qdrant_migration import aliases
 from include.qdrant_migration.airflow import tasks, writers
 from include.qdrant_migration.airflow.approvals import DAG_ID, LIFECYCLE_DAG_ID
-from include.qdrant_migration.airflow.operators import ANSWER_KEY
+from include.qdrant_migration.airflow.workarounds import ANSWER_KEY
 from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.spec import Strategy
 from include.qdrant_migration.state import (
