@@ -59,9 +59,14 @@ from airflow.sdk import Param, PokeReturnValue, dag, get_current_context, task
 from include.qdrant_migration.airflow import assets, tasks
 from include.qdrant_migration.airflow.assets import ALIAS_MOVES
 from include.qdrant_migration.airflow.operators import SwapApprovalOperator
-from include.qdrant_migration.airflow.workarounds import mapped_results
+from include.qdrant_migration.airflow.workarounds import (
+    mapped_results,
+    quiet_upstream_deprecations,
+)
 from include.qdrant_migration.settings import settings
 from include.qdrant_migration.spec import PARAM_SCHEMA
+
+quiet_upstream_deprecations()  # before @task.sensor below imports the provider's sensor
 
 
 @task.branch
@@ -86,8 +91,8 @@ def apply_quantization(plan: dict[str, Any]) -> dict[str, Any]:
 
 
 @task
-def restore_indexing(plan: dict[str, Any], _caught_up: dict[str, Any]) -> None:
-    tasks.restore_indexing(plan)
+def restore_indexing(plan: dict[str, Any], _caught_up: dict[str, Any]) -> dict[str, Any]:
+    return tasks.restore_indexing(plan)
 
 
 @task
@@ -96,8 +101,9 @@ def build_report(
     results: list[dict[str, Any]],
     caught_up: dict[str, Any],
     recall: dict[str, Any],
+    restored: dict[str, Any],
 ) -> dict[str, Any]:
-    return tasks.build_report(plan, mapped_results(results), caught_up, recall)
+    return tasks.build_report(plan, mapped_results(results), caught_up, recall, restored)
 
 
 # Whatever happened (swapped, rejected, timed out, failed): record it, free the migration.
@@ -181,7 +187,7 @@ def qdrant_model_migration() -> None:
     indexing = restore_indexing(plan, caught_up)
     evidence = recall_check(plan)
     indexing >> evidence
-    report = build_report(plan, results, caught_up, evidence)
+    report = build_report(plan, results, caught_up, evidence, indexing)
     report >> approve_swap >> swap_alias(plan) >> finish_migration()
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -32,6 +33,9 @@ ALIAS = "articles"
 def _environment() -> None:
     os.environ.update(
         {
+            # A key long enough for HS512 (Airflow's generated one is 16 bytes, and PyJWT
+            # warns that it is too short at every token). Fresh per demo run.
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
             "AIRFLOW_HOME": str(DEMO / "airflow"),
             "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",

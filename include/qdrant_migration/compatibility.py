@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from typing import cast
 
 from qdrant_client import QdrantClient
@@ -22,7 +23,7 @@ from include.qdrant_migration.providers import EmbeddingProvider
 from include.qdrant_migration.qdrant import point_id
 from include.qdrant_migration.spec import MigrationSpec
 from include.qdrant_migration.state import STATE_COLLECTION, StateStore
-from include.qdrant_migration.strategies import STRATEGIES, PlanInputs
+from include.qdrant_migration.strategies import STRATEGIES, PlanInputs, strategy_of
 from include.qdrant_migration.strategy import (
     CompatibilityError,
     Facts,
@@ -120,13 +121,19 @@ def assess(
     spec: MigrationSpec,
     provider: EmbeddingProvider,
     state: StateStore,
+    *,
+    old_model: Callable[[SourceInfo], EmbeddingProvider | None] | None = None,
+    shared_process: bool = False,
 ) -> Plan:
     """Read the source, choose the strategy, check the request against it, and plan.
 
     Writes nothing. Embeds one fixed query to check the model's real output size (not for
-    a quantization change, which makes no embedding call at all), and a few sample texts
-    to measure throughput when no rate budget is configured (see estimate.py).
+    a quantization change, which makes no embedding call at all), a few sample texts to
+    measure throughput when no rate budget is configured, and a few queries with the new
+    model and ``old_model(source)`` to time the quality comparison (see estimate.py and
+    phases.py; ``shared_process``: every task of the run runs in this process).
     """
+    started = estimate.now()
     source_collection = resolve_alias(client, spec.alias)
     source = read_source(
         client, source_collection, spec.text_field, spec.vector_name, spec.add_sparse
@@ -141,4 +148,8 @@ def assess(
         )
     given = PlanInputs(client, spec, provider, state, source, migration_id, decision)
     plan = STRATEGIES[decision.strategy].make_plan(given)
-    return dataclasses.replace(plan, estimate=estimate.build(client, plan, provider))
+    old = old_model(source) if old_model is not None and strategy_of(plan).rebuilds else None
+    built = estimate.build(
+        client, plan, provider, old_model=old, shared_process=shared_process, started=started
+    )
+    return dataclasses.replace(plan, estimate=built)

@@ -30,8 +30,10 @@ from typing import Any
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from include.qdrant_migration import linear_map, quantization, sparse
-from include.qdrant_migration.plan import Estimate, Plan
+from include.qdrant_migration import linear_map, phases, quantization, sparse
+from include.qdrant_migration.checks import quality
+from include.qdrant_migration.phases import ModelTiming
+from include.qdrant_migration.plan import Estimate, PhaseEstimate, Plan
 from include.qdrant_migration.providers import EmbeddingProvider, openai_batch
 from include.qdrant_migration.qdrant import is_local
 from include.qdrant_migration.spec import Strategy, batch_unavailable
@@ -186,12 +188,23 @@ def measure_throughput(provider: EmbeddingProvider, texts: list[str], batch: int
     return Throughput(len(texts), timed)
 
 
+@dataclass(frozen=True)
+class EmbedTime:
+    """The backfill's embedding: expected and slow-end seconds, how they were found, and the
+    timed batches as a per-document timing (None: nothing timed)."""
+
+    seconds: float | None
+    slow_s: float | None
+    basis: str
+    documents: ModelTiming | None = None
+
+
 def _embed_seconds(
     plan: Plan, provider: EmbeddingProvider, sample: TextSample, texts: int, requests: int
-) -> tuple[float | None, float | None, str]:
-    """Time to embed ``texts`` (expected, slow end, basis): the rate budget, else measured."""
+) -> EmbedTime:
+    """Time to embed ``texts``: the rate budget, else measured."""
     if not texts:
-        return 0.0, None, "no embedding"
+        return EmbedTime(0.0, None, "no embedding")
     options = plan.spec.provider_options
     tpm, rpm = options.get("tokens_per_minute"), options.get("requests_per_minute")
     if tpm or rpm:
@@ -202,7 +215,7 @@ def _embed_seconds(
             for k in ("tokens_per_minute", "requests_per_minute")
             if options.get(k)
         )
-        return minutes * 60, None, f"at least: the rate budget ({basis}) caps it"
+        return EmbedTime(minutes * 60, None, f"at least: the rate budget ({basis}) caps it")
     local = not provider.needs_connection
     probe = sample.texts[: THROUGHPUT_SAMPLE if local else HOSTED_THROUGHPUT_SAMPLE]
     if plan.spec.embedding_mode == "batch":  # no source text is sent twice: stand-ins
@@ -210,7 +223,7 @@ def _embed_seconds(
             f"Timing sample {i}. " + "lorem ipsum " * (len(t) // 12) for i, t in enumerate(probe)
         ]
     if not probe:
-        return None, None, "no sample text to measure"
+        return EmbedTime(None, None, "no sample text to measure")
     size = max(
         1, min(plan.spec.batch_size, provider.limits.max_inputs_per_request, len(probe) // 3 or 1)
     )
@@ -219,11 +232,12 @@ def _embed_seconds(
     if local:  # bounded by this worker's CPU, whatever else runs on it
         rates = measured.rates
         fast, slow = statistics.median(rates), min(rates)
-        return (
+        return EmbedTime(
             texts / fast,
             texts / slow,
             f"measured {fast:.0f} texts/s (slowest batch {slow:.0f}/s): {how}; a worker "
-            "busy with other tasks is slower",
+            "busy with other tasks, or larger texts than the sample's, make it slower",
+            ModelTiming(1 / fast, 1 / slow, 0.0),
         )
     partitions = math.ceil(plan.source.points / plan.spec.points_per_partition)
     parallel = plan.spec.embed_concurrency * plan.spec.parallel_tasks(partitions)
@@ -232,7 +246,8 @@ def _embed_seconds(
         f"measured {typical:.2f} s per request (slowest {worst:.2f} s): {how}; {parallel} "
         "requests in flight, no rate budget set (the provider's own limits may slow it)"
     )
-    return requests * typical / parallel, requests * worst / parallel, basis
+    documents = ModelTiming(typical / size, worst / size, 0.0, size, typical)
+    return EmbedTime(requests * typical / parallel, requests * worst / parallel, basis, documents)
 
 
 def _stored_bytes(vector: Any) -> int:
@@ -317,17 +332,20 @@ def _names(client: QdrantClient, plan: Plan) -> tuple[list[str], str]:
 
 def _duration(
     plan: Plan, provider: EmbeddingProvider, sample: TextSample, work: tuple[int, int, int]
-) -> tuple[float | None, float | None, str]:
-    """Wall time (expected, slow end, basis): embedding and copying overlap, so the slower."""
+) -> EmbedTime:
+    """The backfill's wall time: embedding and copying overlap, so the slower."""
     texts, _, copied = work
     if plan.strategy is Strategy.QUANTIZATION_ONLY:
-        return 0.0, None, "nothing copied or embedded; Qdrant re-quantizes in the background"
+        return EmbedTime(
+            0.0, None, "nothing copied or embedded; Qdrant re-quantizes in the background"
+        )
     requests = _requests(plan, provider, texts, work[1])
-    embed_s, slow_s, basis = _embed_seconds(plan, provider, sample, texts, requests)
+    embedded = _embed_seconds(plan, provider, sample, texts, requests)
+    embed_s, slow_s, basis = embedded.seconds, embedded.slow_s, embedded.basis
     written = copied or plan.source.points
     copy_s = written / COPY_POINTS_PER_S
     if embed_s is None:
-        return None, None, basis
+        return embedded
     if copy_s >= embed_s:
         basis = f"writing {written} points at about {COPY_POINTS_PER_S:.0f} points/s"
     budget = plan.spec.budget
@@ -340,7 +358,7 @@ def _duration(
     if budget.adaptive:
         basis += "; the adaptive budget slows the writes while the cluster's searches are slow"
     slow = None if slow_s is None else round(max(slow_s, copy_s, paced_s), 1)
-    return round(max(embed_s, copy_s, paced_s), 1), slow, basis
+    return EmbedTime(round(max(embed_s, copy_s, paced_s), 1), slow, basis, embedded.documents)
 
 
 #: Savings (USD) from which batch mode is recommended even when online is fast enough.
@@ -389,6 +407,54 @@ def _modes(plan: Plan, cost: float | None, duration: float | None) -> dict[str, 
     return {"batch_cost_usd": batch, "recommended_mode": mode, "mode_reason": why}
 
 
+def _phases(
+    client: QdrantClient,
+    plan: Plan,
+    provider: EmbeddingProvider,
+    old_model: EmbeddingProvider | None,
+    sample: TextSample,
+    backfill: EmbedTime,
+    shared_process: bool,
+    started: float | None,
+) -> list[PhaseEstimate]:
+    """Every phase of the run up to the report, from what is timed here (phases.py)."""
+    if not strategy_of(plan).rebuilds or backfill.seconds is None:
+        return []
+    labeled = quality.load_eval_set(plan.spec.eval_set)
+    queries = [q.query for q in labeled] or [query_like(t) for t in sample.texts]
+    probe = queries[: phases.QUERY_SAMPLE]
+
+    def timed(model: EmbeddingProvider) -> phases.ModelTiming | None:
+        # A hosted model is timed (two requests) only for an eval set's many queries;
+        # otherwise its few requests are priced at a typical latency, not paid for here.
+        if model.needs_connection and not labeled:
+            return phases.assumed_latency(model)
+        return phases.time_queries(model, probe)
+
+    new_queries = timed(provider)
+    old_queries = timed(old_model) if old_model is not None else None
+    if not labeled and old_model is not None:
+        labeled_count = min(quality.UNLABELED_QUERIES, plan.spec.recall_sample_size)
+    else:
+        labeled_count = len(labeled)
+    fit = None
+    if plan.strategy is Strategy.LINEAR_MAP and backfill.documents is not None:
+        fitting = min(plan.spec.map_sample_size, plan.source.points)
+        fit = (backfill.documents.seconds(fitting), backfill.documents.seconds(fitting, slow=True))
+    measured = phases.Measured(
+        assess_s=time.monotonic() - started if started is not None else 0.0,
+        store=phases.StoreTiming.measure(client, plan),
+        backfill=(backfill.seconds, backfill.slow_s or backfill.seconds, backfill.basis),
+        documents=backfill.documents or new_queries,
+        new_queries=new_queries,
+        old_queries=old_queries,
+        shared_process=shared_process,
+        eval_queries=labeled_count if old_model is not None else 0,
+        fit=fit,
+    )
+    return phases.estimate_phases(plan, measured)
+
+
 def source_search_ms(client: QdrantClient, plan: Plan) -> dict[str, Any]:
     """The source's search latency before the migration writes (probe queries): the
     baseline the backfill's probes are compared with. Not on the embedded store: one
@@ -399,12 +465,35 @@ def source_search_ms(client: QdrantClient, plan: Plan) -> dict[str, Any]:
     return {**at_rest.percentiles(), "probes": at_rest.count}
 
 
-def build(client: QdrantClient, plan: Plan, provider: EmbeddingProvider) -> Estimate:
-    """The estimate of ``plan``."""
+def now() -> float:
+    """The estimate's clock (``time.monotonic``; tests replace ``time`` here)."""
+    return time.monotonic()
+
+
+def build(
+    client: QdrantClient,
+    plan: Plan,
+    provider: EmbeddingProvider,
+    *,
+    old_model: EmbeddingProvider | None = None,
+    shared_process: bool = False,
+    started: float | None = None,
+) -> Estimate:
+    """The estimate of ``plan`` (``started``: when assess began, on ``time.monotonic()``;
+    ``shared_process``: every task runs in this process, as under ``dag.test()``)."""
     sample = sample_texts(client, plan.source.collection, plan.spec.text_field, provider)
     work = _work(plan, sample)
     texts, tokens, copied = work
-    duration, duration_max, basis = _duration(plan, provider, sample, work)
+    backfill = _duration(plan, provider, sample, work)
+    phases = _phases(client, plan, provider, old_model, sample, backfill, shared_process, started)
+    duration = round(sum(p.seconds for p in phases), 1) if phases else backfill.seconds
+    duration_max = round(sum(p.max_seconds for p in phases), 1) if phases else None
+    basis = (
+        "the phases below, up to the report; the approval's wait is not estimated (a person "
+        "decides), nor the swap after it"
+        if phases
+        else backfill.basis
+    )
     price = price_per_million(plan.spec.provider, provider.model)
     counter = provider.token_counter()
     creates, alias_change = _names(client, plan)
@@ -421,10 +510,11 @@ def build(client: QdrantClient, plan: Plan, provider: EmbeddingProvider) -> Esti
         price_per_million_tokens=price,
         prices_as_of=str(load_prices()["as_of"]),
         cost_usd=None if price is None else round(tokens * price / 1e6, 8),
-        **_modes(plan, None if price is None else tokens * price / 1e6, duration),
+        **_modes(plan, None if price is None else tokens * price / 1e6, backfill.seconds),
         duration_s=duration,
         duration_max_s=duration_max,
         duration_basis=basis,
+        phases=phases,
         payload_bytes_per_point=round(sample.payload_bytes),
         creates=creates,
         alias_change=alias_change,

@@ -64,6 +64,16 @@ class SourceInfo:
 
 
 @dataclass(frozen=True)
+class PhaseEstimate:
+    """One phase of a run (phases.py): its expected and slow-end seconds, and their basis."""
+
+    name: str
+    seconds: float
+    max_seconds: float
+    basis: str
+
+
+@dataclass(frozen=True)
 class Estimate:
     """What a migration will cost before it runs (the dry run), beside the actuals later."""
 
@@ -88,6 +98,8 @@ class Estimate:
     #: The slow end of the duration's range (None: no range, e.g. from a rate budget).
     duration_max_s: float | None = None
     duration_basis: str = ""
+    #: The run up to the report, phase by phase (their sum is the duration above).
+    phases: list[PhaseEstimate] = field(default_factory=list)
     payload_bytes_per_point: int = 0
     source_disk_bytes: int = 0
     target_disk_bytes: int = 0
@@ -178,6 +190,7 @@ class Plan:
             estimate["recommended_mode"] = one_of(
                 estimate["recommended_mode"], EMBEDDING_MODES, "recommended_mode"
             )
+        estimate["phases"] = [PhaseEstimate(**p) for p in estimate.get("phases") or []]
         fields["estimate"] = Estimate(**estimate)
         return cls(**fields)
 

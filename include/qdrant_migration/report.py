@@ -20,6 +20,7 @@ from include.qdrant_migration.checks.quality import (
 )
 from include.qdrant_migration.checks.recall import RecallResult
 from include.qdrant_migration.linear_map import MapSummary
+from include.qdrant_migration.phases import ORDER, Timeline, actual_phases
 from include.qdrant_migration.plan import Estimate, Plan
 from include.qdrant_migration.spec import Strategy
 from include.qdrant_migration.state import STATE_COLLECTION
@@ -108,6 +109,8 @@ class Evidence:
     run_started_at: str | None = None
     #: When the report was made.
     reported_at: str | None = None
+    #: When each phase of the run ended (the duration by phase, against the plan's).
+    timeline: Timeline | None = None
 
 
 @dataclass(frozen=True)
@@ -377,6 +380,7 @@ def render_plan(plan: Plan) -> str:
         "| --- | --- |",
         *estimate_rows(plan),
         "",
+        *planned_phase_lines(plan),
         f"Would create: {creates}. Alias: {est.alias_change}.",
     ]
     return "\n".join(lines)
@@ -590,7 +594,64 @@ def plan_vs_actual_lines(report: Report) -> list[str]:
         *estimate_rows(report.plan, report.actual, earlier),
         "",
         *note,
+        *phase_lines(report),
     ]
+
+
+def phase_lines(report: Report) -> list[str]:
+    """The duration phase by phase: the plan's range, what this run took, and the basis."""
+    planned = {p.name: p for p in report.plan.estimate.phases}
+    timeline = report.evidence.timeline
+    took = actual_phases(timeline) if timeline is not None else {}
+    if not planned:
+        return []
+    rows = []
+    for name in ORDER:
+        phase = planned.get(name)
+        if phase is None and name not in took:
+            continue
+        plan_text = "n/a" if phase is None else _range(phase.seconds, phase.max_seconds)
+        actual = human_seconds(took[name]) if name in took else "n/a"
+        rows.append(f"| {name} | {plan_text} | {actual} | {phase.basis if phase else ''} |")
+    total_took = sum(took.values()) if took else None
+    est = report.plan.estimate
+    return [
+        "**Duration by phase** (up to this report; the approval's wait is a person's and is "
+        "not estimated, the swap comes after it):",
+        "",
+        "| phase | plan | actual | how the plan was made |",
+        "| --- | --- | --- | --- |",
+        *rows,
+        f"| **total** | {_range(est.duration_s, est.duration_max_s)} | "
+        f"{human_seconds(total_took)} | |",
+        "",
+    ]
+
+
+def planned_phase_lines(plan: Plan) -> list[str]:
+    """The dry run's duration, phase by phase, with how each was estimated."""
+    est = plan.estimate
+    if not est.phases:
+        return []
+    return [
+        "**Duration by phase** (up to the report; the approval's wait is not estimated, the "
+        "swap comes after it; a busy worker, a provider's rate limit or writes arriving "
+        "during the run make each phase slower):",
+        "",
+        "| phase | estimate | how |",
+        "| --- | --- | --- |",
+        *(f"| {p.name} | {_range(p.seconds, p.max_seconds)} | {p.basis} |" for p in est.phases),
+        f"| **total** | {_range(est.duration_s, est.duration_max_s)} | |",
+        "",
+    ]
+
+
+def _range(low: float | None, high: float | None) -> str:
+    if low is None:
+        return "unknown"
+    if high is None or high <= low:
+        return human_seconds(low)
+    return f"{human_seconds(low)} to {human_seconds(high)}"
 
 
 def _metric_label(key: str) -> str:

@@ -13,9 +13,9 @@ from typing import Any, ClassVar
 import pytest
 from qdrant_client import QdrantClient
 
-from include.qdrant_migration import compatibility, estimate
+from include.qdrant_migration import compatibility, estimate, phases
 from include.qdrant_migration.collections import create_target
-from include.qdrant_migration.plan import Estimate
+from include.qdrant_migration.plan import Estimate, PhaseEstimate
 from include.qdrant_migration.providers import Credentials, EmbeddingProvider, get_provider
 from include.qdrant_migration.report import render_plan
 from include.qdrant_migration.spec import Strategy
@@ -167,23 +167,26 @@ def test_without_a_budget_the_duration_is_measured_after_a_warm_up_with_a_range(
     state = QdrantStateStore(fast_client)
     local = compatibility.assess(fast_client, hash_spec(), TimedHashing("hash-new"), state)
     est = local.estimate
-    # 10 texts/s typical, 3.3/s in the slowest batch: 240 texts in 24 s to 72 s
-    assert (est.duration_s, est.duration_max_s) == (24.0, 72.0)
-    assert est.duration_basis.startswith("measured 10 texts/s (slowest batch 3/s): ")
-    assert "batches of up to" in est.duration_basis and "after a warm-up call" in est.duration_basis
+    # 10 texts/s typical, 3.3/s in the slowest batch: 240 texts in 24 s to 72 s, after the
+    # scheduler starts the task (the backfill phase runs from the end of the setup)
+    backfill = phase(est, "backfill")
+    assert (backfill.seconds, backfill.max_seconds) == (24.0 + GAP, 72.0 + 2 * GAP)
+    assert backfill.basis.startswith("measured 10 texts/s (slowest batch 3/s): ")
+    assert "batches of up to" in backfill.basis and "after a warm-up call" in backfill.basis
+    assert est.duration_s == round(sum(p.seconds for p in est.phases), 1)
     assert TimedHashing.sizes[:2] == [1, 2]  # the dimension probe, the warm-up, the batches
-    assert "1m 12s" in render_plan(local)
+    assert "| backfill | 28s to 1m 20s | measured 10 texts/s" in render_plan(local)
 
     remote = compatibility.assess(fast_client, hash_spec(), RemoteTimed("hash-new"), state)
     # an API is bounded by requests in flight: 17 requests, 2 per task x 3 tasks
     sizes = [n for n in RemoteTimed.sizes[-4:]]
-    assert remote.estimate.duration_basis.startswith("measured ")
-    assert "s per request (slowest " in remote.estimate.duration_basis
-    assert "6 requests in flight, no rate budget set" in remote.estimate.duration_basis
+    backfill = phase(remote.estimate, "backfill")
+    assert backfill.basis.startswith("measured ")
+    assert "s per request (slowest " in backfill.basis
+    assert "6 requests in flight, no rate budget set" in backfill.basis
     typical = 0.1 * sizes[0]
-    assert remote.estimate.duration_s == round(17 * typical / 6, 1)
-    assert remote.estimate.duration_max_s is not None
-    assert remote.estimate.duration_max_s > remote.estimate.duration_s
+    assert backfill.seconds == round(17 * typical / 6 + GAP, 1)
+    assert backfill.max_seconds > backfill.seconds
 
 
 def test_when_embedding_is_fast_writing_bounds_the_duration(
@@ -193,8 +196,9 @@ def test_when_embedding_is_fast_writing_bounds_the_duration(
     monkeypatch.setattr(estimate, "time", SimpleNamespace(monotonic=lambda: next(ticks)))
     state = QdrantStateStore(fast_client)
     est = compatibility.assess(fast_client, hash_spec(), HashingProvider("hash-new"), state)
-    assert est.estimate.duration_s == round(SEED_POINTS / estimate.COPY_POINTS_PER_S, 1)
-    assert est.estimate.duration_basis == f"writing {SEED_POINTS} points at about 700 points/s"
+    backfill = phase(est.estimate, "backfill")
+    assert backfill.seconds == round(SEED_POINTS / estimate.COPY_POINTS_PER_S + GAP, 1)
+    assert backfill.basis == f"writing {SEED_POINTS} points at about 700 points/s"
 
 
 def test_tokens_are_counted_with_tiktoken_and_extrapolated_within_10_percent(
@@ -225,10 +229,18 @@ def test_tokens_are_counted_with_tiktoken_and_extrapolated_within_10_percent(
     assert est.embed_requests == 8 + 8 + 7  # partitions of 1000, 1000, 817; batches of 128
     # the duration follows the budget: whichever of tokens and requests runs out first
     minutes = max(est.tokens / 1_000_000, est.embed_requests / 3000)
-    assert est.duration_s == pytest.approx(minutes * 60, rel=0.02)
-    assert est.duration_basis == (
+    backfill = phase(est, "backfill")
+    assert backfill.seconds - GAP == pytest.approx(minutes * 60, rel=0.02)
+    assert backfill.basis == (
         "at least: the rate budget (tokens_per_minute=1000000, requests_per_minute=3000) caps it"
     )
+
+
+GAP = phases.TASK_GAP_S
+
+
+def phase(est: Estimate, name: str) -> PhaseEstimate:
+    return next(p for p in est.phases if p.name == name)
 
 
 def test_estimate_of_a_truncation_costs_nothing(
@@ -256,8 +268,9 @@ def test_estimate_of_a_truncation_costs_nothing(
     assert est.tokens == est.cost_usd == est.embed_requests == est.texts_to_embed == 0
     assert est.vectors_copied == SEED_POINTS
     assert est.token_sample == SEED_POINTS and est.tokens_exact  # tiktoken, every text
-    assert est.duration_basis == f"writing {SEED_POINTS} points at about 700 points/s"
-    assert est.duration_s == round(SEED_POINTS / estimate.COPY_POINTS_PER_S, 1)
+    backfill = phase(est, "backfill")
+    assert backfill.basis == f"writing {SEED_POINTS} points at about 700 points/s"
+    assert backfill.seconds == round(SEED_POINTS / estimate.COPY_POINTS_PER_S + GAP, 1)
     payload = SEED_POINTS * est.payload_bytes_per_point
     assert est.source_disk_bytes == pytest.approx(SEED_POINTS * 1536 * 4 + payload, abs=SEED_POINTS)
     assert est.target_disk_bytes == pytest.approx(SEED_POINTS * 512 * 4 + payload, abs=SEED_POINTS)

@@ -12,7 +12,7 @@ from airflow.sdk import BaseHook, Connection
 from airflow.sdk.exceptions import AirflowNotFoundException
 from qdrant_client import QdrantClient
 
-from include.qdrant_migration.plan import Plan, old_model_of
+from include.qdrant_migration.plan import Plan, SourceInfo, old_model_of
 from include.qdrant_migration.providers import (
     Credentials,
     EmbeddingProvider,
@@ -130,8 +130,13 @@ def build_provider(spec: MigrationSpec, *, partitions: int = 1) -> EmbeddingProv
 
 def build_source_provider(plan: Plan) -> EmbeddingProvider | None:
     """The old model, from the params or the source's lineage; None when unknown."""
-    spec = plan.spec
-    old = old_model_of(spec, plan.source)
+    return build_old_provider(plan.spec, plan.source)
+
+
+def build_old_provider(spec: MigrationSpec, source: SourceInfo) -> EmbeddingProvider | None:
+    """The model that made ``source``'s vectors (params first, then lineage); None when
+    unknown."""
+    old = old_model_of(spec, source)
     if old is None:
         return None
     conn_id = spec.source_provider_conn_id
@@ -140,6 +145,6 @@ def build_source_provider(plan: Plan) -> EmbeddingProvider | None:
     return get_provider(
         old.provider,
         old.model,
-        dimensions=plan.source.size if plan.source.lineage.get("dimensions") else None,
+        dimensions=source.size if source.lineage.get("dimensions") else None,
         credentials=provider_credentials(conn_id) if conn_id else None,
     )

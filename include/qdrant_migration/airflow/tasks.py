@@ -29,15 +29,17 @@ from include.qdrant_migration import (
     linear_map,
     quantization,
 )
-from include.qdrant_migration.airflow import assets, writers
+from include.qdrant_migration.airflow import assets, workarounds, writers
 from include.qdrant_migration.airflow.hooks import (
     MigrationQdrantHook,
+    build_old_provider,
     build_provider,
     build_source_provider,
 )
 from include.qdrant_migration.airflow.workarounds import ANSWER_KEY
 from include.qdrant_migration.checks import CheckFailedError, quality, recall
 from include.qdrant_migration.leases import LeaseBusyError
+from include.qdrant_migration.phases import Timeline
 from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.providers import AuthError, ProviderConfigError
 from include.qdrant_migration.providers.openai_provider import OpenAIProvider
@@ -147,8 +149,15 @@ def assess_compatibility(params: dict[str, Any]) -> XCom:
     spec = MigrationSpec.from_params(params)
     provider = build_provider(spec)
     with _qdrant(spec.qdrant_conn_id) as (client, state):
-        plan = compatibility.assess(client, spec, provider, state)
-    build_source_provider(plan)  # a wrong old model or connection fails here, not at the report
+        plan = compatibility.assess(
+            client,
+            spec,
+            provider,
+            state,
+            # a wrong old model or connection fails here, not at the report
+            old_model=lambda source: build_old_provider(spec, source),
+            shared_process=workarounds.tasks_share_this_process(),
+        )
     log.info("Strategy %s:\n%s", plan.strategy, render_plan(plan))
     if spec.dry_run:
         log.info("Dry run: nothing was written, and every task after this one is skipped.")
@@ -288,15 +297,16 @@ def catch_up(plan_xcom: XCom) -> XCom:
         len(converged.passes),
         [p.changes for p in converged.passes],
     )
-    return converged.to_dict()
+    return converged.to_dict() | {"caught_up_at": now_iso()}
 
 
 @fail_fast
-def restore_indexing(plan_xcom: XCom) -> None:
+def restore_indexing(plan_xcom: XCom) -> XCom:
     """The bulk load is over: let Qdrant build the index (the only write before the check)."""
     plan = Plan.from_dict(plan_xcom)
     with _run_writing(plan) as (client, state, _heartbeat):
         strategy_of(plan).finish_bulk_load(client, state)
+    return {"restored_at": now_iso()}
 
 
 @fail_fast
@@ -309,7 +319,13 @@ def recall_check(plan_xcom: XCom) -> XCom | None:
 
 
 @fail_fast
-def build_report(plan_xcom: XCom, results: list[XCom], caught_up: XCom, recall_xcom: XCom) -> XCom:
+def build_report(
+    plan_xcom: XCom,
+    results: list[XCom],
+    caught_up: XCom,
+    recall_xcom: XCom,
+    restored: XCom | None = None,
+) -> XCom:
     """Quality of both models, and the report the approval shows.
 
     Every measurement is made before any gate is judged: when one fails, the whole report
@@ -319,19 +335,27 @@ def build_report(plan_xcom: XCom, results: list[XCom], caught_up: XCom, recall_x
     provider = build_provider(plan.spec)
     dag_run = get_current_context()["dag_run"]
     started = dag_run.start_date
+    run_started = started.isoformat(timespec="seconds") if started else None
+    partitions = [PartitionResult.from_dict(r) for r in results]
+    checked = recall.RecallResult.from_dict(recall_xcom)
     with _qdrant(plan.spec.qdrant_conn_id) as (client, state):
         own, compared = quality.evaluate(client, plan, provider, build_source_provider(plan))
+        fitted = linear_map.summary_of(state, plan.migration_id)
+        reported = now_iso()
         evidence = Evidence(
-            recall=recall.RecallResult.from_dict(recall_xcom),
+            recall=checked,
             self_retrieval=own,
             quality=compared,
-            backfill=BackfillSummary.of([PartitionResult.from_dict(r) for r in results]),
+            backfill=BackfillSummary.of(partitions),
             catch_up=CatchUpResult.from_dict(caught_up),
             catch_up_changes=list(caught_up.get("changes_per_pass", [])),
-            linear_map=linear_map.summary_of(state, plan.migration_id),
+            linear_map=fitted,
             skipped_examples=skips.examples(state, plan.migration_id),
-            run_started_at=started.isoformat(timespec="seconds") if started else None,
-            reported_at=now_iso(),
+            run_started_at=run_started,
+            reported_at=reported,
+            timeline=Timeline.of(
+                run_started, partitions, caught_up, restored, checked, reported, fitted
+            ),
         )
         report = Report(plan, evidence, failures=quality.failures(plan, own, compared))
         doc = report.to_dict() | {"run_id": dag_run.run_id}

@@ -13,6 +13,8 @@ apache-airflow-providers-standard 1.21.0. Paths are relative to the installed
 2. :func:`earlier_answer`: a retried approval reuses the answer an earlier try received.
 3. :func:`record_answer`: the approval's answer pushed as its own XCom.
 4. :func:`mapped_results`: a mapped task's results read by index, not iterated.
+5. :func:`tasks_share_this_process`: whether the run's tasks run in this one process.
+6. :func:`quiet_upstream_deprecations`: a deprecation warning of the standard provider.
 
 Importing this module imports nothing of Airflow (the terminal approvals client uses it).
 """
@@ -149,3 +151,48 @@ def mapped_results(results: Sequence[T]) -> list[T]:
     end read logs nothing): ``list(results)`` then does the same.
     """
     return [results[i] for i in range(len(results))]
+
+
+# -- 5. Whether the run's tasks share this process ----------------------------------------
+
+
+def tasks_share_this_process() -> bool:
+    """True under ``dag.test()``: every task of the run runs in this process, so a model
+    loaded once stays loaded and no task pays a new interpreter's start-up.
+
+    The Task SDK has no public way to say how tasks run. This reads its internals:
+    ``dag.test()`` runs each task through ``run_task_in_process``
+    (``sdk/execution_time/supervisor.py``), which sets ``task_runner.SUPERVISOR_COMMS`` to
+    an ``InProcessSupervisorComms``; a worker's task talks to its supervisor through a
+    socket instead. Only the dry run's duration estimate depends on it. Remove when the
+    Task SDK exposes how the task runs (or the estimate stops caring); if the internals
+    move, this answers False (each task its own process), the safe side.
+    """
+    try:
+        from airflow.sdk.execution_time import supervisor, task_runner
+    except ImportError:  # pragma: no cover - an Airflow without the Task SDK
+        return False
+    comms = getattr(task_runner, "SUPERVISOR_COMMS", None)
+    in_process = getattr(supervisor, "InProcessSupervisorComms", None)
+    return in_process is not None and isinstance(comms, in_process)
+
+
+# -- 6. A deprecation warning of the standard provider ------------------------------------
+
+#: What providers-standard 1.21.0 prints when ``@task.sensor`` is used.
+_SENSOR_DEPRECATION = (
+    r"The `airflow\.utils\.operator_helpers\.determine_kwargs` attribute is deprecated"
+)
+
+
+def quiet_upstream_deprecations() -> None:
+    """Silence one warning that says nothing about this project and that nobody here can act
+    on: ``providers/standard/sensors/python.py`` (providers-standard 1.21.0, line 24, the
+    newest release) imports ``airflow.utils.operator_helpers.determine_kwargs``, which
+    Airflow 3.3 deprecated, so every parse of a DAG with ``@task.sensor`` (``recall_check``)
+    prints a warning. Only that message is filtered. Remove when the provider imports it
+    from ``airflow.sdk``.
+    """
+    import warnings
+
+    warnings.filterwarnings("ignore", message=_SENSOR_DEPRECATION)

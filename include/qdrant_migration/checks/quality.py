@@ -23,7 +23,7 @@ from qdrant_client import models as qm
 from include.qdrant_migration import sparse
 from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.providers import EmbeddingProvider
-from include.qdrant_migration.qdrant import PointId, point_id
+from include.qdrant_migration.qdrant import PointId, is_local, point_id
 from include.qdrant_migration.spec import EvalRow, parse_eval_set
 from include.qdrant_migration.texts import extract_text, query_like
 
@@ -331,7 +331,8 @@ def self_retrieval(
             query=query,
             using=side.vector_name,
             limit=k,
-            search_params=qm.SearchParams(exact=True),
+            # exact on a server; the embedded store searches exactly anyway (and warns)
+            search_params=None if is_local(client) else qm.SearchParams(exact=True),
         )
         hits = [p.id for p in found.points]
         ranks.append(hits.index(wanted) + 1 if wanted in hits else None)

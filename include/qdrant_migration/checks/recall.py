@@ -24,8 +24,8 @@ from qdrant_client import models as qm
 from include.qdrant_migration.checks import CheckFailedError
 from include.qdrant_migration.checks.completeness import Completeness, require_complete
 from include.qdrant_migration.plan import Plan
-from include.qdrant_migration.qdrant import dense_vector, server_version
-from include.qdrant_migration.state import StateStore
+from include.qdrant_migration.qdrant import dense_vector, is_local, server_version
+from include.qdrant_migration.state import StateStore, now_iso
 from include.qdrant_migration.strategies import strategy_of
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,9 @@ class RecallResult:
     threshold: float
     sample_queries: int
     completeness: Completeness
+    #: When the check that passed ended, and how long it took (the report's timeline).
+    checked_at: str | None = None
+    check_seconds: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -108,16 +111,16 @@ def index_recall(
     """Mean recall@k of approximate search (with ``params``) against exact search (None:
     no queries)."""
     recalls = []
+    # The embedded store searches exactly whatever the params say (and warns that they do
+    # nothing): ask it without them.
+    exactly = None if is_local(client) else qm.SearchParams(exact=True)
+    params = None if is_local(client) else params
     for vector in queries:
         ann = client.query_points(
             collection, query=vector, using=vector_name, limit=k, search_params=params
         )
         exact = client.query_points(
-            collection,
-            query=vector,
-            using=vector_name,
-            limit=k,
-            search_params=qm.SearchParams(exact=True),
+            collection, query=vector, using=vector_name, limit=k, search_params=exactly
         )
         truth = {p.id for p in exact.points}
         recalls.append(len(truth & {p.id for p in ann.points}) / max(len(truth), 1))
@@ -126,6 +129,7 @@ def index_recall(
 
 def poke(client: QdrantClient, plan: Plan, state: StateStore) -> RecallResult | None:
     """One poke: None while not indexed yet, the evidence once every check passes."""
+    started = time.monotonic()
     spec = plan.spec
     target, vector = plan.target_collection, plan.new_vector
     ready = readiness(client, target, vector)
@@ -151,6 +155,8 @@ def poke(client: QdrantClient, plan: Plan, state: StateStore) -> RecallResult | 
         threshold=spec.recall_threshold,
         sample_queries=len(queries),
         completeness=completeness,
+        checked_at=now_iso(),
+        check_seconds=round(time.monotonic() - started, 2),
     )
 
 
