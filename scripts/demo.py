@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / ".demo"
+#: Where the demo keeps its store and Airflow home (tests point it elsewhere).
+DEMO = Path(os.environ.get("DEMO_DIR") or ROOT / ".demo")
 STORE = DEMO / "qdrant"
 ALIAS = "articles"
 
@@ -56,8 +57,8 @@ def _environment() -> None:
     sys.path.insert(0, str(ROOT))
 
 
-def seed(limit: int | None) -> int:
-    """Seed the demo store; returns the number of points."""
+def seed(limit: int | None, corpus: Path | None = None) -> int:
+    """Seed the demo store (the demo corpus, or ``corpus``); returns the number of points."""
     from include.qdrant_migration.providers import get_provider
     from include.qdrant_migration.qdrant import QdrantSettings, open_client
     from scripts.seeding import read_corpus, seed_collection
@@ -68,7 +69,7 @@ def seed(limit: int | None) -> int:
             client,
             collection=f"{ALIAS}_v1",
             alias=ALIAS,
-            records=read_corpus(limit=limit),
+            records=read_corpus(corpus, limit=limit) if corpus else read_corpus(limit=limit),
             provider=get_provider("local", "all-MiniLM-L6-v2"),
         )
     return seeded
@@ -88,8 +89,9 @@ def approve_when_asked(decision: str, outcome: dict[str, Any]) -> None:
     outcome["answer"] = api.answer(detail, decision)
 
 
-def verify(sample: int = 200) -> dict[str, Any]:
-    """Query through the alias with the new model: does each document find itself first?"""
+def verify(sample: int = 200, report: Path | None = None) -> dict[str, Any]:
+    """Query through the alias with the new model: does each document find itself first?
+    (``report``: where to write the report the approval showed, as stored.)"""
     from include.qdrant_migration.providers import get_provider
     from include.qdrant_migration.qdrant import QdrantSettings, open_client
     from include.qdrant_migration.state import QdrantStateStore, RecordKind
@@ -98,6 +100,8 @@ def verify(sample: int = 200) -> dict[str, Any]:
     with open_client(QdrantSettings(path=str(STORE))) as client:
         target = {a.alias_name: a.collection_name for a in client.get_aliases().aliases}[ALIAS]
         reports = list(QdrantStateStore(client).scan(RecordKind.REPORT))
+        if report is not None and reports:
+            report.write_text(json.dumps(reports[-1], indent=1, default=str), encoding="utf-8")
         evidence = reports[-1]["evidence"] if reports else {}
         recall = evidence.get("recall", {})
         points, _ = client.scroll(ALIAS, limit=sample, with_payload=True)
@@ -123,13 +127,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=None, help="seed only the first N texts")
     parser.add_argument("--decision", choices=["Approve", "Reject"], default="Approve")
+    parser.add_argument("--corpus", type=Path, help="JSONL records to migrate instead")
+    parser.add_argument("--eval-set", type=Path, default=ROOT / "demo" / "eval_queries.jsonl")
+    parser.add_argument("--no-sparse", action="store_true", help="do not add a BM25 vector")
+    parser.add_argument("--report", type=Path, help="write the stored report here (JSON)")
     args = parser.parse_args()
     _environment()
     subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True
     )
     print(f"Seeding the source: real texts embedded with all-MiniLM-L6-v2 behind {ALIAS!r}...")
-    print(f"Seeded {seed(args.limit)} points.")
+    print(f"Seeded {seed(args.limit, args.corpus)} points.")
     print("Running the qdrant_model_migration DAG to multilingual-e5-small (dag.test)...")
 
     from airflow.dag_processing.dagbag import DagBag
@@ -145,13 +153,13 @@ def main() -> int:
         # The old model, to compare old and new search quality on a labeled query set.
         "source_provider": "local",
         "source_model": "all-MiniLM-L6-v2",
-        "eval_set": str(ROOT / "demo" / "eval_queries.jsonl"),
+        "eval_set": str(args.eval_set),
         # A BM25 vector for hybrid search from the swap on; the report measures it.
-        "add_sparse": "bm25",
+        "add_sparse": None if args.no_sparse else "bm25",
     }
     run = dag.test(run_conf=conf)
     reviewer.join(timeout=60)
-    result = verify()
+    result = verify(report=args.report)
     print("\nDAG run:", run.state)
     print("Outcome:", json.dumps(result, indent=2))
     ok = run.state == "success" and (

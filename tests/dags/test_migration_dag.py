@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from include.qdrant_migration.aliases import current_target
+from include.qdrant_migration.phases import LINEAR_MAP_FIT, ORDER, Timeline, actual_phases
 from include.qdrant_migration.providers import get_provider
 from include.qdrant_migration.qdrant import QdrantSettings, open_client
 from include.qdrant_migration.state import (
@@ -62,6 +64,29 @@ def test_approved_migration_moves_alias_to_new_model(
     assert np.allclose([p.vector for p in points], expected, atol=1e-4)
     # The source was never written to, and stays for rollback.
     assert _snapshot(qdrant_conn, "articles_v1") == before
+    _every_phase_is_accounted_for(return_value(run, "build_report"))
+
+
+def _every_phase_is_accounted_for(report: dict[str, Any]) -> None:
+    """The plan estimated every phase the run went through, the run recorded when each
+    ended, and the phases add up to the run up to its report (their timing is not tested:
+    that is what the README's sample report shows)."""
+    plan = [p["name"] for p in report["estimate"]["phases"]]
+    assert plan == [p for p in ORDER if p != LINEAR_MAP_FIT], plan
+    timeline = Timeline(**report["evidence"]["timeline"])
+    took = actual_phases(timeline)
+    assert list(took) == plan, (took, timeline)
+    whole = datetime.fromisoformat(str(timeline.reported_at)) - datetime.fromisoformat(
+        str(timeline.run_started_at)
+    )
+    assert sum(took.values()) == pytest.approx(whole.total_seconds(), abs=0.5)
+    estimate = report["estimate"]
+    assert estimate["duration_s"] == pytest.approx(
+        sum(p["seconds"] for p in estimate["phases"]), abs=0.2
+    )
+    rows = [line for line in report["markdown"].splitlines() if line.startswith("| ")]
+    for name in plan:  # each phase on its own line, planned beside actual
+        assert any(line.startswith(f"| {name} | ") for line in rows), name
 
 
 def test_rejected_migration_ends_and_leaves_alias(
