@@ -14,6 +14,8 @@ from include.qdrant_migration import codec
 from include.qdrant_migration.codec import CodecError
 from include.qdrant_migration.plan import Estimate, Lineage, Plan
 from include.qdrant_migration.spec import MigrationSpec, Strategy
+from include.qdrant_migration.sync.checkpoints import BatchWork, Checkpoint, RequestFile
+from include.qdrant_migration.sync.pacing import PacingSummary
 
 
 class Colour(StrEnum):
@@ -168,3 +170,21 @@ def plan_dict() -> dict[str, Any]:
         "estimate": codec.encode(Estimate(points=3, tokens=30)),
         "target_vector": None,
     }
+
+
+def test_a_checkpoint_with_batch_work_round_trips() -> None:
+    work = BatchWork(
+        requests={"p0-r0": [[1, "ab12"], ["5b0f6a5e-8d0c-4d57-9b1c-2a5b8d3c7e11", ""]]},
+        files=[RequestFile("f0.jsonl", ["p0-r0"], "submitted", "file-1", "batch-1")],
+        batches=1,
+    )
+    checkpoint = Checkpoint(
+        "mig-1",
+        "fp",
+        0,
+        batch=work,
+        history=[["2026-11-30T12:00:00+00:00", 0]],
+        pacing=PacingSummary(budget="100 points/s", points=10, latency={"counts": {"3": 2}}),
+    )
+    assert codec.decode(Checkpoint, _through_json(codec.encode(checkpoint))) == checkpoint
+    assert work.files_by_state() == {"submitted": 1}

@@ -10,13 +10,11 @@ collection).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
@@ -47,15 +45,6 @@ class RecallResult:
     threshold: float
     sample_queries: int
     completeness: Completeness
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RecallResult:
-        fields = dict(data)
-        fields["completeness"] = Completeness(**fields["completeness"])
-        return cls(**fields)
 
 
 def _vector_params(info: qm.CollectionInfo, name: str | None) -> qm.VectorParams | None:
@@ -165,9 +154,6 @@ class QuantizedRecall:
     sample_queries: int
     rescored: float | None
     not_rescored: float | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 #: Candidates fetched per result when rescoring with the original vectors (rescoring the
