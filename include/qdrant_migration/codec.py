@@ -12,8 +12,9 @@ tuples, sets, dicts, ``TypedDict`` (keys it does not declare are kept) and ``Any
 mismatch raises :class:`CodecError` naming where it is (``plan.source.size: expected int,
 got 'x'``). For a dataclass:
 
-* a missing key takes the field's default (records written before the field existed);
-  a missing field without a default is an error;
+* a missing key takes the field's default (records written before the field existed), and
+  so does a null where the field's type has none (what older writers stored for "none
+  yet"); a missing field without a default is an error;
 * a key the class does not know is ignored: a release that added a field can be read by
   the one before it. A record that such a release rewrites loses that key, so a change whose
   loss matters raises the record's schema version instead (``state/schemas.py``), and then
