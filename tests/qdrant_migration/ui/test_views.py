@@ -112,7 +112,11 @@ def test_a_migrated_store_reads_back(migrated: Migrated) -> None:
     assert page.lineage[0].collection == plan.source.collection
     assert page.lineage[0].model == SOURCE_MODEL
     assert dict((w, p) for w, p, _ in page.plan_vs_actual)["tokens"] == f"{plan.estimate.tokens:,}"
-    assert page.actions == []  # loading: nothing to approve, roll back or retire yet
+    # loading, and the run that loaded it is over (nobody resumed it): only retire applies
+    assert [a.name for a in page.actions] == ["retire"]
+    running = AirflowFacts(DAG, runs={"run-9": RunFacts("run-9", "running")})
+    page = views.migration_page(state, migrated.client, plan.migration_id, running)
+    assert page is not None and page.actions == []  # a run drives it: nothing to do yet
     swapped = dataclasses.replace(
         Migrations(state).require(plan.migration_id),
         status=MigrationStatus.SWAPPED,
