@@ -33,7 +33,7 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
 from bench.common import ALIAS, SOURCE, drop_migration, seed_source
-from include.qdrant_migration import collections, compatibility
+from include.qdrant_migration import codec, collections, compatibility
 from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.providers import (
     Credentials,
@@ -148,11 +148,13 @@ def migrate(
     parallel = int(config.get("parallel", 1))
     if parallel > 1:
         runs = in_processes(
-            parallel, _backfill_partition, [(config, plan.to_dict(), part) for part in parts]
+            parallel,
+            _backfill_partition,
+            [(config, codec.encode_dict(plan), part) for part in parts],
         )
         started, finished = min(r["started"] for r in runs), max(r["finished"] for r in runs)
         cpu = sum(r["cpu_seconds"] for r in runs)
-        results = [PartitionResult.from_dict(r["result"]) for r in runs]
+        results = [codec.decode(PartitionResult, r["result"]) for r in runs]
     else:
         started, cpu = time.monotonic(), _cpu_s()
         results = [
@@ -210,7 +212,7 @@ def _backfill_partition(
     config: dict[str, Any], plan_dict: dict[str, Any], part: partitions.Partition
 ) -> dict[str, Any]:
     provider = _provider(config)
-    plan = Plan.from_dict(plan_dict)
+    plan = codec.decode(Plan, plan_dict)
     with open_client(QdrantSettings(url=config["qdrant_url"], timeout=300)) as client:
         job = PartitionBackfill(
             client, plan, part, provider, QdrantStateStore(client), BackfillSettings.of(plan)
@@ -222,7 +224,7 @@ def _backfill_partition(
             "started": started,
             "finished": time.monotonic(),
             "cpu_seconds": _cpu_s() - cpu,
-            "result": result.to_dict(),
+            "result": codec.encode_dict(result),
         }
 
 

@@ -92,18 +92,22 @@ def approve_when_asked(decision: str, outcome: dict[str, Any]) -> None:
 def verify(sample: int = 200, report: Path | None = None) -> dict[str, Any]:
     """Query through the alias with the new model: does each document find itself first?
     (``report``: where to write the report the approval showed, as stored.)"""
+    from include.qdrant_migration import codec
+    from include.qdrant_migration.checks.recall import RecallResult
     from include.qdrant_migration.providers import get_provider
     from include.qdrant_migration.qdrant import QdrantSettings, open_client
-    from include.qdrant_migration.state import QdrantStateStore, RecordKind
+    from include.qdrant_migration.state import QdrantStateStore, Reports
+    from include.qdrant_migration.sync.backfill import BackfillSummary
 
     model = get_provider("local", "multilingual-e5-small")
     with open_client(QdrantSettings(path=str(STORE))) as client:
         target = {a.alias_name: a.collection_name for a in client.get_aliases().aliases}[ALIAS]
-        reports = list(QdrantStateStore(client).scan(RecordKind.REPORT))
+        reports = list(Reports(QdrantStateStore(client)).scan())
         if report is not None and reports:
-            report.write_text(json.dumps(reports[-1], indent=1, default=str), encoding="utf-8")
-        evidence = reports[-1]["evidence"] if reports else {}
-        recall = evidence.get("recall", {})
+            stored = codec.encode_dict(reports[-1])
+            report.write_text(json.dumps(stored, indent=1), encoding="utf-8")
+        recall = reports[-1].measured("recall", RecallResult) if reports else None
+        backfill = reports[-1].measured("backfill", BackfillSummary) if reports else None
         points, _ = client.scroll(ALIAS, limit=sample, with_payload=True)
         queries = model.embed_queries([p.payload["text"] for p in points if p.payload])
         hits = sum(
@@ -115,9 +119,9 @@ def verify(sample: int = 200, report: Path | None = None) -> dict[str, Any]:
             "points_to": target,
             "points": client.count(ALIAS, exact=True).count,
             "source_points": client.count(f"{ALIAS}_v1", exact=True).count,
-            "recall_at_10_ann_vs_exact": recall.get("recall_at_k"),
-            "embedded": evidence.get("backfill", {}).get("embedded"),
-            "skipped": evidence.get("backfill", {}).get("skipped"),
+            "recall_at_10_ann_vs_exact": recall.recall_at_k if recall else None,
+            "embedded": backfill.embedded if backfill else None,
+            "skipped": backfill.skipped if backfill else None,
             "new_model_query_finds_own_document_first": round(hits / len(points), 3),
             "sampled_documents": len(points),
         }

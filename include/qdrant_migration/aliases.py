@@ -8,7 +8,6 @@ The old collection is left in place for rollback.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,6 +16,7 @@ from typing import Any
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
+from include.qdrant_migration import codec
 from include.qdrant_migration.state import (
     MigrationRecord,
     Migrations,
@@ -97,9 +97,10 @@ class Switched:
     reconcile: CatchUpResult | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self.move) | {
-            "final_catch_up": self.final.to_dict() if self.final else None,
-            "reconcile": self.reconcile.to_dict() if self.reconcile else None,
+        """The swap_alias (or rollback) XCom: the move, and the passes around it."""
+        return codec.encode_dict(self.move) | {
+            "final_catch_up": codec.encode(self.final),
+            "reconcile": codec.encode(self.reconcile),
         }
 
 

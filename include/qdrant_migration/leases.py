@@ -1,10 +1,10 @@
 """Leases: at most one writer per migration, across tasks, runs, DAGs and workers.
 
-A lease is a state record (``RecordKind.LEASE``) naming its holder and when it expires.
-Taking it is atomic (an insert-only write, read back); the holder renews it while work
-goes on (:meth:`Lease.renew`, called from the work loops), so a holder that dies (a killed
-worker, a lost node) loses it after ``ttl_s``, minutes, not hours, while a holder that
-works for days keeps it.
+A lease is a state record (``state.LeaseRecord``) naming its holder and when it expires.
+Taking it is atomic (an insert-only write, read back: ``state.Leases``); the holder renews
+it while work goes on (:meth:`Lease.renew`, called from the work loops), so a holder that
+dies (a killed worker, a lost node) loses it after ``ttl_s``, minutes, not hours, while a
+holder that works for days keeps it.
 
 Waiting never holds the embedded store's lock: :func:`acquire` opens the store for each
 attempt and closes it before sleeping, so the holder it waits for can get in. While it
@@ -18,22 +18,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from include.qdrant_migration.settings import settings
-from include.qdrant_migration.state import Doc, RecordKind
+from include.qdrant_migration.state import LeaseRecord, Leases, StateStore
 
 log = logging.getLogger(__name__)
-
-
-class LeaseStore(Protocol):
-    """What leases need from the state store."""
-
-    def get(self, kind: RecordKind, key: str) -> Doc | None: ...
-
-    def try_acquire(self, key: str, owner: str, ttl_s: float, now: float) -> bool: ...
-
-    def release(self, key: str, owner: str) -> None: ...
 
 
 class LeaseBusyError(RuntimeError):
@@ -67,14 +56,14 @@ class LeasePolicy:
         return self.renew_every_s if self.renew_every_s is not None else self.ttl_s / 6
 
 
-def describe(doc: Doc | None, now: float) -> str:
+def describe(lease: LeaseRecord | None, now: float) -> str:
     """Who holds a lease, since when, and how long it stays valid without a renewal."""
-    if not doc:
+    if lease is None:
         return "nobody"
-    renewed = now - float(doc.get("renewed", now))
-    left = float(doc["expires"]) - now
+    renewed = now - lease.renewed
+    left = lease.expires - now
     state = f"expires in {left:.0f}s" if left > 0 else f"expired {-left:.0f}s ago"
-    return f"{doc['owner']} (since {doc.get('since')}, renewed {renewed:.0f}s ago, {state})"
+    return f"{lease.owner} (since {lease.since}, renewed {renewed:.0f}s ago, {state})"
 
 
 @dataclass
@@ -87,13 +76,14 @@ class Lease:
     clock: Clock = field(default_factory=Clock)
     renewed_at: float = 0.0
 
-    def renew(self, store: LeaseStore, *, force: bool = False) -> None:
+    def renew(self, store: StateStore, *, force: bool = False) -> None:
         """Extend the lease if a renewal is due; raise if somebody else has taken it."""
         now = self.clock.now()
         if not force and now - self.renewed_at < self.policy.renew_interval_s:
             return
-        if not store.try_acquire(self.key, self.owner, self.policy.ttl_s, now):
-            holder = describe(store.get(RecordKind.LEASE, self.key), now)
+        leases = Leases(store)
+        if not leases.try_acquire(self.key, self.owner, self.policy.ttl_s, now):
+            holder = describe(leases.get(self.key), now)
             raise LeaseLostError(
                 f"Lost the lease {self.key} to {holder}: this task was not heard from for "
                 f"over {self.policy.ttl_s:.0f}s. It stops writing; a retry takes the lease back "
@@ -101,12 +91,12 @@ class Lease:
             )
         self.renewed_at = now
 
-    def release(self, store: LeaseStore) -> None:
-        store.release(self.key, self.owner)
+    def release(self, store: StateStore) -> None:
+        Leases(store).release(self.key, self.owner)
 
 
 def acquire(
-    open_store: Callable[[], AbstractContextManager[LeaseStore]],
+    open_store: Callable[[], AbstractContextManager[StateStore]],
     key: str,
     owner: str,
     *,
@@ -126,11 +116,12 @@ def acquire(
     while True:
         with open_store() as store:
             now = clock.now()
-            if store.try_acquire(key, owner, policy.ttl_s, now):
+            leases = Leases(store)
+            if leases.try_acquire(key, owner, policy.ttl_s, now):
                 if last_log is not None:
                     log.info("Took %s after waiting %.0fs", key, now - started)
                 return Lease(key, owner, policy, clock, renewed_at=now)
-            holder = describe(store.get(RecordKind.LEASE, key), now)
+            holder = describe(leases.get(key), now)
         if now - started >= wait_s:
             waited = f" after waiting {now - started:.0f}s" if wait_s else ""
             raise LeaseBusyError(f"{key} is held by {holder}{waited}.")
@@ -142,7 +133,7 @@ def acquire(
 
 @contextmanager
 def held(
-    open_store: Callable[[], AbstractContextManager[LeaseStore]],
+    open_store: Callable[[], AbstractContextManager[StateStore]],
     key: str,
     owner: str,
     *,

@@ -43,11 +43,20 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
+from include.qdrant_migration import codec
 from include.qdrant_migration.checks import quality
 from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.providers import EmbeddingProvider
 from include.qdrant_migration.qdrant import PointId, dense_vector, point_id
-from include.qdrant_migration.state import Doc, Migrations, RecordKind, StateStore, now_iso
+from include.qdrant_migration.state import (
+    Migrations,
+    RecordKind,
+    ReportRecord,
+    Reports,
+    Repository,
+    StateStore,
+    now_iso,
+)
 from include.qdrant_migration.strategy import CompatibilityError
 from include.qdrant_migration.texts import extract_text, select_texts
 
@@ -147,16 +156,56 @@ class MapSummary:
             return None
         return round(self.eval_ndcg10_reembedded - self.eval_ndcg10_mapped, 4)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MapSummary:
-        names = {f.name for f in dataclasses.fields(cls)}
-        known = {k: v for k, v in data.items() if k in names}
-        # Maps stored before the query was recorded were measured with the first sentence.
-        known.setdefault("held_out_query", FIRST_SENTENCE_QUERY)
-        return cls(**known)
+@dataclass(frozen=True)
+class StoredMatrix:
+    """The header of a matrix stored in chunks: a fitted map (named by its migration), or
+    the calibration documents' true new vectors (``<migration>/calibration``)."""
+
+    name: str
+    migration_id: str
+    shape: list[int]
+    chunks: int
+    #: Of the values' bytes, to refuse a matrix whose chunks are incomplete or damaged.
+    sha256: str
+    #: A map: whether mapped vectors are renormalized, and how it was fitted and did.
+    normalize: bool = False
+    summary: MapSummary | None = None
+    #: Calibration vectors: the point of each row, and the hash of the text it was made from.
+    ids: list[PointId] = field(default_factory=list)
+    hashes: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class MatrixChunk:
+    """Base64 of one slice of a stored matrix's float32 values."""
+
+    #: The matrix's name (not always a migration id: the field keeps its first name).
+    migration_id: str
+    index: int
+    data: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.migration_id}/{self.index}"
+
+
+class LinearMaps(Repository[StoredMatrix]):
+    """The headers of stored matrices (fitted maps and calibration vectors)."""
+
+    def __init__(self, store: StateStore) -> None:
+        super().__init__(store, RecordKind.LINEAR_MAP, StoredMatrix)
+
+
+class LinearMapChunks(Repository[MatrixChunk]):
+    """The chunks of stored matrices' values."""
+
+    def __init__(self, store: StateStore) -> None:
+        super().__init__(store, RecordKind.LINEAR_MAP_CHUNK, MatrixChunk)
 
 
 class MapRetentionError(CompatibilityError):
@@ -949,20 +998,18 @@ def _check(client: QdrantClient, plan: Plan, summary: MapSummary, state: StateSt
     outcome = "failed: linear map refused: " + "; ".join(r.outcome for r in found)
     markdown = f"**Linear map refused** ({outcome}).\n\n{summary_markdown(summary)}"
     log.error("Linear map of %s refused:\n%s", plan.migration_id, markdown)
-    state.put(
-        RecordKind.REPORT,
-        plan.migration_id,
-        {
-            "migration_id": plan.migration_id,
-            "alias": plan.alias,
-            "source_collection": plan.source.collection,
-            "target_collection": plan.target_collection,
-            "strategy": plan.strategy.value,
-            "outcome": outcome,
-            "linear_map": summary.to_dict(),
-            "evidence": {"linear_map": summary.to_dict()},
-            "markdown": markdown,
-        },
+    Reports(state).put(
+        ReportRecord(
+            migration_id=plan.migration_id,
+            strategy=plan.strategy,
+            markdown=markdown,
+            alias=plan.alias,
+            source_collection=plan.source.collection,
+            target_collection=plan.target_collection,
+            outcome=outcome,
+            linear_map=codec.encode(summary),
+            evidence={"linear_map": codec.encode(summary)},
+        )
     )
     raise MapRetentionError(
         f"The linear map from the source's vectors to {plan.target_lineage.get('model')} "
@@ -991,34 +1038,32 @@ def _target_note(client: QdrantClient, plan: Plan, state: StateStore) -> str:
     )
 
 
-def _put_blob(state: StateStore, key: str, raw: bytes, header: Doc) -> None:
+def _put_matrix(state: StateStore, header: StoredMatrix, raw: bytes) -> None:
     """Chunks first, header last: a header always points at complete chunks."""
     step = CHUNK_VALUES * 4
-    chunks = [raw[i : i + step] for i in range(0, len(raw), step)]
-    for index, chunk in enumerate(chunks):
-        state.put(
-            RecordKind.LINEAR_MAP_CHUNK,
-            f"{key}/{index}",
-            {"migration_id": key, "index": index, "data": base64.b64encode(chunk).decode()},
-        )
-    header = header | {"chunks": len(chunks), "sha256": hashlib.sha256(raw).hexdigest()}
-    state.put(RecordKind.LINEAR_MAP, key, header)
+    pieces = [raw[i : i + step] for i in range(0, len(raw), step)]
+    chunks = LinearMapChunks(state)
+    for index, piece in enumerate(pieces):
+        chunks.put(MatrixChunk(header.name, index, base64.b64encode(piece).decode()))
+    done = dataclasses.replace(header, chunks=len(pieces), sha256=hashlib.sha256(raw).hexdigest())
+    LinearMaps(state).put(done)
 
 
-def _get_blob(state: StateStore, key: str, what: str) -> tuple[Doc, bytes]:
-    header = state.get(RecordKind.LINEAR_MAP, key)
+def _get_matrix(state: StateStore, name: str, what: str) -> tuple[StoredMatrix, bytes]:
+    header = LinearMaps(state).get(name)
     if header is None:
         raise CompatibilityError(
-            f"No {what} is stored for migration {key.split('/')[0]}: fit_linear_map must run "
+            f"No {what} is stored for migration {name.split('/')[0]}: fit_linear_map must run "
             "first. Clear that task to fit it again."
         )
+    chunks = LinearMapChunks(state)
     raw = b"".join(
-        base64.b64decode(_chunk(state, key, i).get("data", ""))
-        for i in range(int(header["chunks"]))
+        base64.b64decode(chunk.data if (chunk := chunks.get(f"{name}/{i}")) else "")
+        for i in range(header.chunks)
     )
-    if hashlib.sha256(raw).hexdigest() != header["sha256"]:
+    if hashlib.sha256(raw).hexdigest() != header.sha256:
         raise CompatibilityError(
-            f"The stored {what} of {key.split('/')[0]} is incomplete or damaged. Clear "
+            f"The stored {what} of {name.split('/')[0]} is incomplete or damaged. Clear "
             "fit_linear_map after deleting its state records to fit it again."
         )
     return header, raw
@@ -1028,11 +1073,16 @@ def store(state: StateStore, migration_id: str, linear: LinearMap, summary: MapS
     import numpy as np
 
     values = np.concatenate([linear.weights.ravel(), linear.bias.ravel()]).astype("<f4")
-    header = summary.to_dict() | {
-        "shape": list(linear.weights.shape),
-        "normalize": linear.normalize,
-    }
-    _put_blob(state, migration_id, values.tobytes(), header)
+    header = StoredMatrix(
+        name=migration_id,
+        migration_id=migration_id,
+        shape=[int(n) for n in linear.weights.shape],
+        chunks=0,
+        sha256="",
+        normalize=linear.normalize,
+        summary=summary,
+    )
+    _put_matrix(state, header, values.tobytes())
 
 
 def calibration_key(migration_id: str) -> str:
@@ -1045,12 +1095,16 @@ def store_calibration(
     """The calibration documents' true new vectors, with a hash of the text each was made
     from: the backfill writes them instead of mapped ones while the text is unchanged
     (measured: mixing them in keeps more than mapping them, ``bench/linear_map.py``)."""
-    header: Doc = {
-        "ids": [point_id(r.id) for r in sample.records],
-        "hashes": [text_hash(extract_text(r.payload, text_field)[0]) for r in sample.records],
-        "shape": list(sample.new.shape),
-    }
-    _put_blob(state, calibration_key(migration_id), sample.new.astype("<f4").tobytes(), header)
+    header = StoredMatrix(
+        name=calibration_key(migration_id),
+        migration_id=migration_id,
+        shape=[int(n) for n in sample.new.shape],
+        chunks=0,
+        sha256="",
+        ids=[point_id(r.id) for r in sample.records],
+        hashes=[text_hash(extract_text(r.payload, text_field)[0]) for r in sample.records],
+    )
+    _put_matrix(state, header, sample.new.astype("<f4").tobytes())
 
 
 def load_calibration(
@@ -1059,14 +1113,14 @@ def load_calibration(
     """``{id: (text hash, true vector)}`` of the calibration documents (empty: none stored)."""
     import numpy as np
 
-    if state.get(RecordKind.LINEAR_MAP, calibration_key(migration_id)) is None:
+    if LinearMaps(state).get(calibration_key(migration_id)) is None:
         return {}
-    header, raw = _get_blob(state, calibration_key(migration_id), "calibration vectors")
-    rows, cols = (int(n) for n in header["shape"])
+    header, raw = _get_matrix(state, calibration_key(migration_id), "calibration vectors")
+    rows, cols = header.shape
     vectors = np.frombuffer(raw, dtype="<f4").astype(np.float64).reshape(rows, cols)
     return {
-        point_id(i): (str(h), vector.tolist())
-        for i, h, vector in zip(header["ids"], header["hashes"], vectors, strict=True)
+        i: (h, vector.tolist())
+        for i, h, vector in zip(header.ids, header.hashes, vectors, strict=True)
     }
 
 
@@ -1076,30 +1130,27 @@ def text_hash(text: str | None) -> str:
 
 def summary_of(state: StateStore, migration_id: str) -> MapSummary | None:
     """The stored map's summary, or None when no map was stored for the migration."""
-    header = state.get(RecordKind.LINEAR_MAP, migration_id)
-    return MapSummary.from_dict(header) if header is not None else None
+    header = LinearMaps(state).get(migration_id)
+    return header.summary if header is not None else None
 
 
 def load(state: StateStore, migration_id: str) -> LinearMap:
     import numpy as np
 
-    header, raw = _get_blob(state, migration_id, "linear map")
-    rows, cols = (int(n) for n in header["shape"])
+    header, raw = _get_matrix(state, migration_id, "linear map")
+    rows, cols = header.shape
     values = np.frombuffer(raw, dtype="<f4").astype(np.float64)
     return LinearMap(
-        values[: rows * cols].reshape(rows, cols), values[rows * cols :], bool(header["normalize"])
+        values[: rows * cols].reshape(rows, cols), values[rows * cols :], header.normalize
     )
 
 
-def _chunk(state: StateStore, key: str, index: int) -> Doc:
-    return state.get(RecordKind.LINEAR_MAP_CHUNK, f"{key}/{index}") or {}
-
-
 def forget(state: StateStore, migration_id: str) -> None:
-    for key in (migration_id, calibration_key(migration_id)):
-        header = state.get(RecordKind.LINEAR_MAP, key)
+    headers, chunks = LinearMaps(state), LinearMapChunks(state)
+    for name in (migration_id, calibration_key(migration_id)):
+        header = headers.get(name)
         if header is None:
             continue
-        for index in range(int(header["chunks"])):
-            state.delete(RecordKind.LINEAR_MAP_CHUNK, f"{key}/{index}")
-        state.delete(RecordKind.LINEAR_MAP, key)
+        for index in range(header.chunks):
+            chunks.delete(f"{name}/{index}")
+        headers.delete(name)

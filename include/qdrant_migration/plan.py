@@ -2,18 +2,16 @@
 
 Types only (the deciding happens in compatibility.py, the estimating in estimate.py), so
 any module can import them without importing the logic. A plan crosses task boundaries as
-an XCom: :meth:`Plan.to_dict` and :meth:`Plan.from_dict` are the only places it is a dict.
+an XCom and is kept in its migration's record, through the codec (``codec.py``) both ways.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, cast
 
-from include.qdrant_migration.choices import EMBEDDING_MODES, EmbeddingMode, one_of
+from include.qdrant_migration.choices import EmbeddingMode
 from include.qdrant_migration.layout import Carried
 from include.qdrant_migration.providers import canonical_model
 from include.qdrant_migration.providers.base import ModelLineage
@@ -173,26 +171,6 @@ class Plan:
     def add_sparse(self) -> str | None:
         """The BM25 sparse vector the target gains (None: none)."""
         return (self.spec.add_sparse or None) if self.creates_target else None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON types only (enums as their values): what an XCom can hold."""
-        plain: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(self)))
-        return plain
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Plan:
-        fields = dict(data)
-        fields["strategy"] = Strategy(fields["strategy"])
-        fields["source"] = SourceInfo(**fields["source"])
-        fields["spec"] = MigrationSpec.from_dict(fields["spec"])
-        estimate = dict(fields.get("estimate") or {})
-        if "recommended_mode" in estimate:
-            estimate["recommended_mode"] = one_of(
-                estimate["recommended_mode"], EMBEDDING_MODES, "recommended_mode"
-            )
-        estimate["phases"] = [PhaseEstimate(**p) for p in estimate.get("phases") or []]
-        fields["estimate"] = Estimate(**estimate)
-        return cls(**fields)
 
 
 def old_model_of(spec: MigrationSpec, source: SourceInfo) -> OldModel | None:

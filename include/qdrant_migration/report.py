@@ -2,16 +2,16 @@
 
 It is built once, by the task after ``recall_check``, from the plan, the backfill and
 catch-up results and the checks; the approval shows its markdown and the state store keeps
-its JSON (:meth:`Report.to_dict`).
+it (:meth:`Report.record`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from include.qdrant_migration import codec
 from include.qdrant_migration.checks.quality import (
     Quality,
     SelfRetrieval,
@@ -23,7 +23,7 @@ from include.qdrant_migration.linear_map import MapSummary
 from include.qdrant_migration.phases import ORDER, Timeline, actual_phases
 from include.qdrant_migration.plan import Estimate, Plan
 from include.qdrant_migration.spec import Strategy
-from include.qdrant_migration.state import STATE_COLLECTION
+from include.qdrant_migration.state import STATE_COLLECTION, ReportRecord
 from include.qdrant_migration.strategies import strategy_of
 from include.qdrant_migration.sync.backfill import BackfillSummary
 from include.qdrant_migration.sync.catchup import CatchUpResult
@@ -179,24 +179,25 @@ class Report:
     def markdown(self) -> str:
         return render_markdown(self)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The report as stored in the state store and passed as an XCom."""
-        evidence = dataclasses.asdict(self.evidence)
-        return {
-            "migration_id": self.plan.migration_id,
-            "alias": self.plan.alias,
-            "source_collection": self.plan.source.collection,
-            "target_collection": self.plan.target_collection,
-            "strategy": self.plan.strategy.value,
-            "reasons": self.plan.reasons,
-            "lineage": dict(self.plan.target_lineage),
-            "estimate": dataclasses.asdict(self.plan.estimate),
-            "actual": dataclasses.asdict(self.actual),
-            "earlier_runs": dataclasses.asdict(earlier) if (earlier := self.earlier) else None,
-            "failures": list(self.failures),
-            "evidence": evidence,
-            "markdown": self.markdown,
-        }
+    def record(self, run_id: str | None = None) -> ReportRecord:
+        """The report as the state store keeps it (and the build_report XCom, encoded)."""
+        earlier = self.earlier
+        return ReportRecord(
+            migration_id=self.plan.migration_id,
+            strategy=self.plan.strategy,
+            markdown=self.markdown,
+            alias=self.plan.alias,
+            source_collection=self.plan.source.collection,
+            target_collection=self.plan.target_collection,
+            reasons=list(self.plan.reasons),
+            lineage=self.plan.target_lineage,
+            estimate=self.plan.estimate,
+            actual=codec.encode(self.actual),
+            earlier_runs=codec.encode(earlier) if earlier is not None else None,
+            failures=list(self.failures),
+            evidence=codec.encode(self.evidence),
+            run_id=run_id,
+        )
 
 
 def _tokens_note(est: Estimate) -> str:

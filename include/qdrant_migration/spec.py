@@ -3,12 +3,11 @@
 The schema is the UI trigger form (titles, descriptions, types, choices, defaults) and the
 validation of ``airflow dags trigger --conf``: Airflow refuses a bad conf before any task
 runs. :class:`MigrationSpec` is the same data, typed, for the code that does the work; it
-becomes a plain dict only at the XCom boundary (:meth:`MigrationSpec.to_dict`).
+becomes a plain dict only at the XCom boundary and in the state store (``codec.py``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import hashlib
 import json
@@ -571,17 +570,6 @@ class MigrationSpec:
             )
         if self.embedding_mode == "batch" and self.provider != "openai":
             raise SpecError(batch_unavailable(self.provider))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MigrationSpec:
-        """The inverse of :meth:`to_dict` (an XCom or a state record)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON types only (the strategy as its value): what an XCom can hold."""
-        plain: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(self)))
-        return plain
 
     @property
     def forced_strategy(self) -> Strategy | None:

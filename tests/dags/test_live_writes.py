@@ -38,6 +38,7 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
+from include.qdrant_migration import codec
 from include.qdrant_migration.aliases import current_target
 from include.qdrant_migration.qdrant import QdrantSettings, open_client
 from include.qdrant_migration.spec import MigrationSpec
@@ -360,7 +361,7 @@ def test_no_acknowledged_write_is_lost_or_resurrected(
     back = return_value(rolled, "rollback")
     lag = report["evidence"]["recall"]["completeness"]["lag"]
     conflicts = [s["reconcile"]["conflicts"] for s in [*swaps, back]]
-    window = [CatchUpResult.from_dict(s["reconcile"]).changes for s in [*swaps, back]]
+    window = [codec.decode(CatchUpResult, s["reconcile"]).changes for s in [*swaps, back]]
     print(
         f"\n[{where}, updated_at_field={'set' if stamped else 'unset'}, sparse={sparse}, "
         f"in_place={in_place}] "

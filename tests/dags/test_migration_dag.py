@@ -14,10 +14,11 @@ from include.qdrant_migration.phases import LINEAR_MAP_FIT, ORDER, Timeline, act
 from include.qdrant_migration.providers import get_provider
 from include.qdrant_migration.qdrant import QdrantSettings, open_client
 from include.qdrant_migration.state import (
+    Leases,
     Migrations,
     MigrationStatus,
     QdrantStateStore,
-    RecordKind,
+    Reports,
 )
 from tests.conftest import SEED_POINTS, TARGET_MODEL
 from tests.dags.conftest import return_value, task_states
@@ -108,9 +109,9 @@ def test_rejected_migration_ends_and_leaves_alias(
         state = QdrantStateStore(client)
         (record,) = Migrations(state).all()
         assert record.status is MigrationStatus.REJECTED and record.rejected_at
-        report = state.get(RecordKind.REPORT, record.migration_id)
-        assert report is not None and report["outcome"].startswith("rejected")
-        assert state.get(RecordKind.LEASE, f"run/{record.migration_id}") is None  # freed
+        report = Reports(state).get(record.migration_id)
+        assert report is not None and report.outcome and report.outcome.startswith("rejected")
+        assert Leases(state).get(f"run/{record.migration_id}") is None  # freed
 
     nightly = dagbag.get_dag("qdrant_migration_catch_up").test()
     assert return_value(nightly, "migrations_to_catch_up") == []

@@ -21,7 +21,13 @@ from include.qdrant_migration import linear_map
 from include.qdrant_migration.aliases import current_target
 from include.qdrant_migration.providers import ratelimit
 from include.qdrant_migration.qdrant import QdrantSettings, open_client
-from include.qdrant_migration.state import STATE_COLLECTION, QdrantStateStore, RecordKind
+from include.qdrant_migration.state import (
+    STATE_COLLECTION,
+    Migrations,
+    MigrationStatus,
+    QdrantStateStore,
+    RecordKind,
+)
 from tests.conftest import SEED_POINTS, SOURCE_MODEL
 from tests.dags.conftest import return_value, task_states
 from tests.qdrant_migration.helpers import all_points, seed_standin_source
@@ -108,15 +114,16 @@ def test_quantization_only_changes_the_source_in_place(
         assert names == {"articles_v1", STATE_COLLECTION}  # no new collection
         assert current_target(client, "articles") == "articles_v1"
         after = [(p.id, p.payload, p.vector) for p in all_points(client, "articles_v1")]
-        docs = list(QdrantStateStore(client).scan(RecordKind.MIGRATION))
+        records = list(Migrations(QdrantStateStore(client)).all())
     assert after == before  # no point written
-    assert [d["status"] for d in docs] == ["quantized"]
-    assert docs[0]["quantization"]["requested"] == "scalar_int8"
+    assert [r.status for r in records] == [MigrationStatus.QUANTIZED]
+    quantized = records[0].quantization
+    assert quantized is not None and quantized["requested"] == "scalar_int8"
     # recall after the change, with and without rescoring (exact on the embedded store)
     measured = return_value(run, "apply_quantization")["recall"]
     assert measured["k"] == 10 and measured["sample_queries"] > 0
     assert measured["rescored"] == measured["not_rescored"] == 1.0
-    assert docs[0]["quantization"]["recall"] == measured
+    assert quantized["recall"] == measured
 
 
 def test_matryoshka_truncation_cuts_stored_vectors_without_embedding(

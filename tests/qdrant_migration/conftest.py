@@ -1,4 +1,5 @@
-"""Fixtures of the package's unit tests: the new model, and a store already migrated to it.
+"""Fixtures of the package's unit tests: the new model, a store already migrated to it, and
+both state stores.
 
 Migrating the seeded store (240 points re-embedded with multilingual-e5-small) costs a few
 seconds, so it happens once per session; each test gets a private copy of the result.
@@ -13,12 +14,23 @@ from typing import Any
 
 import pytest
 
+from include.qdrant_migration import codec
 from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.providers import EmbeddingProvider, get_provider
 from include.qdrant_migration.qdrant import QdrantSettings, open_client
-from include.qdrant_migration.state import QdrantStateStore
+from include.qdrant_migration.state import MemoryStateStore, QdrantStateStore, StateStore
 from include.qdrant_migration.sync.backfill import PartitionResult
 from tests.qdrant_migration.helpers import TARGET_MODEL, Migrated, migrate, small_spec
+
+
+@pytest.fixture(params=["qdrant", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
+    """Each state store in turn: the embedded one on disk, and the in-memory one."""
+    if request.param == "memory":
+        yield MemoryStateStore()
+        return
+    with open_client(QdrantSettings(path=str(tmp_path / "state"))) as client:
+        yield QdrantStateStore(client)
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +48,7 @@ def _migrated_template(
     shutil.copytree(_seeded_template, path)
     with open_client(QdrantSettings(path=str(path))) as client:
         run = migrate(client, small_spec(), e5, QdrantStateStore(client))
-    return path, run.plan.to_dict(), [r.to_dict() for r in run.results]
+    return path, codec.encode_dict(run.plan), [codec.encode_dict(r) for r in run.results]
 
 
 @pytest.fixture
@@ -51,8 +63,8 @@ def migrated(
             path,
             client,
             QdrantStateStore(client),
-            Plan.from_dict(plan),
-            [PartitionResult.from_dict(r) for r in results],
+            codec.decode(Plan, plan),
+            [codec.decode(PartitionResult, r) for r in results],
         )
 
 

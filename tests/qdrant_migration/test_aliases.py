@@ -13,6 +13,7 @@ import pytest
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
+from include.qdrant_migration import codec
 from include.qdrant_migration.aliases import (
     AliasMove,
     AliasMovedError,
@@ -175,8 +176,8 @@ def test_swap_runs_the_final_pass_then_moves_then_reconciles(
     xcom = switched.to_dict()
     assert json.loads(json.dumps(xcom)) == xcom
     assert xcom == dataclasses.asdict(move) | {
-        "final_catch_up": switched.final.to_dict(),
-        "reconcile": switched.reconcile.to_dict(),
+        "final_catch_up": codec.encode_dict(switched.final),
+        "reconcile": codec.encode_dict(switched.reconcile),
     }
 
 

@@ -19,20 +19,27 @@ from pathlib import Path
 import pytest
 from qdrant_client import QdrantClient
 
-from include.qdrant_migration import state as state_module
 from include.qdrant_migration.leases import (
     Clock,
     Lease,
     LeaseBusyError,
     LeaseLostError,
     LeasePolicy,
-    LeaseStore,
     acquire,
     describe,
     held,
 )
 from include.qdrant_migration.qdrant import QdrantSettings, embedded_lock, open_client
-from include.qdrant_migration.state import MemoryStateStore, QdrantStateStore, RecordKind
+from include.qdrant_migration.state import (
+    LeaseRecord,
+    Leases,
+    MemoryStateStore,
+    QdrantStateStore,
+    RecordKind,
+    StateStore,
+)
+from include.qdrant_migration.state import leases as lease_records
+from include.qdrant_migration.state import store as state_store
 
 KEY = "writer/mig-1"
 TTL = 3600.0
@@ -71,7 +78,7 @@ class Stores:
         self.memory = MemoryStateStore()
 
     @contextmanager
-    def open(self) -> Iterator[LeaseStore]:
+    def open(self) -> Iterator[StateStore]:
         if self.kind == "memory":
             yield self.memory
             return
@@ -80,21 +87,21 @@ class Stores:
 
     def holder(self) -> str | None:
         with self.open() as store:
-            return (store.get(RecordKind.LEASE, KEY) or {}).get("owner")
+            return Leases(store).holder(KEY)
 
-    def doc(self) -> dict[str, object]:
+    def doc(self) -> LeaseRecord:
         with self.open() as store:
-            doc = store.get(RecordKind.LEASE, KEY)
-        assert doc is not None
-        return doc
+            lease = Leases(store).get(KEY)
+        assert lease is not None
+        return lease
 
     def take(self, owner: str, now: float, ttl_s: float = TTL) -> bool:
         with self.open() as store:
-            return store.try_acquire(KEY, owner, ttl_s, now)
+            return Leases(store).try_acquire(KEY, owner, ttl_s, now)
 
     def release(self, owner: str) -> None:
         with self.open() as store:
-            store.release(KEY, owner)
+            Leases(store).release(KEY, owner)
 
 
 @pytest.fixture(params=["memory", "embedded", "embedded_older_server"])
@@ -102,10 +109,10 @@ def stores(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Stores:
     if request.param == "embedded_older_server":  # no insert_only writes: read-back only
-        monkeypatch.setattr(state_module, "supports", lambda client, minimum: False)
+        monkeypatch.setattr(state_store, "supports", lambda client, minimum: False)
     # wall-clock stamps (a lease's "since") that differ at every call, however fast
     stamps = (f"2024-05-01T12:{n // 60:02d}:{n % 60:02d}+00:00" for n in itertools.count())
-    monkeypatch.setattr(state_module, "now_iso", lambda: next(stamps))
+    monkeypatch.setattr(lease_records, "now_iso", lambda: next(stamps))
     return Stores(request.param, tmp_path / "store")
 
 
@@ -113,7 +120,7 @@ def _acquire(
     stores: Stores, owner: str, time: FakeClock, *, wait_s: float = 0.0, **policy: float
 ) -> Lease:
     chosen = LeasePolicy(**{"ttl_s": TTL, "poll_s": 5, "log_every_s": 30, **policy})
-    opener: Callable[[], AbstractContextManager[LeaseStore]] = stores.open
+    opener: Callable[[], AbstractContextManager[StateStore]] = stores.open
     return acquire(opener, KEY, owner, wait_s=wait_s, policy=chosen, clock=time.clock)
 
 
@@ -123,15 +130,15 @@ def _acquire(
 def test_the_holder_renews_and_others_are_refused_while_it_is_valid(stores: Stores) -> None:
     assert stores.take("nightly", START)
     taken = stores.doc()
-    assert (taken["owner"], taken["renewed"], taken["expires"]) == ("nightly", START, START + TTL)
+    assert (taken.owner, taken.renewed, taken.expires) == ("nightly", START, START + TTL)
 
     assert not stores.take("manual", START + 10)
     assert stores.doc() == taken  # a refusal changes nothing
 
     assert stores.take("nightly", START + 20)  # a renewal by the same owner
     renewed = stores.doc()
-    assert (renewed["renewed"], renewed["expires"]) == (START + 20, START + 20 + TTL)
-    assert renewed["since"] == taken["since"]  # still the same tenure
+    assert (renewed.renewed, renewed.expires) == (START + 20, START + 20 + TTL)
+    assert renewed.since == taken.since  # still the same tenure
     assert not stores.take("manual", START + TTL + 10)  # valid until the renewed expiry
 
 
@@ -141,12 +148,12 @@ def test_an_expired_lease_is_taken_over_by_another_owner(stores: Stores) -> None
     assert not stores.take("manual", START + TTL - 1)
     assert stores.take("manual", START + TTL)  # expires exactly now: no longer valid
     doc = stores.doc()
-    assert (doc["owner"], doc["renewed"], doc["expires"]) == (
+    assert (doc.owner, doc.renewed, doc.expires) == (
         "manual",
         START + TTL,
         START + 2 * TTL,
     )
-    assert doc["since"] != first["since"]  # a new tenure
+    assert doc.since != first.since  # a new tenure
     assert not stores.take("killed-worker", START + TTL + 1)  # it came back too late
 
 
@@ -180,19 +187,19 @@ def test_renew_extends_the_lease_when_due_and_only_then(stores: Stores) -> None:
     time.t += 99
     with stores.open() as store:
         lease.renew(store)
-    assert stores.doc()["expires"] == START + 600  # not due yet: not written
+    assert stores.doc().expires == START + 600  # not due yet: not written
     assert lease.renewed_at == START
 
     time.t += 1
     with stores.open() as store:
         lease.renew(store)
-    assert stores.doc()["expires"] == START + 100 + 600
+    assert stores.doc().expires == START + 100 + 600
     assert lease.renewed_at == START + 100
 
     time.t += 1
     with stores.open() as store:
         lease.renew(store, force=True)
-    assert stores.doc()["expires"] == START + 101 + 600
+    assert stores.doc().expires == START + 101 + 600
 
 
 def test_renew_raises_once_another_owner_took_the_lease(stores: Stores) -> None:
@@ -216,7 +223,7 @@ def test_a_late_renewal_nobody_raced_keeps_the_lease(stores: Stores) -> None:
     time.t += 700  # expired, but nobody else wanted it
     with stores.open() as store:
         lease.renew(store)
-    assert stores.doc()["expires"] == time.t + 600
+    assert stores.doc().expires == time.t + 600
 
 
 def test_a_renewal_never_overwrites_a_rival_that_took_the_expired_lease() -> None:
@@ -232,15 +239,15 @@ def test_a_renewal_never_overwrites_a_rival_that_took_the_expired_lease() -> Non
             doc = super().get(kind, key)
             if not self.raced:
                 self.raced = True
-                assert rival.try_acquire(KEY, "manual", TTL, START + 700)
+                assert Leases(rival).try_acquire(KEY, "manual", TTL, START + 700)
             return doc
 
-    assert rival.try_acquire(KEY, "nightly", 600, START)
+    assert Leases(rival).try_acquire(KEY, "nightly", 600, START)
     lease = Lease(KEY, "nightly", LeasePolicy(ttl_s=600), FakeClock(START + 700).clock, START)
 
     with pytest.raises(LeaseLostError):
         lease.renew(Racing(client))
-    assert (rival.get(RecordKind.LEASE, KEY) or {}).get("owner") == "manual"
+    assert Leases(rival).holder(KEY) == "manual"
 
 
 # -- acquiring: waiting, logging, giving up --------------------------------------------------
@@ -255,8 +262,7 @@ def test_a_busy_lease_fails_at_once_without_waiting_naming_its_holder(stores: St
         _acquire(stores, "manual", time, wait_s=0)
 
     assert str(busy.value) == (
-        f"{KEY} is held by nightly (since {stores.doc()['since']}, renewed 10s ago, "
-        "expires in 3590s)."
+        f"{KEY} is held by nightly (since {stores.doc().since}, renewed 10s ago, expires in 3590s)."
     )
     assert time.sleeps == []
     assert stores.holder() == "nightly"  # the holder's lease is untouched
@@ -287,7 +293,7 @@ def test_a_waiter_polls_until_the_holder_releases(stores: Stores) -> None:
 
     assert (lease.owner, lease.renewed_at) == ("manual", START + 15)
     assert time.sleeps == [5, 5, 5]  # got it at the first poll after the release
-    assert stores.doc()["expires"] == START + 15 + TTL
+    assert stores.doc().expires == START + 15 + TTL
     stores.release("nightly")  # a late release by the old holder changes nothing
     assert stores.holder() == "manual"
 
@@ -304,7 +310,7 @@ def test_a_waiter_logs_the_holder_every_log_every_s_and_takes_over_after_expiry(
     assert time.sleeps == [10] * 10  # tried at 0, 10, ... 90 while it was valid; 100 is not
     assert (lease.owner, lease.renewed_at) == ("manual", START + 100)
     doc = stores.doc()
-    assert (doc["owner"], doc["expires"]) == ("manual", START + 160)
+    assert (doc.owner, doc.expires) == ("manual", START + 160)
     messages = [r.getMessage() for r in caplog.records]
     waiting = [m for m in messages if m.startswith(f"Waiting for {KEY}, held by killed-worker (")]
     assert len(waiting) == 4  # at 0, 30, 60 and 90 seconds
@@ -322,7 +328,7 @@ def test_the_same_owner_takes_its_own_lease_back_at_once(stores: Stores) -> None
     lease = _acquire(stores, "dag/run", time, wait_s=0)
 
     assert time.sleeps == [] and lease.renewed_at == START + 5
-    assert stores.doc()["expires"] == START + 5 + TTL  # renewed, not the old one
+    assert stores.doc().expires == START + 5 + TTL  # renewed, not the old one
 
 
 def test_acquire_never_holds_the_embedded_store_while_it_waits(tmp_path: Path) -> None:
@@ -339,7 +345,7 @@ def test_acquire_never_holds_the_embedded_store_while_it_waits(tmp_path: Path) -
             with embedded_lock(str(stores.path), timeout_s=0):  # fails at once if held
                 client = QdrantClient(path=str(stores.path))
                 try:
-                    QdrantStateStore(client).release(KEY, "nightly")
+                    Leases(QdrantStateStore(client)).release(KEY, "nightly")
                     opened_meanwhile.append("released")
                 finally:
                     client.close()
@@ -396,12 +402,9 @@ def test_held_leaves_another_holders_lease_alone(stores: Stores) -> None:
 
 
 def test_describe_says_who_holds_it_since_when_and_for_how_long() -> None:
-    doc = {
-        "owner": "run-7",
-        "since": "2024-05-01T12:00:00+00:00",
-        "renewed": 100.0,
-        "expires": 400.0,
-    }
+    doc = LeaseRecord(
+        name=KEY, owner="run-7", since="2024-05-01T12:00:00+00:00", renewed=100.0, expires=400.0
+    )
     assert describe(None, 150.0) == "nobody"
     assert describe(doc, 150.0) == (
         "run-7 (since 2024-05-01T12:00:00+00:00, renewed 50s ago, expires in 250s)"

@@ -19,7 +19,7 @@ import pytest
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from include.qdrant_migration import collections, compatibility, linear_map
+from include.qdrant_migration import codec, collections, compatibility, linear_map
 from include.qdrant_migration.checks.quality import load_eval_set
 from include.qdrant_migration.linear_map import MapSummary
 from include.qdrant_migration.providers import EmbeddingProvider, ProviderLimits
@@ -29,6 +29,7 @@ from include.qdrant_migration.state import (
     MemoryStateStore,
     QdrantStateStore,
     RecordKind,
+    Reports,
 )
 from include.qdrant_migration.strategies import strategy_of
 from include.qdrant_migration.strategy import CompatibilityError
@@ -204,8 +205,9 @@ def test_a_map_round_trips_through_the_state_store_in_chunks(
     state = MemoryStateStore()
     summary = _summary()
     linear_map.store(state, "mig-1", fitted, summary)
-    header = state.get(RecordKind.LINEAR_MAP, "mig-1")
-    assert header is not None and header["chunks"] == 7 and header["shape"] == [20, 30]
+    header = linear_map.LinearMaps(state).get("mig-1")
+    assert header is not None and header.chunks == 7 and header.shape == [20, 30]
+    assert header.normalize and header.summary == summary and header.ids == []
     assert linear_map.summary_of(state, "mig-1") == summary
     assert linear_map.summary_of(state, "mig-other") is None
     loaded = linear_map.load(state, "mig-1")
@@ -213,7 +215,7 @@ def test_a_map_round_trips_through_the_state_store_in_chunks(
     vectors = rng.standard_normal((3, 20)).tolist()
     np.testing.assert_allclose(loaded.apply(vectors), fitted.apply(vectors), atol=1e-5)
     assert loaded.apply([]) == []
-    state.put(RecordKind.LINEAR_MAP_CHUNK, "mig-1/3", {"data": ""})
+    linear_map.LinearMapChunks(state).put(linear_map.MatrixChunk("mig-1", 3, ""))
     with pytest.raises(CompatibilityError, match="incomplete or damaged"):
         linear_map.load(state, "mig-1")
     linear_map.forget(state, "mig-1")
@@ -224,9 +226,12 @@ def test_a_map_round_trips_through_the_state_store_in_chunks(
 
 def test_a_summary_round_trips_as_json() -> None:
     summary = _summary()
-    assert MapSummary.from_dict(json.loads(json.dumps(summary.to_dict()))) == summary
+    assert codec.decode(MapSummary, json.loads(json.dumps(codec.encode_dict(summary)))) == summary
     # a stored header carries more than the summary
-    assert MapSummary.from_dict(summary.to_dict() | {"chunks": 3, "sha256": "x"}) == summary
+    assert (
+        codec.decode(MapSummary, codec.encode_dict(summary) | {"chunks": 3, "sha256": "x"})
+        == summary
+    )
     measured = _summary(
         held_out_query=linear_map.HELD_OUT_QUERY,
         eval_queries=21,
@@ -237,13 +242,18 @@ def test_a_summary_round_trips_as_json() -> None:
         quality_tolerance=0.02,
         eval_set_sha256="ab" * 32,
     )
-    assert MapSummary.from_dict(json.loads(json.dumps(measured.to_dict()))) == measured
+    assert codec.decode(MapSummary, json.loads(json.dumps(codec.encode_dict(measured)))) == measured
     assert measured.eval_ndcg10_loss == 0.22
 
 
 def test_a_record_stored_before_the_evaluation_set_and_query_fields_still_reads() -> None:
-    old = {k: v for k, v in _summary().to_dict().items() if k in OLD_FIELDS}
-    read = MapSummary.from_dict(old)
+    """A header of schema version 1: the summary's fields beside the header's."""
+    old = {k: v for k, v in codec.encode_dict(_summary()).items() if k in OLD_FIELDS}
+    header = {"shape": [2, 2], "normalize": True, "chunks": 1, "sha256": "x"}
+    state = MemoryStateStore()
+    state.put(RecordKind.LINEAR_MAP, "mig-1", old | header)
+    read = linear_map.summary_of(state, "mig-1")
+    assert read is not None and read.migration_id == old["migration_id"]
     assert read.eval_queries == 0 and read.eval_ndcg10_loss is None
     assert read.quality_tolerance is None and read.eval_set_sha256 is None
     # those maps were measured with the document's first sentence, and say so
@@ -332,23 +342,23 @@ def test_a_map_below_the_minimum_retention_is_refused_and_not_stored(
     assert "Re-embed instead (allow_linear_map=false)" in message
     assert "lower min_map_retention" in message and "quality_tolerance" not in message
     assert linear_map.summary_of(state, plan.migration_id) is None
-    assert state.get(RecordKind.LINEAR_MAP, plan.migration_id) is None
+    assert linear_map.LinearMaps(state).get(plan.migration_id) is None
     assert {c.name for c in fast_client.get_collections().collections} == {
         "articles_v1",
         STATE_COLLECTION,  # the failure summary, and nothing else
     }
 
-    report = state.get(RecordKind.REPORT, plan.migration_id)
+    report = Reports(state).get(plan.migration_id)
     assert report is not None
-    assert report["outcome"].startswith("failed: linear map refused: retention ")
-    assert report["outcome"].endswith("is below the minimum 99%")
-    refused = MapSummary.from_dict(report["linear_map"])
-    assert set(report["linear_map"]) == {f.name for f in dataclasses.fields(MapSummary)}
-    assert report["evidence"] == {"linear_map": report["linear_map"]}
+    assert report.outcome.startswith("failed: linear map refused: retention ")
+    assert report.outcome.endswith("is below the minimum 99%")
+    refused = codec.decode(MapSummary, report.linear_map)
+    assert set(report.linear_map) == {f.name for f in dataclasses.fields(MapSummary)}
+    assert report.evidence == {"linear_map": report.linear_map}
     assert (refused.sample, refused.train, refused.held_out) == (240, 192, 48)
     assert refused.retention < 0.99 == refused.min_retention
     assert refused.embedded == 240 and refused.queries_embedded == 48 + 36 and refused.tokens > 0
-    markdown = report["markdown"]
+    markdown = report.markdown
     for row in (
         "| sample texts (fitted on / held out) | 240 (192 / 48) |",
         f"| validation cosine | {refused.validation_cosine:.4f} |",
@@ -383,10 +393,10 @@ def test_a_stored_map_is_checked_against_the_current_minimum(
         linear_map.fit_for_plan(fast_client, retried, NoEmbeddingProvider(new_model), state)
     assert "No collection was created." in str(error.value)
     assert linear_map.summary_of(state, plan.migration_id) == fitted  # still stored
-    report = state.get(RecordKind.REPORT, plan.migration_id)
-    assert report is not None and report["outcome"].startswith("failed: linear map refused")
+    report = Reports(state).get(plan.migration_id)
+    assert report is not None and report.outcome.startswith("failed: linear map refused")
     # measured against the minimum it was refused under
-    assert MapSummary.from_dict(report["linear_map"]) == dataclasses.replace(
+    assert codec.decode(MapSummary, report.linear_map) == dataclasses.replace(
         fitted, min_retention=strict.min_map_retention
     )
 
@@ -581,15 +591,15 @@ def test_a_map_that_keeps_the_held_out_results_but_loses_the_evaluation_set_is_r
     assert "raise quality_tolerance if that loss is acceptable" in message
     assert "No collection was created." in message
     assert linear_map.summary_of(state, plan.migration_id) is None
-    report = state.get(RecordKind.REPORT, plan.migration_id)
+    report = Reports(state).get(plan.migration_id)
     assert report is not None
-    refused = MapSummary.from_dict(report["linear_map"])
+    refused = codec.decode(MapSummary, report.linear_map)
     assert refused.retention >= 0.5
     assert refused.eval_queries == 21 and refused.eval_missing == 1
     assert refused.eval_ndcg10_mapped is not None and refused.eval_ndcg10_reembedded is not None
     assert refused.eval_ndcg10_reembedded > 0.7
     assert refused.eval_ndcg10_mapped < refused.eval_ndcg10_reembedded - 0.15
-    assert report["outcome"] == (
+    assert report.outcome == (
         f"failed: linear map refused: evaluation-set nDCG@10 {refused.eval_ndcg10_mapped:.3f} "
         f"mapped vs {refused.eval_ndcg10_reembedded:.3f} re-embedded (tolerance 0.02)"
     )
@@ -597,7 +607,7 @@ def test_a_map_that_keeps_the_held_out_results_but_loses_the_evaluation_set_is_r
         f"| evaluation set: nDCG@10 | {refused.eval_ndcg10_mapped:.4f} mapped vs "
         f"{refused.eval_ndcg10_reembedded:.4f} re-embedded (21 labeled queries over "
         f"{refused.eval_documents} documents, 1 relevant ids not in the source; tolerance 0.02) |"
-    ) in report["markdown"].splitlines()
+    ) in report.markdown.splitlines()
 
 
 def test_a_good_map_passes_the_evaluation_set_and_stores_its_numbers(

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from qdrant_client import QdrantClient
 
-from include.qdrant_migration import compatibility
+from include.qdrant_migration import codec, compatibility
 from include.qdrant_migration.plan import Estimate, Lineage, Plan, SourceInfo
 from include.qdrant_migration.spec import MigrationSpec, Strategy
 from include.qdrant_migration.state import QdrantStateStore
@@ -54,10 +54,10 @@ def test_an_assessed_plan_round_trips_through_an_xcom(
     provider = NoEmbeddingProvider(old_model) if "source_model" in overrides else new_model
     plan = _plan_for(fast_client, provider, overrides)
     assert plan.strategy is strategy
-    xcom = _through_xcom(plan.to_dict())
-    assert xcom == plan.to_dict()  # already plain JSON
+    xcom = _through_xcom(codec.encode_dict(plan))
+    assert xcom == codec.encode_dict(plan)  # already plain JSON
     assert xcom["strategy"] == strategy.value and type(xcom["strategy"]) is str
-    restored = Plan.from_dict(xcom)
+    restored = codec.decode(Plan, xcom)
     assert restored == plan
     assert restored.strategy is strategy
     assert isinstance(restored.source, SourceInfo)
@@ -118,7 +118,7 @@ def test_every_field_survives_the_round_trip() -> None:
             alias_change="docs: docs_v1 -> docs_v1__text-embedding-3-small-256d__v2 on approval",
         ),
     )
-    restored = Plan.from_dict(_through_xcom(plan.to_dict()))
+    restored = codec.decode(Plan, _through_xcom(codec.encode_dict(plan)))
     assert restored == plan
     assert restored.strategy is Strategy.MATRYOSHKA_TRUNCATION
     assert restored.strategy.derives_vectors and restored.creates_target
@@ -142,14 +142,14 @@ def _minimal_plan() -> Plan:
 
 def test_a_plan_without_an_estimate_gets_the_empty_one() -> None:
     plan = _minimal_plan()
-    xcom = _through_xcom(plan.to_dict())
+    xcom = _through_xcom(codec.encode_dict(plan))
     for missing in (None, "absent"):
         if missing is None:
             xcom["estimate"] = None
         else:
             xcom.pop("estimate")
-        assert Plan.from_dict(xcom) == plan
-        assert Plan.from_dict(xcom).estimate == Estimate()
+        assert codec.decode(Plan, xcom) == plan
+        assert codec.decode(Plan, xcom).estimate == Estimate()
     assert plan.source.lineage == {} and plan.source.quantization == "none"
 
 
@@ -163,15 +163,15 @@ def test_a_spec_round_trips_through_an_xcom() -> None:
             "allow_linear_map": True,
         }
     )
-    restored = MigrationSpec.from_dict(_through_xcom(spec.to_dict()))
+    restored = codec.decode(MigrationSpec, _through_xcom(codec.encode_dict(spec)))
     assert restored == spec
     assert restored.forced_strategy is Strategy.LINEAR_MAP
     # a record written by an older version may hold fields this one does not know
-    assert MigrationSpec.from_dict(spec.to_dict() | {"retired_field": 1}) == spec
+    assert codec.decode(MigrationSpec, codec.encode_dict(spec) | {"retired_field": 1}) == spec
 
 
 def test_a_restored_plan_is_immutable() -> None:
-    plan = Plan.from_dict(_through_xcom(_minimal_plan().to_dict()))
+    plan = codec.decode(Plan, _through_xcom(codec.encode_dict(_minimal_plan())))
     with pytest.raises(dataclasses.FrozenInstanceError):
         plan.target_collection = "other"  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from qdrant_client import QdrantClient
 
+from include.qdrant_migration import codec
 from include.qdrant_migration.checks import quality, recall
 from include.qdrant_migration.checks.completeness import Completeness
 from include.qdrant_migration.checks.quality import Quality, Regression, SelfRetrieval
@@ -162,7 +163,7 @@ def test_markdown_carries_the_numbers_the_approver_needs() -> None:
 
 def test_the_report_is_an_xcom() -> None:
     report = Report(make_plan(), EVIDENCE)
-    xcom = report.to_dict()
+    xcom = codec.encode_dict(report.record())
     assert json.loads(json.dumps(xcom)) == xcom
     assert xcom["migration_id"] == "mig-0123456789ab"
     assert (xcom["alias"], xcom["source_collection"], xcom["target_collection"]) == (
@@ -175,7 +176,7 @@ def test_the_report_is_an_xcom() -> None:
     assert xcom["lineage"]["model"] == "multilingual-e5-small"
     assert xcom["estimate"] == dataclasses.asdict(ESTIMATE)
     assert xcom["actual"] == dataclasses.asdict(report.actual)
-    assert RecallResult.from_dict(xcom["evidence"]["recall"]) == RECALL
+    assert codec.decode(RecallResult, xcom["evidence"]["recall"]) == RECALL
     assert xcom["evidence"]["backfill"]["skipped_by_reason"] == {"empty": 3, "missing": 1}
     assert xcom["evidence"]["catch_up"] is None and xcom["evidence"]["linear_map"] is None
     assert xcom["evidence"]["catch_up_changes"] == []
@@ -216,12 +217,12 @@ def test_one_catch_up_pass_without_its_changes_per_pass() -> None:
 
 def test_the_catch_up_evidence_round_trips_as_an_xcom() -> None:
     evidence = dataclasses.replace(EVIDENCE, catch_up=CAUGHT_UP, catch_up_changes=[120, 15, 3])
-    xcom = Report(make_plan(), evidence).to_dict()
+    xcom = codec.encode_dict(Report(make_plan(), evidence).record())
     assert json.loads(json.dumps(xcom)) == xcom
     stored = xcom["evidence"]
     assert stored["catch_up_changes"] == [120, 15, 3]
-    assert CatchUpResult.from_dict(stored["catch_up"]) == CAUGHT_UP
-    assert RecallResult.from_dict(stored["recall"]) == RECALL
+    assert codec.decode(CatchUpResult, stored["catch_up"]) == CAUGHT_UP
+    assert codec.decode(RecallResult, stored["recall"]) == RECALL
     assert stored["recall"]["completeness"]["lag_examples"] == [7, 8, 9]
     assert "3 passes, changes per pass 120 → 15 → 3" in xcom["markdown"]
 
@@ -312,8 +313,8 @@ def test_a_run_that_continues_a_migration_splits_its_work_from_earlier_runs() ->
     assert "| texts embedded | 1230 | 0 | 2817 |" in lines
     assert "| embedding requests | 10 | 0 | 23 |" in lines
     assert "| embedded / embedding requests (this run) | 0 / 0 |" in lines
-    assert report.to_dict()["earlier_runs"]["tokens"] == 90_000
-    assert Report(make_plan(), EVIDENCE).to_dict()["earlier_runs"] is None
+    assert codec.encode_dict(report.record())["earlier_runs"]["tokens"] == 90_000
+    assert codec.encode_dict(Report(make_plan(), EVIDENCE).record())["earlier_runs"] is None
 
 
 def test_the_duration_runs_from_the_runs_start_to_the_report() -> None:
@@ -360,7 +361,7 @@ def test_a_failed_gate_renders_the_whole_report_as_a_failure_summary() -> None:
     assert "| recall@10 ANN vs exact | 0.988 (threshold 0.95, 100 queries) |" in lines
     assert lines[-1].startswith("Nothing was switched: the alias stays on `articles_v1`.")
     assert "Approve" not in report.markdown
-    assert report.to_dict()["failures"] == [failure]
+    assert codec.encode_dict(report.record())["failures"] == [failure]
 
 
 def test_actuals_without_a_price_or_a_timed_partition() -> None:
@@ -537,7 +538,7 @@ def test_report_of_a_migration_of_the_fast_store(
         own,
         compared,
         BackfillSummary.of(run.results),
-        catch_up=CatchUpResult.from_dict(caught_up),  # as build_report takes the XCom
+        catch_up=codec.decode(CatchUpResult, caught_up),  # as build_report takes the XCom
         catch_up_changes=caught_up["changes_per_pass"],
     )
     report = Report(run.plan, evidence)
@@ -559,10 +560,12 @@ def test_report_of_a_migration_of_the_fast_store(
     assert "**hashing/hash-new** (64-d)" in report.markdown
     # Documents may be private: not one document text (nor its first sentence, the
     # label-free comparison's query) goes into the XCom or the state store.
-    stored = json.dumps(report.to_dict())
+    stored = json.dumps(codec.encode_dict(report.record()))
     texts, _ = fast_client.scroll("articles_v1", limit=SEED_POINTS, with_payload=True)
     for point in texts:
         text = str((point.payload or {})["text"])
         assert text[:60] not in stored and query_like(text) not in stored, point.id
     assert "**Old vs new top-5 overlap** on 20 sample queries" in report.markdown
-    assert json.loads(json.dumps(report.to_dict())) == report.to_dict()
+    assert json.loads(json.dumps(codec.encode_dict(report.record()))) == codec.encode_dict(
+        report.record()
+    )

@@ -7,6 +7,7 @@ from typing import Any
 import jsonschema
 import pytest
 
+from include.qdrant_migration import codec
 from include.qdrant_migration.choices import (
     BAD_TEXT_POLICIES,
     EMBEDDING_MODES,
@@ -62,7 +63,7 @@ def test_max_catch_up_lag_bounds_the_lag_the_checks_start_from() -> None:
     assert MigrationSpec(alias="a").max_catch_up_lag == 1000
     spec = MigrationSpec.from_params({"alias": "a", "max_catch_up_lag": 0})
     assert spec.max_catch_up_lag == 0
-    assert MigrationSpec.from_dict(spec.to_dict()) == spec
+    assert codec.decode(MigrationSpec, codec.encode_dict(spec)) == spec
     for bad in (-1, 2.5, "10"):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, schema)
@@ -123,10 +124,12 @@ def test_the_spec_is_typed_and_its_dict_is_plain_json() -> None:
         {"alias": "a", "strategy": "linear_map", "quantization": "binary", "allow_linear_map": True}
     )
     assert spec.strategy is Strategy.LINEAR_MAP and spec.forced_strategy is Strategy.LINEAR_MAP
-    plain = spec.to_dict()
+    plain = codec.encode_dict(spec)
     assert type(plain["strategy"]) is str and plain["strategy"] == "linear_map"
-    assert MigrationSpec.from_dict(plain) == spec
-    assert MigrationSpec.from_dict(MigrationSpec(alias="a").to_dict()).strategy == "auto"
+    assert codec.decode(MigrationSpec, plain) == spec
+    assert (
+        codec.decode(MigrationSpec, codec.encode_dict(MigrationSpec(alias="a"))).strategy == "auto"
+    )
 
 
 def test_what_each_strategy_does_to_collections_and_vectors() -> None:
@@ -211,8 +214,8 @@ def test_from_params_refuses_unknown_keys_naming_the_closest_param() -> None:
 def test_from_params_round_trips_and_records_ignore_fields_of_newer_versions() -> None:
     spec = MigrationSpec.from_params({"alias": "articles", "batch_size": 32})
     assert spec.batch_size == 32
-    assert MigrationSpec.from_params(spec.to_dict()) == spec
-    assert MigrationSpec.from_dict(spec.to_dict() | {"surprise": 1}) == spec
+    assert MigrationSpec.from_params(codec.encode_dict(spec)) == spec
+    assert codec.decode(MigrationSpec, codec.encode_dict(spec) | {"surprise": 1}) == spec
 
 
 @pytest.mark.parametrize(

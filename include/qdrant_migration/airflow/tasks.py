@@ -7,6 +7,7 @@ Airflow-free modules. Typed objects become dicts only here, at the XCom boundary
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Iterator
@@ -24,6 +25,7 @@ from qdrant_client import QdrantClient
 
 from include.qdrant_migration import (
     aliases,
+    codec,
     collections,
     compatibility,
     linear_map,
@@ -53,11 +55,13 @@ from include.qdrant_migration.spec import (
     refuse_unknown,
 )
 from include.qdrant_migration.state import (
+    Leases,
     MigrationRecord,
     Migrations,
     MigrationStatus,
+    NewerSchemaError,
     QdrantStateStore,
-    RecordKind,
+    Reports,
     StatusError,
     now_iso,
 )
@@ -104,6 +108,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     aliases.AliasMovedError,
     aliases.LifecycleError,
     StatusError,
+    NewerSchemaError,
     SyncError,
     writers.RunConflictError,
     LeaseBusyError,
@@ -161,28 +166,29 @@ def assess_compatibility(params: dict[str, Any]) -> XCom:
     log.info("Strategy %s:\n%s", plan.strategy, render_plan(plan))
     if spec.dry_run:
         log.info("Dry run: nothing was written, and every task after this one is skipped.")
-    return plan.to_dict()
+    return codec.encode_dict(plan)
 
 
 @fail_fast
 def fit_linear_map(plan_xcom: XCom) -> XCom:
     """Embed the sample, choose, fit and test the map; refuse it below min_map_retention
     or when it would search worse than the old model (when that model is known)."""
-    plan = Plan.from_dict(plan_xcom)
+    plan = codec.decode(Plan, plan_xcom)
     provider, old_model = build_provider(plan.spec), build_source_provider(plan)
     with _run_writing(plan) as (client, state, _heartbeat):
-        return linear_map.fit_for_plan(client, plan, provider, state, old_model).to_dict()
+        summary = linear_map.fit_for_plan(client, plan, provider, state, old_model)
+        return codec.encode_dict(summary)
 
 
 def quantization_report(plan_xcom: XCom) -> XCom:
     """The small report a quantization-only change is approved on."""
-    return {"markdown": render_quantization(Plan.from_dict(plan_xcom))}
+    return {"markdown": render_quantization(codec.decode(Plan, plan_xcom))}
 
 
 @fail_fast
 def apply_quantization(plan_xcom: XCom) -> XCom:
     """The one sanctioned write to a source: its quantization config. No points written."""
-    plan = Plan.from_dict(plan_xcom)
+    plan = codec.decode(Plan, plan_xcom)
     wanted = plan.spec.quantization or "none"
     with writers.writing(plan.spec.qdrant_conn_id, plan.migration_id) as (
         client,
@@ -201,7 +207,7 @@ def apply_quantization(plan_xcom: XCom) -> XCom:
             sample_size=plan.spec.recall_sample_size,
             heartbeat=heartbeat,  # the writer's lease, while it waits for the re-quantization
         )
-        result["recall"] = measured.to_dict()
+        result["recall"] = codec.encode_dict(measured)
         log.info(
             "recall@%d of %s after the change (%s, %d queries): %s with rescoring, %s without",
             measured.k,
@@ -237,22 +243,22 @@ def choose_path(plan_xcom: XCom) -> list[str] | None:
 
 @fail_fast
 def create_collection(plan_xcom: XCom) -> XCom:
-    plan = Plan.from_dict(plan_xcom)
+    plan = codec.decode(Plan, plan_xcom)
     with _run_writing(plan) as (client, state, _heartbeat):
         return strategy_of(plan).create(client, state)
 
 
 @fail_fast
 def plan_partitions(plan_xcom: XCom) -> list[XCom]:
-    plan = Plan.from_dict(plan_xcom)
+    plan = codec.decode(Plan, plan_xcom)
     with _run_writing(plan) as (client, state, _heartbeat):
-        return [p.to_dict() for p in partitions_for(client, state, plan)]
+        return [codec.encode_dict(p) for p in partitions_for(client, state, plan)]
 
 
 @fail_fast
 def backfill_batch(plan_xcom: XCom, partition_xcom: XCom) -> XCom:
-    plan = Plan.from_dict(plan_xcom)
-    part = Partition.from_dict(partition_xcom)
+    plan = codec.decode(Plan, plan_xcom)
+    part = codec.decode(Partition, partition_xcom)
     settings = BackfillSettings.of(plan, run_id=str(get_current_context()["run_id"]))
     strategy = strategy_of(plan)
     with _run_writing(plan) as (client, state, heartbeat):
@@ -270,15 +276,15 @@ def backfill_batch(plan_xcom: XCom, partition_xcom: XCom) -> XCom:
                 again = datetime.now(tz=UTC) + timedelta(seconds=outcome.poll_s)
                 # Airflow's exception has an untyped __init__ (task-sdk 1.3.2).
                 raise AirflowRescheduleException(again)  # type: ignore[no-untyped-call]
-            return outcome.to_dict()
-        return job.run().to_dict()
+            return codec.encode_dict(outcome)
+        return codec.encode_dict(job.run())
 
 
 @fail_fast
 def catch_up(plan_xcom: XCom) -> XCom:
     """Copy what changed in the source meanwhile, pass after pass until the lag is under
     ``max_catch_up_lag``; the migration is then ready for its checks and approval."""
-    plan = Plan.from_dict(plan_xcom)
+    plan = codec.decode(Plan, plan_xcom)
     provider = build_provider(plan.spec)
     strategy = strategy_of(plan)
     with _run_writing(plan) as (client, state, heartbeat):
@@ -303,7 +309,7 @@ def catch_up(plan_xcom: XCom) -> XCom:
 @fail_fast
 def restore_indexing(plan_xcom: XCom) -> XCom:
     """The bulk load is over: let Qdrant build the index (the only write before the check)."""
-    plan = Plan.from_dict(plan_xcom)
+    plan = codec.decode(Plan, plan_xcom)
     with _run_writing(plan) as (client, state, _heartbeat):
         strategy_of(plan).finish_bulk_load(client, state)
     return {"restored_at": now_iso()}
@@ -312,10 +318,10 @@ def restore_indexing(plan_xcom: XCom) -> XCom:
 @fail_fast
 def recall_check(plan_xcom: XCom) -> XCom | None:
     """One sensor poke (reads only): None means "not indexed yet"; raises when it never can pass."""
-    plan = Plan.from_dict(plan_xcom)
+    plan = codec.decode(Plan, plan_xcom)
     with _qdrant(plan.spec.qdrant_conn_id) as (client, state):
         found = recall.poke(client, plan, state)
-    return found.to_dict() if found is not None else None
+    return codec.encode_dict(found) if found is not None else None
 
 
 @fail_fast
@@ -331,13 +337,13 @@ def build_report(
     Every measurement is made before any gate is judged: when one fails, the whole report
     (every metric, old vs new) goes to the log and the state store, then the task fails.
     """
-    plan = Plan.from_dict(plan_xcom)
+    plan = codec.decode(Plan, plan_xcom)
     provider = build_provider(plan.spec)
     dag_run = get_current_context()["dag_run"]
     started = dag_run.start_date
     run_started = started.isoformat(timespec="seconds") if started else None
-    partitions = [PartitionResult.from_dict(r) for r in results]
-    checked = recall.RecallResult.from_dict(recall_xcom)
+    partitions = [codec.decode(PartitionResult, r) for r in results]
+    checked = codec.decode(recall.RecallResult, recall_xcom)
     with _qdrant(plan.spec.qdrant_conn_id) as (client, state):
         own, compared = quality.evaluate(client, plan, provider, build_source_provider(plan))
         fitted = linear_map.summary_of(state, plan.migration_id)
@@ -347,8 +353,8 @@ def build_report(
             self_retrieval=own,
             quality=compared,
             backfill=BackfillSummary.of(partitions),
-            catch_up=CatchUpResult.from_dict(caught_up),
-            catch_up_changes=list(caught_up.get("changes_per_pass", [])),
+            catch_up=codec.decode(CatchUpResult, caught_up),
+            catch_up_changes=codec.decode_as(list[int], caught_up.get("changes_per_pass", [])),
             linear_map=fitted,
             skipped_examples=skips.examples(state, plan.migration_id),
             run_started_at=run_started,
@@ -358,24 +364,24 @@ def build_report(
             ),
         )
         report = Report(plan, evidence, failures=quality.failures(plan, own, compared))
-        doc = report.to_dict() | {"run_id": dag_run.run_id}
+        record = report.record(run_id=dag_run.run_id)
         if report.failures:
-            doc["outcome"] = "failed: " + " ".join(report.failures)
-        state.put(RecordKind.REPORT, plan.migration_id, doc)
+            record = dataclasses.replace(record, outcome="failed: " + " ".join(report.failures))
+        Reports(state).put(record)
     if report.failures:
         log.error("The checks failed. The full report:\n%s", report.markdown)
         raise quality.QualityRegressionError(
             " ".join(report.failures) + f" The full report (every metric, old vs new) is in "
             f"this task's log and in the state store (record `report` of {plan.migration_id})."
         )
-    return doc
+    return codec.encode_dict(record)
 
 
 @fail_fast
 def swap_alias(plan_xcom: XCom) -> XCom:
     """Final catch-up, the atomic switch, then the window's writes reconciled; the new
     vectors' index threads are no longer capped."""
-    plan = Plan.from_dict(plan_xcom)
+    plan = codec.decode(Plan, plan_xcom)
     strategy = strategy_of(plan)
     models = Models(build_provider(plan.spec), build_source_provider(plan))
     with _run_writing(plan) as (client, state, heartbeat):
@@ -399,9 +405,9 @@ def finish_migration(plan_xcom: XCom | None) -> XCom:
     Swapped or rejected: it succeeds and says so. A run that failed before (or never held
     the migration) fails here too, so the run's state says it did not migrate.
     """
-    if not plan_xcom or plan_xcom["spec"]["dry_run"]:
+    plan = codec.decode(Plan, plan_xcom) if plan_xcom else None
+    if plan is None or plan.spec.dry_run:
         raise AirflowSkipException("Nothing was migrated (a dry run, or nothing to do).")
-    plan = Plan.from_dict(plan_xcom)
     if not strategy_of(plan).rebuilds:
         raise AirflowSkipException("A quantization change: apply_quantization is the end.")
     ti = get_current_context()["ti"]
@@ -409,10 +415,9 @@ def finish_migration(plan_xcom: XCom | None) -> XCom:
     swapped = ti.xcom_pull(task_ids="swap_alias")
     with writers.writing(plan.spec.qdrant_conn_id, plan.migration_id) as (_client, state, _):
         if not writers.holds_run(state, plan.migration_id):
-            holder = state.get(RecordKind.LEASE, f"run/{plan.migration_id}") or {}
+            holder = Leases(state).holder(f"run/{plan.migration_id}")
             raise AirflowFailException(
-                f"This run did not migrate: {holder.get('owner', 'no run')} drives "
-                f"{plan.migration_id}."
+                f"This run did not migrate: {holder or 'no run'} drives {plan.migration_id}."
             )
         outcome = _record_outcome(state, plan, chosen, swapped)
     writers.release_run(plan.spec.qdrant_conn_id, plan.migration_id)
@@ -425,9 +430,9 @@ def finish_migration(plan_xcom: XCom | None) -> XCom:
 def _record_outcome(
     state: QdrantStateStore, plan: Plan, chosen: str | None, swapped: XCom | None
 ) -> str:
-    migrations = Migrations(state)
+    migrations, reports = Migrations(state), Reports(state)
     record = migrations.get(plan.migration_id)
-    report = state.get(RecordKind.REPORT, plan.migration_id)
+    report = reports.get(plan.migration_id)
     status = record.status.value if record is not None else "not recorded"
     if swapped:
         outcome = "swapped"
@@ -440,10 +445,10 @@ def _record_outcome(
             "task; a new run of the same migration resumes it"
         )
     if report is not None:
-        known = str(report.get("outcome") or "")
+        known = report.outcome or ""
         if outcome.startswith("failed") and known.startswith("failed: "):
             outcome = known  # the gate that failed said why: keep its words
-        state.put(RecordKind.REPORT, plan.migration_id, report | {"outcome": outcome})
+        reports.put(dataclasses.replace(report, outcome=outcome))
     return outcome
 
 
@@ -490,7 +495,7 @@ def catch_up_migration(params: dict[str, Any], migration_id: str) -> XCom:
                 result = passes.run()
     except LeaseBusyError as busy:
         raise AirflowSkipException(f"Skipping {migration_id} this time: {busy}") from busy
-    return {"migration_id": migration_id, **result.to_dict()}
+    return {"migration_id": migration_id, **codec.encode_dict(result)}
 
 
 # -- the lifecycle DAG -----------------------------------------------------------------

@@ -26,7 +26,7 @@ from qdrant_client import QdrantClient
 from include.qdrant_migration import leases
 from include.qdrant_migration.airflow.hooks import MigrationQdrantHook
 from include.qdrant_migration.settings import settings
-from include.qdrant_migration.state import QdrantStateStore, RecordKind
+from include.qdrant_migration.state import Leases, QdrantStateStore
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +71,15 @@ def claim_run(conn_id: str, migration_id: str) -> None:
     """Make this DAG run the one driving ``migration_id``, or stop at once."""
     owner, key = run_owner(), f"run/{migration_id}"
     with opener(conn_id)() as store:
-        if store.try_acquire(key, owner, RUN_CLAIM_TTL_S, time.time()):
+        leases = Leases(store)
+        if leases.try_acquire(key, owner, RUN_CLAIM_TTL_S, time.time()):
             return
-        holder = store.get(RecordKind.LEASE, key) or {}
-    other = str(holder.get("owner"))
+        holder = leases.get(key)
+    other = holder.owner if holder is not None else "nobody"
+    since = holder.since if holder is not None else None
     if _alive(other):
         raise RunConflictError(
-            f"Migration {migration_id} is being run by {other} (since {holder.get('since')}). "
+            f"Migration {migration_id} is being run by {other} (since {since}). "
             "This run stops without writing anything; follow that run, or mark it failed in "
             "Airflow to let a new one take over."
         )
@@ -85,26 +87,25 @@ def claim_run(conn_id: str, migration_id: str) -> None:
         "Run %s claimed migration %s but is over: this run takes it over", other, migration_id
     )
     with opener(conn_id)() as store:
-        store.release(key, other)
-        if not store.try_acquire(key, owner, RUN_CLAIM_TTL_S, time.time()):
+        leases = Leases(store)
+        leases.release(key, other)
+        if not leases.try_acquire(key, owner, RUN_CLAIM_TTL_S, time.time()):
             raise RunConflictError(f"Another run took migration {migration_id} just now.")
 
 
 def release_run(conn_id: str, migration_id: str) -> None:
     with opener(conn_id)() as store:
-        store.release(f"run/{migration_id}", run_owner())
+        Leases(store).release(f"run/{migration_id}", run_owner())
 
 
 def holds_run(store: QdrantStateStore, migration_id: str) -> bool:
     """Whether this DAG run is the one driving ``migration_id``."""
-    holder = store.get(RecordKind.LEASE, f"run/{migration_id}")
-    return holder is not None and holder.get("owner") == run_owner()
+    return Leases(store).holder(f"run/{migration_id}") == run_owner()
 
 
 def run_holding(store: QdrantStateStore, migration_id: str) -> str | None:
     """The live run that drives ``migration_id``, if any."""
-    holder = store.get(RecordKind.LEASE, f"run/{migration_id}")
-    owner = str(holder["owner"]) if holder else None
+    owner = Leases(store).holder(f"run/{migration_id}")
     return owner if owner and _alive(owner) else None
 
 

@@ -15,9 +15,7 @@ text) are accounted for.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
 
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
@@ -45,9 +43,6 @@ class Completeness:
     damaged_examples: list[PointId] = field(default_factory=list)
     skipped: int = 0
     points_without_vector: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass

@@ -15,7 +15,6 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
@@ -74,15 +73,6 @@ class Quality:
     hybrid_vector: str | None = None
     hybrid_old: dict[str, float] = field(default_factory=dict)
     hybrid_new: dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Quality:
-        fields = dict(data)
-        fields["worst_regressions"] = [Regression(**r) for r in fields.get("worst_regressions", [])]
-        return cls(**fields)
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,11 @@ collection).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
@@ -50,15 +48,6 @@ class RecallResult:
     #: When the check that passed ended, and how long it took (the report's timeline).
     checked_at: str | None = None
     check_seconds: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RecallResult:
-        fields = dict(data)
-        fields["completeness"] = Completeness(**fields["completeness"])
-        return cls(**fields)
 
 
 def _vector_params(info: qm.CollectionInfo, name: str | None) -> qm.VectorParams | None:
@@ -171,9 +160,6 @@ class QuantizedRecall:
     sample_queries: int
     rescored: float | None
     not_rescored: float | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 #: Candidates fetched per result when rescoring with the original vectors (rescoring the

@@ -394,7 +394,7 @@ class InPlaceSync:
             self._pass(fill, result)
         result.seconds = round((datetime.now(tz=UTC) - started).total_seconds(), 2)
         record_pass(self.state, self.plan.migration_id, result.direction, result)
-        log.info("Catch-up in %s: %s", self.plan.source.collection, result.to_dict())
+        log.info("Catch-up in %s: %s", self.plan.source.collection, result)
         return result
 
     def _pass(self, fill: VectorFill, result: CatchUpResult) -> None:

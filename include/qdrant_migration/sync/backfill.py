@@ -35,10 +35,16 @@ from include.qdrant_migration.layout import point_vector
 from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.providers import EmbeddingError, EmbeddingProvider
 from include.qdrant_migration.qdrant import PointId, point_id, supports
-from include.qdrant_migration.state import Doc, RecordKind, StateStore, now_iso
+from include.qdrant_migration.state import StateStore, now_iso
+from include.qdrant_migration.sync.checkpoints import (
+    BatchWork,
+    Checkpoint,
+    Checkpoints,
+    add_sample,
+)
 from include.qdrant_migration.sync.fingerprints import Fingerprints
 from include.qdrant_migration.sync.pacing import PacingSummary, QdrantPacer, unpaced
-from include.qdrant_migration.sync.partitions import Partition
+from include.qdrant_migration.sync.partitions import Partition, PartitionPlans
 from include.qdrant_migration.sync.skips import record_skips
 from include.qdrant_migration.texts import Skipped, extract_text, select_texts
 
@@ -76,89 +82,6 @@ class Batch:
 
 
 @dataclass
-class Checkpoint:
-    """Where one partition stands; saved after every write, so a retry resumes from it."""
-
-    migration_id: str
-    fingerprint: str
-    partition: int
-    next_offset: PointId | None = None
-    done: bool = False
-    done_points: int = 0
-    embedded: int = 0
-    transformed: int = 0
-    tokens: int = 0
-    truncated: int = 0
-    skipped_by_reason: dict[str, int] = field(default_factory=dict)
-    #: Embedding requests made for this partition, over every run.
-    requests: int = 0
-    #: The run that last worked on it, and the part of the totals earlier runs did.
-    run_id: str = ""
-    earlier: dict[str, int] = field(default_factory=dict)
-    updated_at: str = field(default_factory=now_iso)
-    #: Batch mode: the partition's request files and batches (``sync.batch.BatchWork``).
-    batch: dict[str, Any] | None = None
-    #: ``[time, done_points]`` samples over every run, oldest first (:func:`add_sample`):
-    #: the rate, the ETA and the throughput chart of the UI plugin.
-    history: list[list[Any]] = field(default_factory=list)
-    #: The Qdrant budget's pacing and the source's probe latencies, over every try
-    #: (``sync.pacing.PacingSummary``).
-    pacing: dict[str, Any] = field(default_factory=dict)
-
-    def work(self) -> dict[str, int]:
-        """The totals that are paid for: texts embedded, vectors derived, tokens, requests."""
-        return {
-            "embedded": self.embedded,
-            "transformed": self.transformed,
-            "tokens": self.tokens,
-            "requests": self.requests,
-        }
-
-    def earlier_than(self, run_id: str) -> dict[str, int]:
-        """What runs before ``run_id`` did: all of it when another run wrote this checkpoint."""
-        return dict(self.earlier) if self.run_id == run_id else self.work()
-
-    @staticmethod
-    def key_of(partition: Partition) -> str:
-        return f"{partition.migration_id}/{partition.fingerprint}/{partition.index}"
-
-    @property
-    def key(self) -> str:
-        return f"{self.migration_id}/{self.fingerprint}/{self.partition}"
-
-    def to_doc(self) -> Doc:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_doc(cls, doc: Doc) -> Checkpoint:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in doc.items() if k in names})
-
-
-#: At most this many progress samples per checkpoint, at least HISTORY_STEP_S apart: a
-#: checkpoint stays a few KB however long its partition runs.
-HISTORY_SAMPLES = 48
-HISTORY_STEP_S = 5.0
-
-
-def add_sample(history: list[list[Any]], done: int, *, final: bool = False) -> list[list[Any]]:
-    """``history`` with ``[now, done]`` appended (in place) when the last sample is at least
-    :data:`HISTORY_STEP_S` old, or when the partition ends; when full, every other older
-    sample is dropped, so the whole span stays covered at a coarser step."""
-    at = now_iso()
-    if history:
-        last = datetime.fromisoformat(str(history[-1][0]))
-        if history[-1][1] == done or (
-            not final and (datetime.fromisoformat(at) - last).total_seconds() < HISTORY_STEP_S
-        ):
-            return history
-    history.append([at, done])
-    if len(history) > HISTORY_SAMPLES:
-        history[:-1] = history[:-1:2]
-    return history
-
-
-@dataclass
 class Progress:
     total: int
     done: int = 0
@@ -189,7 +112,7 @@ class Progress:
             progress.skipped.update(checkpoint.skipped_by_reason)
             progress.earlier = checkpoint.earlier_than(run_id)
             progress.history = [list(sample) for sample in checkpoint.history]
-            progress.pacing = PacingSummary.from_dict(checkpoint.pacing or None)
+            progress.pacing = checkpoint.pacing
         return progress
 
     def line(self, label: str) -> str:
@@ -226,15 +149,8 @@ class PartitionResult:
     finished_at: str | None = None
     #: The part of the totals above that earlier runs did (keys of ``Checkpoint.work``).
     earlier: dict[str, int] = field(default_factory=dict)
-    #: The Qdrant budget's pacing and the source's probe latencies (``PacingSummary``).
-    pacing: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PartitionResult:
-        return cls(**data)
+    #: The Qdrant budget's pacing and the source's probe latencies.
+    pacing: PacingSummary = field(default_factory=PacingSummary)
 
 
 @dataclass(frozen=True)
@@ -269,7 +185,7 @@ class BackfillSummary:
         for result in results:
             reasons.update(result.skipped_by_reason)
             earlier.update(result.earlier)
-            pacing = pacing.merge(PacingSummary.from_dict(result.pacing or None))
+            pacing = pacing.merge(result.pacing)
         return cls(
             partitions=len(results),
             embedded=sum(r.embedded for r in results),
@@ -305,9 +221,10 @@ def forget_progress(client: QdrantClient, state: StateStore, migration_id: str) 
     """A freshly created target holds nothing: drop the plan, checkpoints and recorded
     states of an older one."""
     Fingerprints(client, migration_id).drop()
-    state.delete(RecordKind.PARTITION_PLAN, migration_id)
-    for doc in list(state.scan(RecordKind.CHECKPOINT, migration_id=migration_id)):
-        state.delete(RecordKind.CHECKPOINT, Checkpoint.from_doc(doc).key)
+    PartitionPlans(state).delete(migration_id)
+    checkpoints = Checkpoints(state)
+    for checkpoint in list(checkpoints.of(migration_id)):
+        checkpoints.delete(checkpoint.key)
 
 
 def partition_pages(
@@ -434,8 +351,7 @@ class PartitionJob(ABC):
         self._failed = False
 
     def run(self) -> PartitionResult:
-        doc = self.state.get(RecordKind.CHECKPOINT, self.key)
-        saved = Checkpoint.from_doc(doc) if doc is not None else None
+        saved = Checkpoints(self.state).get(self.key)
         run_id = self.settings.run_id
         if saved is not None and saved.done:
             log.info("%s already finished; nothing to do", self.partition.label)
@@ -619,7 +535,7 @@ class PartitionJob(ABC):
         progress: Progress,
         *,
         done: bool,
-        batch: dict[str, Any] | None = None,
+        batch: BatchWork | None = None,
     ) -> Checkpoint:
         checkpoint = Checkpoint(
             migration_id=self.plan.migration_id,
@@ -638,9 +554,9 @@ class PartitionJob(ABC):
             run_id=self.settings.run_id,
             earlier=progress.earlier,
             history=add_sample(progress.history, progress.done, final=done),
-            pacing=dataclasses.asdict(self.pacer.summary(progress.pacing)),
+            pacing=self.pacer.summary(progress.pacing),
         )
-        self.state.put(RecordKind.CHECKPOINT, self.key, checkpoint.to_doc())
+        Checkpoints(self.state).put(checkpoint)
         return checkpoint
 
     def partition_result(
@@ -664,7 +580,7 @@ class PartitionJob(ABC):
             resumed=resumed,
             seconds=round(seconds, 2),
             earlier=earlier,
-            pacing=dict(checkpoint.pacing),
+            pacing=checkpoint.pacing,
         )
 
 

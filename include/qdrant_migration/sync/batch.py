@@ -24,7 +24,7 @@ import dataclasses
 import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from qdrant_client import models as qm
@@ -39,14 +39,14 @@ from include.qdrant_migration.providers.openai_batch import (
 from include.qdrant_migration.providers.openai_provider import OpenAIProvider
 from include.qdrant_migration.providers.packing import check_vectors, plan_requests
 from include.qdrant_migration.qdrant import PointId, point_id
-from include.qdrant_migration.state import Doc, RecordKind, now_iso
+from include.qdrant_migration.state import now_iso
 from include.qdrant_migration.sync.backfill import (
-    Checkpoint,
     PartitionJob,
     PartitionResult,
     Progress,
     partition_pages,
 )
+from include.qdrant_migration.sync.checkpoints import BatchWork, Checkpoints, RequestFile
 from include.qdrant_migration.sync.skips import record_skips
 from include.qdrant_migration.texts import extract_text, select_texts
 
@@ -59,44 +59,6 @@ PAGE = 1000
 
 def text_hash(text: str | None) -> str:
     return hashlib.blake2b((text or "").encode(), digest_size=8).hexdigest()
-
-
-@dataclass
-class RequestFile:
-    """One request file and its batch."""
-
-    name: str
-    requests: list[str]
-    #: planned, submitted (a batch runs), done (collected, files deleted)
-    state: str = "planned"
-    input_file_id: str | None = None
-    batch_id: str | None = None
-
-
-@dataclass
-class BatchWork:
-    """A partition's batch-mode progress, kept in its checkpoint."""
-
-    #: custom_id -> [[point id, hash of the text sent (empty before submission)], ...]
-    requests: dict[str, list[list[Any]]] = field(default_factory=dict)
-    files: list[RequestFile] = field(default_factory=list)
-    #: Batches created, and requests embedded online after failing inside a batch.
-    batches: int = 0
-    retried_online: int = 0
-    started_at: str = field(default_factory=now_iso)
-
-    def to_doc(self) -> Doc:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_doc(cls, doc: Doc) -> BatchWork:
-        fields = dict(doc)
-        fields["files"] = [RequestFile(**f) for f in fields.get("files", [])]
-        return cls(**fields)
-
-    @property
-    def running(self) -> list[str]:
-        return [str(f.batch_id) for f in self.files if f.state == "submitted"]
 
 
 @dataclass(frozen=True)
@@ -120,13 +82,12 @@ class BatchBackfill:
 
     def run(self) -> PartitionResult | Waiting:
         job, run_id = self.job, self.job.settings.run_id
-        doc = job.state.get(RecordKind.CHECKPOINT, job.key)
-        saved = Checkpoint.from_doc(doc) if doc is not None else None
+        saved = Checkpoints(job.state).get(job.key)
         if saved is not None and saved.done:
             log.info("%s already finished; nothing to do", job.partition.label)
             return job.partition_result(saved, resumed=True, earlier=saved.earlier_than(run_id))
         progress = Progress.resume(job.partition.points, saved, run_id)
-        work = BatchWork.from_doc(saved.batch) if saved is not None and saved.batch else None
+        work = saved.batch if saved is not None else None
         if work is None:  # a partition begun online goes on from where that stopped
             start = saved.next_offset if saved is not None else job.partition.start
             work = self._plan(start, progress)
@@ -147,7 +108,7 @@ class BatchBackfill:
                 self.plan.spec.batch_poll_seconds,
             )
             return Waiting(job.partition.label, work.running, self.plan.spec.batch_poll_seconds)
-        final = job.save_checkpoint(None, progress, done=True, batch=work.to_doc())
+        final = job.save_checkpoint(None, progress, done=True, batch=work)
         log.info(progress.line(job.partition.label))
         result = job.partition_result(final, resumed=saved is not None, earlier=progress.earlier)
         return dataclasses.replace(result, started_at=work.started_at, finished_at=now_iso())
@@ -364,4 +325,4 @@ class BatchBackfill:
             log.info("%s: %d points embedded online", custom_id, len(keep))
 
     def _save(self, work: BatchWork, progress: Progress) -> None:
-        self.job.save_checkpoint(None, progress, done=False, batch=work.to_doc())
+        self.job.save_checkpoint(None, progress, done=False, batch=work)

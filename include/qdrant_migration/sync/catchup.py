@@ -37,19 +37,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 from qdrant_client.http.exceptions import UnexpectedResponse
 
-from include.qdrant_migration import sparse
+from include.qdrant_migration import codec, sparse
 from include.qdrant_migration.choices import BadTextPolicy
 from include.qdrant_migration.layout import Carried, point_vector
 from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.providers import EmbeddingError, EmbeddingProvider
 from include.qdrant_migration.qdrant import PointId, point_id, scroll_all, supports
-from include.qdrant_migration.state import RecordKind, StateStore, now_iso
+from include.qdrant_migration.state import RecordKind, Repository, StateStore, now_iso
 from include.qdrant_migration.sync.backfill import write_points
 from include.qdrant_migration.sync.fingerprints import Fingerprints, align
 from include.qdrant_migration.sync.pacing import QdrantPacer, unpaced
@@ -59,7 +59,13 @@ from include.qdrant_migration.texts import extract_text, select_texts
 log = logging.getLogger(__name__)
 
 PAGE = 256
-FORWARD, MIRROR = "forward", "mirror"
+#: Which way a pass copies: old to new (the old collection is served), or new to old.
+Direction = Literal["forward", "mirror"]
+FORWARD: Direction = "forward"
+MIRROR: Direction = "mirror"
+#: How a pass found what changed: the points stamped since its watermark, every point
+#: compared, or (in place) the texts compared with their vectors' recorded states.
+PassMode = Literal["watermark", "full_compare", "in_place"]
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,7 @@ class CatchUpJob:
     batch_size: int = 128
     bad_text_policy: BadTextPolicy = "skip"
     #: forward: the old collection is served; mirror: the new one is.
-    direction: str = FORWARD
+    direction: Direction = FORWARD
     #: Right after a switch: ``source`` was served until now, ``target`` is served now.
     reconcile: bool = False
     #: Vectors copied unchanged with every point.
@@ -130,18 +136,18 @@ class CatchUpJob:
     def other_skip_scope(self) -> str:
         return self._scope(MIRROR if self.direction == FORWARD else FORWARD)
 
-    def _scope(self, direction: str) -> str:
+    def _scope(self, direction: Direction) -> str:
         return self.migration_id if direction == FORWARD else f"{self.migration_id}/mirror"
 
     @property
     def watermark_key(self) -> str:
-        return f"{self.migration_id}/{self.direction}"
+        return direction_key(self.migration_id, self.direction)
 
 
 @dataclass
 class CatchUpResult:
-    mode: str
-    direction: str = FORWARD
+    mode: PassMode
+    direction: Direction = FORWARD
     reconcile: bool = False
     inserted: int = 0
     reembedded: int = 0
@@ -170,24 +176,65 @@ class CatchUpResult:
         """Changes this pass found and applied: the lag the previous cut had."""
         return self.inserted + self.reembedded + self.payload_updated + self.deleted + self.skipped
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CatchUpResult:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+def direction_key(migration_id: str, direction: Direction) -> str:
+    """The key of a migration's per-direction records (its watermark, its last pass)."""
+    return f"{migration_id}/{direction}"
+
+
+@dataclass(frozen=True)
+class LastPass:
+    """What the last catch-up pass of one direction of a migration did, and when: the UI
+    shows it, and the lag since its cut."""
+
+    migration_id: str
+    direction: Direction
+    result: CatchUpResult
+    at: str = field(default_factory=now_iso)
+
+    @property
+    def key(self) -> str:
+        return direction_key(self.migration_id, self.direction)
+
+
+class CatchUpPasses(Repository[LastPass]):
+    """The last pass of each direction of each migration."""
+
+    def __init__(self, store: StateStore) -> None:
+        super().__init__(store, RecordKind.CATCH_UP, LastPass)
+
+    def last(self, migration_id: str, direction: Direction) -> LastPass | None:
+        return self.get(direction_key(migration_id, direction))
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """Where one direction of a migration's catch-up got to: its next pass reads the points
+    whose ``updated_at_field`` is at or after ``since`` (a pass's start, minus the overlap)."""
+
+    migration_id: str
+    direction: Direction
+    since: str
+    updated_at_field: str
+    at: str = field(default_factory=now_iso)
+
+    @property
+    def key(self) -> str:
+        return direction_key(self.migration_id, self.direction)
+
+
+class Watermarks(Repository[Watermark]):
+    """The watermarks of a store, one per migration and direction."""
+
+    def __init__(self, store: StateStore) -> None:
+        super().__init__(store, RecordKind.WATERMARK, Watermark)
 
 
 def record_pass(
-    state: StateStore, migration_id: str, direction: str, result: CatchUpResult
+    state: StateStore, migration_id: str, direction: Direction, result: CatchUpResult
 ) -> None:
     """Keep what a catch-up pass did: the UI shows the last pass and the lag since its cut."""
-    state.put(
-        RecordKind.CATCH_UP,
-        f"{migration_id}/{direction}",
-        {"migration_id": migration_id, "at": now_iso(), **result.to_dict()},
-    )
+    CatchUpPasses(state).put(LastPass(migration_id, direction, result))
 
 
 def _time_of(value: object) -> float | None:
@@ -249,8 +296,8 @@ class CatchUp:
     def run(self) -> CatchUpResult:
         started = time.monotonic()
         cut = self.clock()
-        mark = self.state.get(RecordKind.WATERMARK, self.job.watermark_key)
-        mark = mark if self.job.updated_at_field else None
+        watermarks = Watermarks(self.state)
+        mark = watermarks.get(self.job.watermark_key) if self.job.updated_at_field else None
         result = CatchUpResult(
             mode="watermark" if mark else "full_compare",
             direction=self.job.direction,
@@ -258,10 +305,10 @@ class CatchUp:
             cut=cut.isoformat(timespec="seconds"),
         )
         if mark:
-            result.watermark = mark["since"]
-            self._changed_since(result, mark["since"])
+            result.watermark = mark.since
+            self._changed_since(result, mark.since)
             if self.job.reconcile:  # the served side's own writes in the window, too
-                self._changed_since(result, mark["since"], in_target=True)
+                self._changed_since(result, mark.since, in_target=True)
             self._flush(result, final=True)  # so the id pass below sees them written
             self._by_ids(result)
         else:
@@ -269,14 +316,17 @@ class CatchUp:
         self._flush(result, final=True)
         if self.job.updated_at_field:
             since = datetime.fromtimestamp(cut.timestamp() - self.job.overlap_s, tz=UTC)
-            self.state.put(
-                RecordKind.WATERMARK,
-                self.job.watermark_key,
-                {"since": since.isoformat(), "field": self.job.updated_at_field, "at": now_iso()},
+            watermarks.put(
+                Watermark(
+                    self.job.migration_id,
+                    self.job.direction,
+                    since.isoformat(),
+                    self.job.updated_at_field,
+                )
             )
         result.seconds = round(time.monotonic() - started, 2)
         record_pass(self.state, self.job.migration_id, self.job.direction, result)
-        log.info("Catch-up %s -> %s: %s", self.job.source, self.job.target, result.to_dict())
+        log.info("Catch-up %s -> %s: %s", self.job.source, self.job.target, result)
         return result
 
     # -- finding changes -----------------------------------------------------------------
@@ -728,7 +778,8 @@ class Convergence:
         return total
 
     def to_dict(self) -> dict[str, Any]:
-        return self.total().to_dict() | {
+        """The catch_up XCom: every pass added up, and each pass's changes."""
+        return codec.encode_dict(self.total()) | {
             "passes": len(self.passes),
             "changes_per_pass": [p.changes for p in self.passes],
             "max_lag": self.max_lag,

@@ -32,6 +32,7 @@ from typing import Any
 
 from qdrant_client import QdrantClient
 
+from include.qdrant_migration import codec
 from include.qdrant_migration.budget import QdrantBudget
 
 log = logging.getLogger(__name__)
@@ -93,11 +94,6 @@ class LatencyHistogram:
 
     def to_dict(self) -> dict[str, Any]:
         return {"counts": dict(self.counts), "max_ms": round(self.max_ms, 3)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> LatencyHistogram:
-        data = data or {}
-        return cls(dict(data.get("counts") or {}), float(data.get("max_ms") or 0.0))
 
 
 class WriteThrottle:
@@ -352,7 +348,7 @@ class PacingSummary:
 
     @property
     def histogram(self) -> LatencyHistogram:
-        return LatencyHistogram.from_dict(self.latency)
+        return codec.decode(LatencyHistogram, self.latency, "latency")
 
     def merge(self, other: PacingSummary) -> PacingSummary:
         lows = [r for r in (self.lowest_rate, other.lowest_rate) if r is not None]
@@ -368,10 +364,6 @@ class PacingSummary:
             backoffs=self.backoffs + other.backoffs,
             lowest_rate=min(lows) if lows else None,
         )
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> PacingSummary:
-        return cls(**(data or {}))
 
 
 class QdrantPacer:
@@ -437,11 +429,12 @@ class QdrantPacer:
         """This task's pacing so far, added to what earlier tries of it recorded."""
         with self._lock:
             latency = self.histogram.to_dict()
+            probes = self.histogram.count
         mine = PacingSummary(
             budget=self.budget.describe(),
             points=self.throttle.points,
             waited_s=round(self.throttle.waited_s, 3),
-            probes=LatencyHistogram.from_dict(latency).count,
+            probes=probes,
             failed_probes=self._probe.failed if self._probe is not None else 0,
             latency=latency,
             backoffs=self.aimd.backoffs if self.aimd is not None else 0,

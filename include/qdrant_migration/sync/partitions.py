@@ -11,14 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 from qdrant_client import QdrantClient
 
 from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.qdrant import PointId, id_key, scroll_ids
-from include.qdrant_migration.state import RecordKind, StateStore, now_iso
+from include.qdrant_migration.state import RecordKind, Repository, StateStore, now_iso
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ class Partition:
     migration_id: str
     #: How many partitions the plan has (to share a provider budget among parallel tasks).
     of: int = 1
+    #: Encoded beside the fields (the DAG names each mapped task by it).
+    encoded_properties: ClassVar[tuple[str, ...]] = ("label",)
 
     @property
     def label(self) -> str:
@@ -46,12 +48,29 @@ class Partition:
     def contains(self, point_id: PointId) -> bool:
         return self.end is None or id_key(point_id) < id_key(self.end)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"label": self.label}
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Partition:
-        return cls(**{k: v for k, v in data.items() if k != "label"})
+@dataclass(frozen=True)
+class PartitionPlan:
+    """A migration's partitions, and the fingerprint its checkpoints are keyed by."""
+
+    migration_id: str
+    fingerprint: str
+    source_collection: str
+    points_per_partition: int
+    total_points: int
+    partitions: list[Partition] = field(default_factory=list)
+    created_at: str = field(default_factory=now_iso)
+
+    @property
+    def key(self) -> str:
+        return self.migration_id
+
+
+class PartitionPlans(Repository[PartitionPlan]):
+    """The partition plans of a store: one per migration (its current target's)."""
+
+    def __init__(self, store: StateStore) -> None:
+        super().__init__(store, RecordKind.PARTITION_PLAN, PartitionPlan)
 
 
 def _short(point_id: PointId | None) -> str:
@@ -88,10 +107,11 @@ def plan_partitions(
 
     ``points_per_partition`` grows when needed to stay under :data:`MAX_PARTITIONS`.
     """
-    stored = state.get(RecordKind.PARTITION_PLAN, migration_id)
-    if stored:
-        log.info("Reusing partition plan %s of %s", stored["fingerprint"], migration_id)
-        return [Partition.from_dict(p) for p in stored["partitions"]]
+    plans = PartitionPlans(state)
+    stored = plans.get(migration_id)
+    if stored is not None:
+        log.info("Reusing partition plan %s of %s", stored.fingerprint, migration_id)
+        return stored.partitions
 
     minimum = -(-expected_points // MAX_PARTITIONS)
     if points_per_partition < minimum:
@@ -117,18 +137,15 @@ def plan_partitions(
         Partition(i, start, end, count, fingerprint, migration_id, len(counts))
         for i, (start, end, count) in enumerate(zip(starts, ends, counts, strict=True))
     ]
-    state.put(
-        RecordKind.PARTITION_PLAN,
-        migration_id,
-        {
-            "migration_id": migration_id,
-            "fingerprint": fingerprint,
-            "source_collection": source_collection,
-            "points_per_partition": points_per_partition,
-            "total_points": sum(counts),
-            "created_at": now_iso(),
-            "partitions": [p.to_dict() for p in partitions],
-        },
+    plans.put(
+        PartitionPlan(
+            migration_id=migration_id,
+            fingerprint=fingerprint,
+            source_collection=source_collection,
+            points_per_partition=points_per_partition,
+            total_points=sum(counts),
+            partitions=partitions,
+        )
     )
     log.info(
         "Planned %d partitions of ~%d points (%s)",

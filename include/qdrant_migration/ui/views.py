@@ -19,6 +19,7 @@ from typing import Any
 from qdrant_client import QdrantClient
 
 from include.qdrant_migration.aliases import LifecycleError
+from include.qdrant_migration.checks.quality import Quality
 from include.qdrant_migration.layout import METADATA_KEY
 from include.qdrant_migration.plan import old_model_of
 from include.qdrant_migration.report import (
@@ -28,16 +29,19 @@ from include.qdrant_migration.report import (
     probe_summary,
 )
 from include.qdrant_migration.state import (
+    Leases,
     MigrationRecord,
     Migrations,
     MigrationStatus,
-    RecordKind,
+    ReportRecord,
+    Reports,
     StateStore,
 )
 from include.qdrant_migration.strategies import LifecycleAction, strategy_of
-from include.qdrant_migration.sync.backfill import Checkpoint
-from include.qdrant_migration.sync.catchup import FORWARD, MIRROR
+from include.qdrant_migration.sync.catchup import FORWARD, MIRROR, CatchUpPasses
+from include.qdrant_migration.sync.checkpoints import Checkpoint, Checkpoints
 from include.qdrant_migration.sync.pacing import PacingSummary
+from include.qdrant_migration.sync.partitions import PartitionPlan, PartitionPlans
 
 #: The rate is measured over this much of the recent past (samples are >= 5 s apart).
 RATE_WINDOW_S = 120.0
@@ -225,10 +229,10 @@ def migration_rows(
 ) -> list[MigrationRow]:
     """Every recorded migration, newest first."""
     now = now or datetime.now(tz=UTC)
-    rows = [
-        _row(store, record, _checkpoints(store, record), facts, now)
-        for record in Migrations(store).all()
-    ]
+    rows = []
+    for record in Migrations(store).all():
+        plan = PartitionPlans(store).get(record.migration_id)
+        rows.append(_row(store, record, plan, _checkpoints(store, record, plan), facts, now))
     return sorted(rows, key=lambda r: r.created_at, reverse=True)
 
 
@@ -244,11 +248,12 @@ def migration_page(
     record = Migrations(store).get(migration_id)
     if record is None:
         return None
-    checkpoints = _checkpoints(store, record)
-    row = _row(store, record, checkpoints, facts, now)
-    partitions = _partitions(store, record, checkpoints, now)
+    plan = PartitionPlans(store).get(migration_id)
+    checkpoints = _checkpoints(store, record, plan)
+    row = _row(store, record, plan, checkpoints, facts, now)
+    partitions = _partitions(plan, checkpoints, now)
     shown = sorted(partitions, key=lambda p: (p.done, p.index))[:PARTITION_ROWS]
-    report = store.get(RecordKind.REPORT, migration_id) or {}
+    report = Reports(store).get(migration_id)
     serving = _alias_target(client, record.alias)
     approval = facts.approvals.get(row.run_id or "")
     return MigrationPage(
@@ -256,8 +261,8 @@ def migration_page(
         partitions=sorted(shown, key=lambda p: p.index),
         hidden_partitions=len(partitions) - len(shown),
         plan_vs_actual=_plan_vs_actual(record, row, checkpoints),
-        report_markdown=report.get("markdown"),
-        report_outcome=report.get("outcome"),
+        report_markdown=report.markdown if report else None,
+        report_outcome=report.outcome if report else None,
         quality=_quality(report),
         catch_up=_catch_up(store, migration_id, now),
         serving=serving,
@@ -269,22 +274,19 @@ def migration_page(
     )
 
 
-def _checkpoints(store: StateStore, record: MigrationRecord) -> list[Checkpoint]:
+def _checkpoints(
+    store: StateStore, record: MigrationRecord, plan: PartitionPlan | None
+) -> list[Checkpoint]:
     """The checkpoints of the migration's current partition plan."""
-    plan = store.get(RecordKind.PARTITION_PLAN, record.migration_id)
-    found = [
-        Checkpoint.from_doc(doc)
-        for doc in store.scan(RecordKind.CHECKPOINT, migration_id=record.migration_id)
-    ]
+    found = list(Checkpoints(store).of(record.migration_id))
     if plan is None:
         return found
-    return [c for c in found if c.fingerprint == plan["fingerprint"]]
+    return [c for c in found if c.fingerprint == plan.fingerprint]
 
 
-def _total_points(store: StateStore, record: MigrationRecord) -> int:
-    plan = store.get(RecordKind.PARTITION_PLAN, record.migration_id)
+def _total_points(record: MigrationRecord, plan: PartitionPlan | None) -> int:
     if plan is not None:
-        return int(plan.get("total_points") or 0)
+        return plan.total_points
     if record.plan is not None and record.plan.strategy.creates_target:
         return record.plan.source.points
     return 0
@@ -293,6 +295,7 @@ def _total_points(store: StateStore, record: MigrationRecord) -> int:
 def _row(
     store: StateStore,
     record: MigrationRecord,
+    partition_plan: PartitionPlan | None,
     checkpoints: Sequence[Checkpoint],
     facts: AirflowFacts,
     now: datetime,
@@ -303,7 +306,7 @@ def _row(
     status = record.status.value
     if record.status is MigrationStatus.READY and run_id in facts.approvals:
         status = AWAITING_APPROVAL
-    total = _total_points(store, record)
+    total = _total_points(record, partition_plan)
     done = sum(c.done_points for c in checkpoints)
     rate = current_rate(checkpoints, now) if record.status is MigrationStatus.LOADING else None
     left = max(total - done, 0)
@@ -339,12 +342,14 @@ def latest_run(
     migration_dag: str,
 ) -> str | None:
     """The run that holds the migration now, else the last one that reported or wrote."""
-    lease = store.get(RecordKind.LEASE, f"run/{record.migration_id}") or {}
-    dag_id, _, run_id = str(lease.get("owner") or "").partition("/")
+    owner = Leases(store).holder(f"run/{record.migration_id}") or ""
+    dag_id, _, run_id = owner.partition("/")
     if dag_id == migration_dag and run_id:  # not a catch-up or lifecycle run's claim
         return run_id
-    report = store.get(RecordKind.REPORT, record.migration_id) or {}
-    dated = [(str(report.get("reported_at") or ""), report.get("run_id"))]
+    report = Reports(store).get(record.migration_id)
+    dated: list[tuple[str, str | None]] = []
+    if report is not None:
+        dated.append((report.measured("reported_at", str) or "", report.run_id))
     dated += [(c.updated_at, c.run_id) for c in checkpoints]
     known = [(at, run) for at, run in dated if run]
     return str(max(known)[1]) if known else None
@@ -373,23 +378,19 @@ def _money(record: MigrationRecord, checkpoints: Sequence[Checkpoint]) -> Money:
 
 
 def _partitions(
-    store: StateStore,
-    record: MigrationRecord,
-    checkpoints: Sequence[Checkpoint],
-    now: datetime,
+    plan: PartitionPlan | None, checkpoints: Sequence[Checkpoint], now: datetime
 ) -> list[PartitionRow]:
-    plan = store.get(RecordKind.PARTITION_PLAN, record.migration_id) or {}
     saved = {c.partition: c for c in checkpoints}
     rows = []
-    for part in plan.get("partitions", []):
-        index = int(part["index"])
+    for part in plan.partitions if plan is not None else []:
+        index = part.index
         checkpoint = saved.get(index)
         offset = checkpoint.next_offset if checkpoint else None
         rows.append(
             PartitionRow(
                 index=index,
-                label=str(part.get("label") or f"#{index}"),
-                points=int(part.get("points") or 0),
+                label=part.label,
+                points=part.points,
                 done_points=checkpoint.done_points if checkpoint else 0,
                 done=bool(checkpoint and checkpoint.done),
                 resumes_at=None if offset is None else str(offset),
@@ -417,11 +418,9 @@ def with_tasks(page: MigrationPage, tasks: Mapping[int, TaskFacts]) -> Migration
 
 
 def _batch_files(checkpoint: Checkpoint | None) -> dict[str, int]:
-    files = ((checkpoint.batch or {}).get("files") or []) if checkpoint else []
-    counts: dict[str, int] = {}
-    for file in files:
-        counts[str(file.get("state"))] = counts.get(str(file.get("state")), 0) + 1
-    return counts
+    if checkpoint is None or checkpoint.batch is None:
+        return {}
+    return checkpoint.batch.files_by_state()
 
 
 # -- rates and the throughput chart ----------------------------------------------------
@@ -512,7 +511,7 @@ def _reads(
         return []
     pacing = PacingSummary()
     for checkpoint in checkpoints:
-        pacing = pacing.merge(PacingSummary.from_dict(checkpoint.pacing or None))
+        pacing = pacing.merge(checkpoint.pacing)
     waited = f"writes waited {duration(pacing.waited_s)}" if pacing.waited_s else "no waits"
     slowed = f", slowed down {pacing.backoffs} times" if pacing.backoffs else ""
     return [
@@ -529,30 +528,30 @@ def _sum(checkpoints: Sequence[Checkpoint], name: str) -> str:
     return f"{sum(int(getattr(c, name)) for c in checkpoints):,}"
 
 
-def _quality(report: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
-    quality = (report.get("evidence") or {}).get("quality") or {}
-    old, new = quality.get("old") or {}, quality.get("new") or {}
+def _quality(report: ReportRecord | None) -> dict[str, tuple[float, float]]:
+    quality = report.measured("quality", Quality) if report is not None else None
+    if quality is None:
+        return {}
+    old, new = quality.old, quality.new
     return {m: (float(old[m]), float(new[m])) for m in old if m in new}
 
 
 def _catch_up(store: StateStore, migration_id: str, now: datetime) -> list[CatchUpPass]:
     passes = []
+    recorded = CatchUpPasses(store)
     for direction in (FORWARD, MIRROR):
-        doc = store.get(RecordKind.CATCH_UP, f"{migration_id}/{direction}")
-        if doc is None:
+        last = recorded.last(migration_id, direction)
+        if last is None:
             continue
-        cut = doc.get("cut")
+        cut = last.result.cut
         passes.append(
             CatchUpPass(
                 direction=direction,
-                at=str(doc.get("at")),
+                at=last.at,
                 cut=cut,
-                mode=str(doc.get("mode")),
-                changes=sum(
-                    int(doc.get(k) or 0)
-                    for k in ("inserted", "reembedded", "payload_updated", "deleted", "skipped")
-                ),
-                seconds=float(doc.get("seconds") or 0),
+                mode=last.result.mode,
+                changes=last.result.changes,
+                seconds=last.result.seconds,
                 lag_s=(now - datetime.fromisoformat(cut)).total_seconds() if cut else None,
             )
         )

@@ -23,7 +23,8 @@ from qdrant_client import models as qm
 
 from include.qdrant_migration.qdrant import open_client
 from include.qdrant_migration.spec import MigrationSpec
-from include.qdrant_migration.state import QdrantStateStore, RecordKind
+from include.qdrant_migration.state import Migrations, QdrantStateStore
+from include.qdrant_migration.sync.checkpoints import Checkpoints
 from scripts.approvals_client import ApprovalClient
 from tests.e2e.celery.conftest import (
     DIMENSIONS,
@@ -271,8 +272,8 @@ def test_the_qdrant_budget_holds_across_both_workers(
     partitions = wait_until(backfilled, 300, "the paced migration backfilled", poll_s=2)
     migration_id = MigrationSpec.from_params(conf).migration_id("paced_v1")
     with open_client(stack.qdrant) as client:
-        record = QdrantStateStore(client).get(RecordKind.MIGRATION, migration_id) or {}
-    collection = record["target_collection"]
+        record = Migrations(QdrantStateStore(client)).require(migration_id)
+    collection = record.target_collection
     stats = httpx.get(f"{stack.qdrant.url}/__facade__/stats", timeout=30).json()["result"]
     writes = [
         (float(at), int(points)) for at, name, points in stats["writes"] if name == collection
@@ -381,10 +382,8 @@ def test_a_killed_worker_s_task_resumes_on_the_other(
 
     def progress() -> int:
         with open_client(stack.qdrant) as client:
-            docs = list(
-                QdrantStateStore(client).scan(RecordKind.CHECKPOINT, migration_id=migration_id)
-            )
-        return max((int(doc.get("done_points", 0)) for doc in docs), default=0)
+            found = list(Checkpoints(QdrantStateStore(client)).of(migration_id))
+        return max((checkpoint.done_points for checkpoint in found), default=0)
 
     # Kill right after a checkpoint moved, while the next sub-batch is being embedded.
     wait_until(lambda: progress() >= 2 * batch_size, 240, "two sub-batches checkpointed", 0.5)

@@ -21,6 +21,7 @@ from include.qdrant_migration.plan import Plan, SourceInfo
 from include.qdrant_migration.qdrant import QdrantSettings, open_client
 from include.qdrant_migration.spec import MigrationSpec, Strategy
 from include.qdrant_migration.state import (
+    Leases,
     MigrationRecord,
     Migrations,
     MigrationStatus,
@@ -72,7 +73,9 @@ def record_of(plan: Plan, status: MigrationStatus, **fields: Any) -> MigrationRe
 def claim(state: QdrantStateStore, migration_id: str, run_id: str, dag_id: str = DAG_ID) -> None:
     """``run_id`` of ``dag_id`` holds the migration's run claim, as ``writers.claim_run``
     leaves it."""
-    assert state.try_acquire(f"run/{migration_id}", f"{dag_id}/{run_id}", 3600.0, time.time())
+    assert Leases(state).try_acquire(
+        f"run/{migration_id}", f"{dag_id}/{run_id}", 3600.0, time.time()
+    )
 
 
 @contextmanager

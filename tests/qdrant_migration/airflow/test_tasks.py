@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from include.qdrant_migration import aliases
+from include.qdrant_migration import aliases, codec
 from include.qdrant_migration.airflow import tasks, writers
 from include.qdrant_migration.airflow.approvals import DAG_ID, LIFECYCLE_DAG_ID
 from include.qdrant_migration.airflow.workarounds import ANSWER_KEY
@@ -25,9 +25,9 @@ from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.spec import Strategy
 from include.qdrant_migration.state import (
     STATE_COLLECTION,
+    Leases,
     Migrations,
     MigrationStatus,
-    RecordKind,
 )
 from include.qdrant_migration.strategy import AlreadyMigratedError
 from tests.fakes import HashingProvider
@@ -241,8 +241,8 @@ def test_a_dry_run_plans_then_every_later_task_stands_aside(
 )
 def test_choose_path_branches_to_the_strategys_first_tasks(kind: Strategy, path: list[str]) -> None:
     assert set(path) <= {"quantization_report", "fit_linear_map", "create_collection"}
-    assert tasks.choose_path(plan_of(kind).to_dict()) == path
-    dry = plan_of(kind, dry_run=True).to_dict()
+    assert tasks.choose_path(codec.encode_dict(plan_of(kind))) == path
+    dry = codec.encode_dict(plan_of(kind, dry_run=True))
     assert tasks.choose_path(dry) is None
 
 
@@ -251,7 +251,7 @@ def test_choose_path_branches_to_the_strategys_first_tasks(kind: Strategy, path:
 
 def test_finish_skips_what_did_not_migrate(ti: FakeTi) -> None:
     assert skips(tasks.finish_migration, None).startswith("Nothing was migrated")
-    quantized = plan_of(Strategy.QUANTIZATION_ONLY).to_dict()
+    quantized = codec.encode_dict(plan_of(Strategy.QUANTIZATION_ONLY))
     assert skips(tasks.finish_migration, quantized) == (
         "A quantization change: apply_quantization is the end."
     )
@@ -264,13 +264,13 @@ def test_finish_fails_a_run_that_does_not_hold_the_migration(store: Path, ti: Fa
     with opened(store) as (_client, state):
         claim(state, plan.migration_id, "run-other")
 
-    said = fails(tasks.finish_migration, plan.to_dict())
+    said = fails(tasks.finish_migration, codec.encode_dict(plan))
 
     assert said == f"This run did not migrate: {DAG_ID}/run-other drives mig-1."
     with opened(store) as (_client, state):
-        lease = state.get(RecordKind.LEASE, "run/mig-1")
+        lease = Leases(state).get("run/mig-1")
         record = Migrations(state).require("mig-1")
-    assert lease is not None and lease["owner"] == f"{DAG_ID}/run-other"  # still its
+    assert lease is not None and lease.owner == f"{DAG_ID}/run-other"  # still its
     assert record.status is MigrationStatus.READY  # this run's "Reject" is not recorded
 
 
@@ -278,7 +278,7 @@ def test_finish_fails_a_run_when_no_run_holds_the_migration(store: Path, ti: Fak
     plan = plan_of(Strategy.FULL_REEMBED)
     put(store, record_of(plan, MigrationStatus.LOADING))
 
-    assert fails(tasks.finish_migration, plan.to_dict()) == (
+    assert fails(tasks.finish_migration, codec.encode_dict(plan)) == (
         "This run did not migrate: no run drives mig-1."
     )
 
@@ -290,12 +290,12 @@ def test_finish_records_a_rejection_and_frees_the_migration(store: Path, ti: Fak
         claim(state, plan.migration_id, ti.run_id)
     ti.xcoms[("approve_swap", ANSWER_KEY)] = "Reject"
 
-    done = tasks.finish_migration(plan.to_dict())
+    done = tasks.finish_migration(codec.encode_dict(plan))
 
     assert done["outcome"].startswith("rejected: the alias stays")
     with opened(store) as (_client, state):
         assert Migrations(state).require("mig-1").status is MigrationStatus.REJECTED
-        assert state.get(RecordKind.LEASE, "run/mig-1") is None  # the next run may start
+        assert Leases(state).get("run/mig-1") is None  # the next run may start
 
 
 # -- the lifecycle: retire -----------------------------------------------------------------
@@ -334,7 +334,7 @@ def test_retire_refuses_a_migration_another_run_drives(store: Path, ti: FakeTi) 
     assert plan.target_collection in collections_of(store)
     with opened(store) as (_client, state):
         assert Migrations(state).require("mig-1").status is MigrationStatus.LOADING
-        assert state.get(RecordKind.LEASE, "writer/mig-1") is None  # the writer lease is let go
+        assert Leases(state).get("writer/mig-1") is None  # the writer lease is let go
 
 
 def test_retire_deletes_the_target_of_a_migration_whose_run_is_over(

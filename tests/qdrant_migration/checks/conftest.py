@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from include.qdrant_migration import codec
 from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.qdrant import QdrantSettings, open_client
 from include.qdrant_migration.state import QdrantStateStore
@@ -31,7 +32,7 @@ def _fast_migrated_template(
     shutil.copytree(_hashed_template, path)
     with open_client(QdrantSettings(path=str(path))) as client:
         run = migrate(client, hash_spec(), new_model, QdrantStateStore(client))
-    return path, run.plan.to_dict(), [r.to_dict() for r in run.results]
+    return path, codec.encode_dict(run.plan), [codec.encode_dict(r) for r in run.results]
 
 
 @pytest.fixture
@@ -45,6 +46,6 @@ def fast_migrated(tmp_path: Path, _fast_migrated_template: Template) -> Iterator
             path,
             client,
             QdrantStateStore(client),
-            Plan.from_dict(plan),
-            [PartitionResult.from_dict(r) for r in results],
+            codec.decode(Plan, plan),
+            [codec.decode(PartitionResult, r) for r in results],
         )

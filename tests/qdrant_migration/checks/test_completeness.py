@@ -14,6 +14,7 @@ import pytest
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
+from include.qdrant_migration import codec
 from include.qdrant_migration.checks import CheckFailedError
 from include.qdrant_migration.checks.completeness import (
     EXAMPLES,
@@ -294,4 +295,4 @@ def test_completeness_round_trips_as_a_dict() -> None:
         skipped=1,
         points_without_vector=0,
     )
-    assert Completeness(**found.to_dict()) == found
+    assert Completeness(**codec.encode_dict(found)) == found

@@ -20,6 +20,7 @@ import pytest
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
+from include.qdrant_migration import codec
 from include.qdrant_migration.checks.quality import (
     WORST,
     EvalQuery,
@@ -180,7 +181,7 @@ def test_quality_round_trips_as_json() -> None:
     store, old, new = _sides(IDS, [*IDS[1:], 1])
     found = compare_labeled(store, old, new, [EvalQuery("q1", [1])], k=10, tolerance=1.0)
     assert found.worst_regressions
-    restored = Quality.from_dict(json.loads(json.dumps(found.to_dict())))
+    restored = codec.decode(Quality, json.loads(json.dumps(codec.encode_dict(found))))
     assert restored == found
     assert isinstance(restored.worst_regressions[0], Regression)
 

@@ -11,6 +11,7 @@ import pytest
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
+from include.qdrant_migration import codec
 from include.qdrant_migration.checks import CheckFailedError, recall
 from include.qdrant_migration.checks.completeness import Completeness
 from include.qdrant_migration.checks.recall import (
@@ -291,6 +292,6 @@ def test_recall_result_round_trips_as_an_xcom(fast_migrated: Migrated) -> None:
     measured = poke(fast_migrated.client, fast_migrated.plan, fast_migrated.state)
     assert measured is not None
     for found in (by_hand, measured):
-        restored = RecallResult.from_dict(json.loads(json.dumps(found.to_dict())))
+        restored = codec.decode(RecallResult, json.loads(json.dumps(codec.encode_dict(found))))
         assert restored == found
         assert isinstance(restored.completeness, Completeness)

@@ -18,6 +18,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from include.qdrant_migration import codec
 from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.providers import get_provider
 from include.qdrant_migration.qdrant import QdrantSettings, open_client
@@ -45,8 +46,8 @@ class LoggingProvider(CountingProvider):
 
 
 def main(store: str, plan_json: str, partition_json: str, log_path: str, *hold: str) -> None:
-    plan = Plan.from_dict(json.loads(plan_json))
-    partition = Partition.from_dict(json.loads(partition_json))
+    plan = codec.decode(Plan, json.loads(plan_json))
+    partition = codec.decode(Partition, json.loads(partition_json))
     provider = LoggingProvider(log_path, int(hold[0]) if hold else None)
     settings = BackfillSettings(batch_size=16, embed_concurrency=1, progress_interval_s=1)
     with open_client(QdrantSettings(path=store)) as client:

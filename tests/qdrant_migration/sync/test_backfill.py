@@ -15,10 +15,11 @@ import pytest
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
+from include.qdrant_migration import codec
 from include.qdrant_migration.checks.completeness import compare
 from include.qdrant_migration.leases import LeaseLostError
 from include.qdrant_migration.providers import EmbeddingError, EmbeddingProvider
-from include.qdrant_migration.state import MemoryStateStore, QdrantStateStore, RecordKind
+from include.qdrant_migration.state import MemoryStateStore, QdrantStateStore
 from include.qdrant_migration.sync import backfill
 from include.qdrant_migration.sync.backfill import (
     BackfillSettings,
@@ -31,8 +32,15 @@ from include.qdrant_migration.sync.backfill import (
     write_points,
 )
 from include.qdrant_migration.sync.catchup import CatchUp, CatchUpJob
+from include.qdrant_migration.sync.checkpoints import Checkpoints
 from include.qdrant_migration.sync.fingerprints import Fingerprints, state_of
-from include.qdrant_migration.sync.partitions import Partition, partitions_for
+from include.qdrant_migration.sync.partitions import (
+    Partition,
+    PartitionPlan,
+    PartitionPlans,
+    partitions_for,
+)
+from include.qdrant_migration.sync.skips import Skip, Skips
 from include.qdrant_migration.texts import EMPTY, MISSING, NOT_A_STRING, BadTextError
 from tests.fakes import HashingProvider
 from tests.qdrant_migration.helpers import (
@@ -165,9 +173,9 @@ def test_resume_after_a_crash_repeats_at_most_the_batches_in_flight(
     crashing = CountingProvider(new_model, fail_on_call=4)
     with pytest.raises(SimulatedCrashError):
         run_partition(client, run, 0, crashing, state, spec)
-    doc = state.get(RecordKind.CHECKPOINT, Checkpoint.key_of(part))
+    doc = Checkpoints(state).get(Checkpoint.key_of(part))
     assert doc is not None
-    checkpoint = Checkpoint.from_doc(doc)
+    checkpoint = doc
     assert not checkpoint.done and checkpoint.next_offset is not None
     written = client.count(target, exact=True).count
     assert 0 < checkpoint.done_points == checkpoint.embedded == written < part.points
@@ -188,8 +196,8 @@ def test_resume_after_a_crash_repeats_at_most_the_batches_in_flight(
         _vectors_of_texts(new_model, source_points[: part.points]),
         atol=1e-6,
     )
-    final = state.get(RecordKind.CHECKPOINT, Checkpoint.key_of(part))
-    assert final is not None and Checkpoint.from_doc(final).done
+    final = Checkpoints(state).get(Checkpoint.key_of(part))
+    assert final is not None and final.done
 
 
 def test_finished_partitions_make_no_embedding_calls(
@@ -232,20 +240,20 @@ def test_a_run_that_resumes_another_runs_partition_counts_only_its_own_work(
     killed = CountingProvider(new_model, fail_on_call=4)
     with pytest.raises(SimulatedCrashError):
         run_partition(articles, run, 0, killed, state, spec, run_id="first")
-    first_doc = state.get(RecordKind.CHECKPOINT, Checkpoint.key_of(run.partitions[0]))
+    first_doc = Checkpoints(state).get(Checkpoint.key_of(run.partitions[0]))
     assert first_doc is not None
-    before = Checkpoint.from_doc(first_doc)
+    before = first_doc
     assert before.run_id == "first" and before.earlier == {}
     # a retry of run one resumes it as its own work
     again = CountingProvider(new_model, fail_on_call=2)
     with pytest.raises(SimulatedCrashError):
         run_partition(articles, run, 0, again, state, spec, run_id="first")
-    mid_doc = state.get(RecordKind.CHECKPOINT, Checkpoint.key_of(run.partitions[0]))
-    assert mid_doc is not None and Checkpoint.from_doc(mid_doc).earlier == {}
+    mid_doc = Checkpoints(state).get(Checkpoint.key_of(run.partitions[0]))
+    assert mid_doc is not None and mid_doc.earlier == {}
 
     result = run_partition(articles, run, 0, new_model, state, spec, run_id="second")
 
-    mid = Checkpoint.from_doc(mid_doc)
+    mid = mid_doc
     assert result.earlier == mid.work()  # what run one did before run two took over
     assert result.embedded == SEED_POINTS
     summary = BackfillSummary.of([result])
@@ -272,13 +280,9 @@ def test_skip_policy_records_each_bad_point(
     assert target_ids == set(range(1, 21)) - set(BAD)
     mid = run.plan.migration_id
     for point_id, reason in BAD.items():
-        assert state.get(RecordKind.SKIP, f"{mid}/{point_id}") == {
-            "migration_id": mid,
-            "point_id": point_id,
-            "reason": reason,
-        }
-    skips = state.scan(RecordKind.SKIP, migration_id=mid)
-    assert sorted(d["point_id"] for d in skips) == sorted(BAD)
+        assert Skips(state).get(f"{mid}/{point_id}") == Skip(mid, point_id, reason)
+    skips = Skips(state).of(mid)
+    assert sorted(skip.point_id for skip in skips) == sorted(BAD)
     ids = compare(notes, "notes_v1", run.plan.target_collection, state, mid)
     assert (ids.lag, ids.skipped, ids.damaged) == (0, 3, 0)
 
@@ -294,9 +298,9 @@ def test_fail_policy_stops_at_the_first_bad_point(
     message = str(error.value)
     assert "Point 3 of 'notes_v1' has no usable text in 'text' (missing)" in message
     assert "bad_text_policy='skip'" in message
-    checkpoint = state.get(RecordKind.CHECKPOINT, Checkpoint.key_of(run.partitions[0]))
-    assert checkpoint is None or not checkpoint["done"]
-    assert list(state.scan(RecordKind.SKIP, migration_id=run.plan.migration_id)) == []
+    checkpoint = Checkpoints(state).get(Checkpoint.key_of(run.partitions[0]))
+    assert checkpoint is None or not checkpoint.done
+    assert list(Skips(state).of(run.plan.migration_id)) == []
 
 
 class _TruncatingProvider(CountingProvider):
@@ -443,8 +447,8 @@ def test_a_crash_between_the_write_and_the_record_repeats_the_batch_never_skips_
     # the second sub-batch (ids 170..320) is written, its states are not, nor its checkpoint
     assert client.count(run.plan.target_collection, exact=True).count == 32
     assert [p for p, _ in prints.stream()] == [i * 10 for i in range(1, 17)]
-    doc = state.get(RecordKind.CHECKPOINT, Checkpoint.key_of(run.partitions[0]))
-    assert doc is not None and Checkpoint.from_doc(doc).next_offset == 170
+    doc = Checkpoints(state).get(Checkpoint.key_of(run.partitions[0]))
+    assert doc is not None and doc.next_offset == 170
     # the application changes a point of that batch while the worker is down
     client.set_payload(LIVE, {"text": "changed while the worker was down"}, points=[200])
 
@@ -510,10 +514,10 @@ def test_the_heartbeat_beats_after_every_sub_batch_is_written_and_checkpointed(
     seen: list[tuple[int, int, int]] = []
 
     def beat() -> None:
-        doc = state.get(RecordKind.CHECKPOINT, job.key)
+        doc = Checkpoints(state).get(job.key)
         assert doc is not None
         written = client.count(run.plan.target_collection, exact=True).count
-        seen.append((written, len(list(prints.stream())), Checkpoint.from_doc(doc).done_points))
+        seen.append((written, len(list(prints.stream())), doc.done_points))
 
     job.heartbeat = beat
     job.run()
@@ -534,8 +538,8 @@ def test_a_lost_lease_stops_the_backfill_after_the_sub_batch_in_hand(
         job.run()
 
     assert client.count(run.plan.target_collection, exact=True).count == 16
-    doc = state.get(RecordKind.CHECKPOINT, job.key)
-    assert doc is not None and Checkpoint.from_doc(doc).done_points == 16
+    doc = Checkpoints(state).get(job.key)
+    assert doc is not None and doc.done_points == 16
 
 
 # -- the records: checkpoints, results, the summary --------------------------------------
@@ -554,10 +558,10 @@ def test_checkpoint_round_trips_and_is_keyed_by_the_plan() -> None:
         skipped_by_reason={EMPTY: 3},
     )
     assert checkpoint.key == Checkpoint.key_of(part) == "mig-1/fp/2"
-    doc = checkpoint.to_doc()
-    assert Checkpoint.from_doc(doc) == checkpoint
+    doc = codec.encode_dict(checkpoint)
+    assert codec.decode(Checkpoint, doc) == checkpoint
     # a record written by a newer version may carry more fields: they are ignored
-    assert Checkpoint.from_doc(doc | {"unknown": 1}) == checkpoint
+    assert codec.decode(Checkpoint, doc | {"unknown": 1}) == checkpoint
     other_plan = Partition(2, 100, 200, 100, "fp2", "mig-1")
     assert Checkpoint.key_of(other_plan) != checkpoint.key  # offsets never mix across plans
 
@@ -566,22 +570,21 @@ def test_forget_progress_drops_only_that_migrations_plan_checkpoints_and_states(
     client = QdrantClient(":memory:")
     state = MemoryStateStore()
     for mid in ("mig-1", "mig-2"):
-        state.put(RecordKind.PARTITION_PLAN, mid, {"migration_id": mid})
+        PartitionPlans(state).put(PartitionPlan(mid, "fp", "src", 100, 200))
         for index in range(2):
-            checkpoint = Checkpoint(mid, "fp", index, done=True)
-            state.put(RecordKind.CHECKPOINT, checkpoint.key, checkpoint.to_doc())
+            Checkpoints(state).put(Checkpoint(mid, "fp", index, done=True))
         Fingerprints(client, mid).record([(1, "s1"), (2, "s2")])
-    state.put(RecordKind.SKIP, "mig-1/7", {"migration_id": "mig-1", "point_id": 7})
+    Skips(state).put(Skip("mig-1", 7, "empty"))
 
     forget_progress(client, state, "mig-1")
 
-    assert state.get(RecordKind.PARTITION_PLAN, "mig-1") is None
-    assert list(state.scan(RecordKind.CHECKPOINT, migration_id="mig-1")) == []
+    assert PartitionPlans(state).get("mig-1") is None
+    assert list(Checkpoints(state).of("mig-1")) == []
     assert list(Fingerprints(client, "mig-1").stream()) == []  # a fresh target: no states
-    assert state.get(RecordKind.PARTITION_PLAN, "mig-2") is not None
-    assert len(list(state.scan(RecordKind.CHECKPOINT, migration_id="mig-2"))) == 2
+    assert PartitionPlans(state).get("mig-2") is not None
+    assert len(list(Checkpoints(state).of("mig-2"))) == 2
     assert list(Fingerprints(client, "mig-2").stream()) == [(1, "s1"), (2, "s2")]
-    assert state.get(RecordKind.SKIP, "mig-1/7") is not None  # skips are not progress
+    assert Skips(state).get("mig-1/7") is not None  # skips are not progress
     forget_progress(client, state, "mig-1")  # twice: nothing left to drop
 
 
@@ -628,4 +631,4 @@ def test_summary_adds_up_partition_results() -> None:
     assert wall_seconds(results[2:]) is None
     assert BackfillSummary.of([]) == BackfillSummary()
     for result in results:  # the backfill_batch XCom
-        assert PartitionResult.from_dict(result.to_dict()) == result
+        assert codec.decode(PartitionResult, codec.encode_dict(result)) == result

@@ -18,9 +18,10 @@ import pytest
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
+from include.qdrant_migration import codec
 from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.providers import EmbeddingProvider
-from include.qdrant_migration.state import QdrantStateStore, RecordKind
+from include.qdrant_migration.state import QdrantStateStore
 from include.qdrant_migration.sync.backfill import BackfillSettings, PartitionBackfill
 from include.qdrant_migration.sync.catchup import (
     CatchUp,
@@ -29,6 +30,7 @@ from include.qdrant_migration.sync.catchup import (
     Convergence,
     NotConvergingError,
     SyncError,
+    Watermarks,
     converge,
     follow_job,
 )
@@ -206,16 +208,16 @@ def test_with_a_timestamp_field_only_changed_points_are_read(
         client, new_model, lambda c: None, updated_at_field="updated_at"
     )
     key = f"{plan.migration_id}/forward"
-    assert state.get(RecordKind.WATERMARK, key) is None
+    assert Watermarks(state).get(key) is None
 
     first = CatchUp(client, _job(plan, new_model, overlap_s=1), state, clock=lambda: T0).run()
 
     assert first.mode == "full_compare"  # no watermark yet: one full pass sets it
     assert first.unchanged == POINTS
-    mark = state.get(RecordKind.WATERMARK, key)
+    mark = Watermarks(state).get(key)
     assert mark is not None
-    assert mark["since"] == _at(-1).isoformat()  # the pass's start, minus the overlap
-    assert mark["field"] == "updated_at"
+    assert mark.since == _at(-1).isoformat()  # the pass's start, minus the overlap
+    assert (mark.updated_at_field, mark.direction) == ("updated_at", "forward")
 
     _writes(stamp=_stamp(_at(10), as_text))(client)  # ten seconds after that pass started
     counting = CountingProvider(new_model)
@@ -227,8 +229,8 @@ def test_with_a_timestamp_field_only_changed_points_are_read(
     assert result.unchanged == 0  # the untouched 95% were not even read
     assert counting.texts_embedded == 5 + 5  # inserts and text edits only
     _assert_level(client, plan, new_model)
-    moved = state.get(RecordKind.WATERMARK, key)
-    assert moved is not None and moved["since"] == _at(59).isoformat()
+    moved = Watermarks(state).get(key)
+    assert moved is not None and moved.since == _at(59).isoformat()
 
 
 def test_the_overlap_catches_writes_stamped_just_before_the_previous_pass(
@@ -403,9 +405,9 @@ def test_result_round_trips() -> None:
         cut=T0.isoformat(),
         skipped_by_reason={EMPTY: 1},
     )
-    assert CatchUpResult.from_dict(result.to_dict()) == result
+    assert codec.decode(CatchUpResult, codec.encode_dict(result)) == result
     # a result written by another version may carry more fields: they are ignored
-    assert CatchUpResult.from_dict(result.to_dict() | {"unknown": 1}) == result
+    assert codec.decode(CatchUpResult, codec.encode_dict(result) | {"unknown": 1}) == result
 
 
 def test_changes_count_what_a_pass_copied() -> None:

@@ -18,10 +18,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from include.qdrant_migration import codec
 from include.qdrant_migration.providers import EmbeddingProvider
 from include.qdrant_migration.qdrant import QdrantSettings, open_client
-from include.qdrant_migration.state import QdrantStateStore, RecordKind
+from include.qdrant_migration.state import QdrantStateStore
 from include.qdrant_migration.sync.backfill import Checkpoint
+from include.qdrant_migration.sync.checkpoints import Checkpoints
 from tests.qdrant_migration.helpers import SEED_POINTS, all_points, prepare, small_spec
 
 pytestmark = pytest.mark.integration
@@ -68,7 +70,7 @@ def test_sigkill_midway_then_resume(
     spec = small_spec(points_per_partition=1000, batch_size=BATCH, embed_concurrency=1)
     with open_client(QdrantSettings(path=str(store_path))) as client:
         run = prepare(client, spec, e5, QdrantStateStore(client))
-    plan, partition = run.plan.to_dict(), run.partitions[0].to_dict()
+    plan, partition = codec.encode_dict(run.plan), codec.encode_dict(run.partitions[0])
     assert run.partitions[0].points == SEED_POINTS
     first_log, second_log = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
 
@@ -89,12 +91,10 @@ def test_sigkill_midway_then_resume(
     assert len(before) == KILLED_IN_CALL * BATCH  # paid for, the last sub-batch never written
 
     with open_client(QdrantSettings(path=str(store_path))) as client:
-        doc = QdrantStateStore(client).get(
-            RecordKind.CHECKPOINT, Checkpoint.key_of(run.partitions[0])
-        )
+        doc = Checkpoints(QdrantStateStore(client)).get(Checkpoint.key_of(run.partitions[0]))
         written = client.count(run.plan.target_collection, exact=True).count
     assert doc is not None
-    checkpoint = Checkpoint.from_doc(doc)
+    checkpoint = doc
     assert not checkpoint.done
     assert checkpoint.done_points == written == (KILLED_IN_CALL - 1) * BATCH
 

@@ -18,6 +18,7 @@ import pytest
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
+from include.qdrant_migration import codec
 from include.qdrant_migration.budget import QdrantBudget
 from include.qdrant_migration.providers import EmbeddingProvider
 from include.qdrant_migration.state import QdrantStateStore
@@ -201,7 +202,7 @@ def test_histogram_percentiles_are_within_a_few_percent_and_merge() -> None:
     first, second = LatencyHistogram(), LatencyHistogram()
     for i, ms in enumerate(samples):
         (first if i % 2 else second).add(float(ms))
-    merged = LatencyHistogram.from_dict(first.merge(second).to_dict())
+    merged = codec.decode(LatencyHistogram, first.merge(second).to_dict())
     assert merged.count == 4000
     for q in (0.5, 0.95, 0.99):
         assert merged.quantile(q) == pytest.approx(np.quantile(samples, q), rel=0.05)
@@ -261,7 +262,7 @@ def test_a_paced_backfill_writes_in_pieces_at_its_rate_and_records_its_probes(
     result, sizes = _backfill(client, new_model, pacer)
     assert set(sizes) == {20} and sum(sizes) == 100  # the first partition's 100 points
     assert clock.now - started == pytest.approx(100 / 100, abs=0.01)  # at 100 points/s
-    summary = PacingSummary.from_dict(result.pacing)
+    summary = result.pacing
     assert summary.points == 100 and summary.waited_s == pytest.approx(1.0, abs=0.01)
     assert summary.probes >= 1  # the probe thread searched the source meanwhile
     assert BackfillSummary.of([result]).pacing.probes == summary.probes
@@ -273,7 +274,7 @@ def test_an_unpaced_backfill_writes_whole_sub_batches(
     client = hashed_memory_store(corpus[:100], old_model)
     result, sizes = _backfill(client, new_model, unpaced())
     assert sizes == [40, 40, 20]
-    assert PacingSummary.from_dict(result.pacing).probes == 0
+    assert result.pacing.probes == 0
 
 
 def test_at_rest_probes_search_the_source_and_an_empty_one_gives_no_samples(

@@ -9,12 +9,14 @@ import pytest
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
+from include.qdrant_migration import codec
 from include.qdrant_migration.qdrant import PointId, QdrantSettings, id_key, open_client
-from include.qdrant_migration.state import MemoryStateStore, QdrantStateStore, RecordKind
+from include.qdrant_migration.state import MemoryStateStore, QdrantStateStore
 from include.qdrant_migration.sync import partitions
 from include.qdrant_migration.sync.backfill import Checkpoint, partition_pages
 from include.qdrant_migration.sync.partitions import (
     Partition,
+    PartitionPlans,
     compute_boundaries,
     plan_partitions,
 )
@@ -84,10 +86,10 @@ def test_plan_is_stored_and_reused_by_fingerprint(tmp_path: Path, mixed: QdrantC
             points_per_partition=100,
             expected_points=300,
         )
-        stored = state.get(RecordKind.PARTITION_PLAN, "m")
+        stored = PartitionPlans(state).get("m")
         assert stored is not None
-        assert stored["fingerprint"] == first[0].fingerprint
-        assert stored["total_points"] == 300
+        assert stored.fingerprint == first[0].fingerprint
+        assert stored.total_points == 300
         # The source grows and the user asks for other sizes: a resumed run keeps its plan,
         # so checkpoints written under it stay valid.
         mixed.upsert("mixed", [qm.PointStruct(id=10_000, vector=[0.5] * 8, payload={})])
@@ -155,9 +157,9 @@ def test_partition_count_stays_capped_when_the_source_grew_since_it_was_counted(
         expected_points=100,  # counted earlier: 25 per partition; 240 points now
     )
     assert [p.points for p in parts] == [60, 60, 60, 60]
-    stored = state.get(RecordKind.PARTITION_PLAN, "m")
+    stored = PartitionPlans(state).get("m")
     assert stored is not None
-    assert (stored["points_per_partition"], stored["total_points"]) == (60, SEED_POINTS)
+    assert (stored.points_per_partition, stored.total_points) == (60, SEED_POINTS)
 
 
 def test_real_cap_grows_partitions_for_huge_collections(fast_client: QdrantClient) -> None:
@@ -170,8 +172,8 @@ def test_real_cap_grows_partitions_for_huge_collections(fast_client: QdrantClien
         points_per_partition=100,
         expected_points=10_000_000,  # 100k tasks at 100 points each
     )
-    stored = state.get(RecordKind.PARTITION_PLAN, "m")
-    assert stored is not None and stored["points_per_partition"] == 10_000
+    stored = PartitionPlans(state).get("m")
+    assert stored is not None and stored.points_per_partition == 10_000
     assert len(parts) == 1
 
 
@@ -191,9 +193,9 @@ def test_empty_source_gives_one_empty_partition() -> None:
 
 def test_partition_dict_round_trip_and_label() -> None:
     part = Partition(2, 100, "5b0f6a5e-8d0c-4d57-9b1c-2a5b8d3c7e11", 50, "fp", "m")
-    data = part.to_dict()
+    data = codec.encode_dict(part)
     assert data["label"] == "#2 [100 .. 5b0f6a5e…) ~50 pts"
-    assert Partition.from_dict(data) == part
+    assert codec.decode(Partition, data) == part
     assert part.contains(10**9) and part.contains("00000000-0000-0000-0000-000000000001")
     assert not part.contains("5b0f6a5e-8d0c-4d57-9b1c-2a5b8d3c7e11")
     assert not part.contains("ffffffff-0000-0000-0000-000000000000")

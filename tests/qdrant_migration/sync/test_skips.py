@@ -2,31 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
-from include.qdrant_migration.qdrant import QdrantSettings, open_client
 from include.qdrant_migration.state import (
-    MemoryStateStore,
-    QdrantStateStore,
     RecordKind,
     StateStore,
 )
-from include.qdrant_migration.sync.skips import forget_skip, record_skips, skipped_ids
+from include.qdrant_migration.sync.skips import Skip, Skips, forget_skip, record_skips, skipped_ids
 from include.qdrant_migration.texts import EMPTY, MISSING
 
 UUID = "5b0f6a5e-8d0c-4d57-9b1c-2a5b8d3c7e11"
-
-
-@pytest.fixture(params=["qdrant", "memory"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
-    if request.param == "memory":
-        yield MemoryStateStore()
-        return
-    with open_client(QdrantSettings(path=str(tmp_path / "state"))) as client:
-        yield QdrantStateStore(client)
 
 
 def test_skips_are_recorded_per_migration_with_their_reason(store: StateStore) -> None:
@@ -36,15 +19,13 @@ def test_skips_are_recorded_per_migration_with_their_reason(store: StateStore) -
 
     assert skipped_ids(store, "mig-1") == {"3", UUID}  # as strings, whatever the id type
     assert skipped_ids(store, "mig-2") == {"3"}
-    assert store.get(RecordKind.SKIP, "mig-1/3") == {
-        "migration_id": "mig-1",
-        "point_id": 3,
-        "reason": MISSING,
-    }
+    assert Skips(store).get("mig-1/3") == Skip("mig-1", 3, MISSING)
+    doc = store.get(RecordKind.SKIP, "mig-1/3")  # as stored: the shape of version 1
+    assert doc == {"migration_id": "mig-1", "point_id": 3, "reason": MISSING, "schema": 1}
     # recording a point again replaces its record (a retried batch): no duplicates
     record_skips(store, "mig-1", [(3, EMPTY)])
-    docs = list(store.scan(RecordKind.SKIP, migration_id="mig-1"))
-    assert sorted((str(d["point_id"]), d["reason"]) for d in docs) == [("3", EMPTY), (UUID, EMPTY)]
+    skips = list(Skips(store).of("mig-1"))
+    assert sorted((str(s.point_id), s.reason) for s in skips) == [("3", EMPTY), (UUID, EMPTY)]
 
 
 def test_forget_skip_removes_only_that_point_of_that_migration(store: StateStore) -> None:

@@ -21,13 +21,13 @@ from include.qdrant_migration.spec import Strategy
 from include.qdrant_migration.state import (
     MemoryStateStore,
     QdrantStateStore,
-    RecordKind,
     StateStore,
 )
 from include.qdrant_migration.strategies import strategy_of
 from include.qdrant_migration.strategies.new_collection import DerivedVectors
 from include.qdrant_migration.strategy import CompatibilityError
 from include.qdrant_migration.sync.backfill import BackfillSettings, BackfillSummary, Checkpoint
+from include.qdrant_migration.sync.checkpoints import Checkpoints
 from include.qdrant_migration.sync.partitions import partitions_for
 from include.qdrant_migration.sync.skips import skipped_ids
 from include.qdrant_migration.sync.transform import (
@@ -230,9 +230,9 @@ def test_a_crashed_transform_resumes_from_its_checkpoint(
     with pytest.raises(SimulatedCrashError):
         PartitionTransform(fast_client, plan, first, crashing, state, SETTINGS).run()
     written = fast_client.count(plan.target_collection, exact=True).count
-    doc = state.get(RecordKind.CHECKPOINT, Checkpoint.key_of(first))
+    doc = Checkpoints(state).get(Checkpoint.key_of(first))
     assert doc is not None
-    checkpoint = Checkpoint.from_doc(doc)
+    checkpoint = doc
     # what was written is checkpointed; the page transformed but not yet written is not
     assert 0 < checkpoint.done_points == checkpoint.transformed == written < first.points
     assert not checkpoint.done

@@ -5,14 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from include.qdrant_migration.spec import Strategy
 from include.qdrant_migration.state import (
     MemoryStateStore,
     MigrationRecord,
     Migrations,
     MigrationStatus,
-    RecordKind,
 )
-from include.qdrant_migration.sync.backfill import Checkpoint
+from include.qdrant_migration.sync.checkpoints import Checkpoint, Checkpoints
+from include.qdrant_migration.sync.partitions import Partition, PartitionPlan, PartitionPlans
 
 DAG = "qdrant_model_migration"
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -29,18 +30,13 @@ def loading(store: MemoryStateStore, histories: dict[int, list[list[Any]]]) -> M
         alias="docs",
         source_collection="docs_v1",
         status=MigrationStatus.LOADING,
-        strategy="full_reembed",
+        strategy=Strategy.FULL_REEMBED,
         target_collection="docs_v1__m__v1",
     )
     Migrations(store).put(record)
-    parts = [
-        {"index": i, "points": 100, "label": f"#{i}", "start": None, "end": None} for i in range(2)
-    ]
-    store.put(
-        RecordKind.PARTITION_PLAN,
-        "mig-1",
-        {"fingerprint": "f1", "total_points": 200, "partitions": parts},
-    )
+    parts = [Partition(i, None, None, 100, "f1", "mig-1", of=2) for i in range(2)]
+    PartitionPlans(store).put(PartitionPlan("mig-1", "f1", "docs_v1", 100, 200, parts))
+    checkpoints = Checkpoints(store)
     for index, history in histories.items():
         checkpoint = Checkpoint(
             "mig-1",
@@ -54,8 +50,7 @@ def loading(store: MemoryStateStore, histories: dict[int, list[list[Any]]]) -> M
             history=history,
             updated_at=history[-1][0],
         )
-        store.put(RecordKind.CHECKPOINT, checkpoint.key, checkpoint.to_doc())
+        checkpoints.put(checkpoint)
     # A stale plan's checkpoint is not counted.
-    old = Checkpoint("mig-1", "f0", 0, done_points=77, history=[[at(0), 77]])
-    store.put(RecordKind.CHECKPOINT, old.key, old.to_doc())
+    checkpoints.put(Checkpoint("mig-1", "f0", 0, done_points=77, history=[[at(0), 77]]))
     return record

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from include.qdrant_migration.state import MemoryStateStore, Migrations, MigrationStatus, RecordKind
+from include.qdrant_migration.spec import Strategy
+from include.qdrant_migration.state import (
+    MemoryStateStore,
+    Migrations,
+    MigrationStatus,
+    ReportRecord,
+    Reports,
+)
+from include.qdrant_migration.sync.checkpoints import (
+    BatchWork,
+    Checkpoints,
+    FileState,
+    RequestFile,
+)
 from include.qdrant_migration.ui import pages, views
 from include.qdrant_migration.ui.views import AirflowFacts, PendingApproval, RunFacts
 from tests.qdrant_migration.ui.helpers import DAG, T0, at, loading
@@ -32,14 +46,14 @@ def a_page(*, approval: bool) -> views.MigrationPage:
     record = loading(store, {0: [[at(0), 0], [at(10), 50], [at(20), 100]], 1: [[at(0), 0]]})
     if approval:
         Migrations(store).transition(record, MigrationStatus.READY)
-    store.put(
-        RecordKind.REPORT,
-        "mig-1",
-        {
-            "markdown": REPORT,
-            "run_id": "run-1",
-            "evidence": {"quality": {"old": {"ndcg@10": 0.81}, "new": {"ndcg@10": 0.86}}},
-        },
+    Reports(store).put(
+        ReportRecord(
+            migration_id="mig-1",
+            strategy=Strategy.FULL_REEMBED,
+            markdown=REPORT,
+            run_id="run-1",
+            evidence={"quality": {"old": {"ndcg@10": 0.81}, "new": {"ndcg@10": 0.86}}},
+        )
     )
     client = QdrantClient(location=":memory:")
     client.create_collection("docs_v1", vectors_config={})
@@ -76,9 +90,12 @@ def test_the_report_is_rendered_and_nothing_in_it_runs() -> None:
 def test_batch_mode_partitions_show_their_files() -> None:
     store = MemoryStateStore()
     loading(store, {0: [[at(0), 0]]})
-    doc = store.get(RecordKind.CHECKPOINT, "mig-1/f1/0") or {}
-    files = [{"name": "a", "requests": [], "state": s} for s in ("done", "submitted", "submitted")]
-    store.put(RecordKind.CHECKPOINT, "mig-1/f1/0", doc | {"batch": {"files": files}})
+    checkpoints = Checkpoints(store)
+    checkpoint = checkpoints.get("mig-1/f1/0")
+    assert checkpoint is not None
+    states: list[FileState] = ["done", "submitted", "submitted"]
+    files = [RequestFile("a", [], state) for state in states]
+    checkpoints.put(dataclasses.replace(checkpoint, batch=BatchWork(files=files)))
     client = QdrantClient(location=":memory:")
     page = views.migration_page(store, client, "mig-1", AirflowFacts(DAG))
     assert page is not None and page.partitions[0].batch_files == {"done": 1, "submitted": 2}

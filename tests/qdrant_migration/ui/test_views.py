@@ -13,10 +13,11 @@ from include.qdrant_migration.state import (
     MemoryStateStore,
     Migrations,
     MigrationStatus,
-    RecordKind,
+    ReportRecord,
+    Reports,
 )
-from include.qdrant_migration.sync import backfill
-from include.qdrant_migration.sync.backfill import add_sample
+from include.qdrant_migration.sync import checkpoints
+from include.qdrant_migration.sync.checkpoints import add_sample
 from include.qdrant_migration.ui import views
 from include.qdrant_migration.ui.views import AirflowFacts, PendingApproval, RunFacts
 from tests.qdrant_migration.helpers import SEED_POINTS, SOURCE_MODEL, Migrated
@@ -49,11 +50,11 @@ def test_samples_stay_few_and_cover_the_whole_run() -> None:
     history: list[list[Any]] = []
     for done in range(1, 301):
         add_sample(history, done, final=True)
-    assert len(history) <= backfill.HISTORY_SAMPLES
+    assert len(history) <= checkpoints.HISTORY_SAMPLES
     assert history[0][1] == 1 and history[-1][1] == 300
     assert [d for _, d in history] == sorted(d for _, d in history)
     add_sample(history, 300)  # nothing new: not sampled again
-    assert history[-1][1] == 300 and len(history) <= backfill.HISTORY_SAMPLES
+    assert history[-1][1] == 300 and len(history) <= checkpoints.HISTORY_SAMPLES
 
 
 def test_pending_approval_is_shown_with_what_approving_does() -> None:
@@ -76,15 +77,17 @@ def test_pending_approval_is_shown_with_what_approving_does() -> None:
 
 def test_a_migrated_store_reads_back(migrated: Migrated) -> None:
     state, plan = migrated.state, migrated.plan
-    state.put(
-        RecordKind.REPORT,
-        plan.migration_id,
-        {
-            "markdown": "# Report",
-            "run_id": "run-9",
-            "reported_at": "2026-11-30T12:00:00+00:00",
-            "evidence": {"quality": {"old": {"ndcg@10": 0.8}, "new": {"ndcg@10": 0.9}}},
-        },
+    Reports(state).put(
+        ReportRecord(
+            migration_id=plan.migration_id,
+            strategy=plan.strategy,
+            markdown="# Report",
+            run_id="run-9",
+            evidence={
+                "quality": {"old": {"ndcg@10": 0.8}, "new": {"ndcg@10": 0.9}},
+                "reported_at": "2026-11-30T12:00:00+00:00",
+            },
+        )
     )
     facts = AirflowFacts(DAG, runs={"run-9": RunFacts("run-9", "success")})
     lineage = {"provider": "local", "model": SOURCE_MODEL, "dimensions": 384}
@@ -109,9 +112,11 @@ def test_a_migrated_store_reads_back(migrated: Migrated) -> None:
     assert page.lineage[0].collection == plan.source.collection
     assert page.lineage[0].model == SOURCE_MODEL
     assert dict((w, p) for w, p, _ in page.plan_vs_actual)["tokens"] == f"{plan.estimate.tokens:,}"
-    # Loading, and its run is over (it failed before the approval, or was stopped): nothing
-    # to approve or roll back; the abandoned target can be retired (the lifecycle DAG agrees).
+    # loading, and the run that loaded it is over (nobody resumed it): only retire applies
     assert [a.name for a in page.actions] == ["retire"]
+    running = AirflowFacts(DAG, runs={"run-9": RunFacts("run-9", "running")})
+    page = views.migration_page(state, migrated.client, plan.migration_id, running)
+    assert page is not None and page.actions == []  # a run drives it: nothing to do yet
     swapped = dataclasses.replace(
         Migrations(state).require(plan.migration_id),
         status=MigrationStatus.SWAPPED,
