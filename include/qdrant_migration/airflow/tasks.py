@@ -43,7 +43,6 @@ from include.qdrant_migration.leases import LeaseBusyError
 from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.providers import AuthError, EmbeddingProvider, ProviderConfigError
 from include.qdrant_migration.providers.openai_provider import OpenAIProvider
-from include.qdrant_migration.qdrant import is_local
 from include.qdrant_migration.report import Evidence, Report, render_plan, render_quantization
 from include.qdrant_migration.spec import (
     CATCH_UP_PARAM_SCHEMA,
@@ -80,8 +79,8 @@ from include.qdrant_migration.sync.catchup import (
     converge,
     follow_job,
 )
-from include.qdrant_migration.sync.pacing import ProbeTarget, QdrantPacer, pacer_for
 from include.qdrant_migration.sync.partitions import Partition, partitions_for
+from include.qdrant_migration.sync.served import plan_pacer
 from include.qdrant_migration.texts import BadTextError
 
 log = logging.getLogger(__name__)
@@ -129,18 +128,6 @@ def fail_fast(func: Callable[P, R]) -> Callable[P, R]:
 def _qdrant(conn_id: str) -> Iterator[tuple[QdrantClient, QdrantStateStore]]:
     with MigrationQdrantHook(conn_id).client() as client:
         yield client, QdrantStateStore(client)
-
-
-def _pacer(client: QdrantClient, plan: Plan, *, ways: int = 1) -> QdrantPacer:
-    """The Qdrant budget of one of ``ways`` tasks writing at once, probing what is served
-    (the embedded store serves nobody beside the migration: no probes there)."""
-    served: ProbeTarget | None = None
-    if plan.in_place and not is_local(client):
-        served = ProbeTarget(plan.source.collection, inplace.active_vector(client, plan))
-    elif not is_local(client):
-        collection = aliases.current_target(client, plan.alias) or plan.source.collection
-        served = ProbeTarget(collection, plan.vector_name)
-    return pacer_for(plan.spec.budget, plan.spec.batch_size, served=served, ways=ways)
 
 
 @contextmanager
@@ -266,7 +253,7 @@ def backfill_batch(plan_xcom: XCom, partition_xcom: XCom) -> XCom:
             backfill = inplace.InPlaceBackfill if plan.in_place else PartitionBackfill
             job = backfill(client, plan, part, provider, state, settings)
         job.heartbeat = heartbeat
-        job.pacer = _pacer(client, plan, ways=plan.spec.parallel_tasks(part.of))
+        job.pacer = plan_pacer(client, plan, ways=plan.spec.parallel_tasks(part.of))
         if plan.spec.embedding_mode == "batch" and not plan.strategy.derives_vectors:
             assert isinstance(provider, OpenAIProvider)  # the spec allows batch for it only
             outcome = BatchBackfill(job, provider).run()
@@ -310,7 +297,7 @@ def _forward_pass(
     heartbeat: Callable[[], None],
 ) -> CatchUp | inplace.InPlaceSync:
     """The pass that brings the new vectors level with the served collection's changes."""
-    pacer = _pacer(client, plan)
+    pacer = plan_pacer(client, plan)
     if plan.in_place:
         fill = inplace.VectorFill(str(plan.target_vector), provider, plan.migration_id)
         return inplace.InPlaceSync(client, plan, [fill], state, heartbeat=heartbeat, pacer=pacer)
@@ -526,7 +513,7 @@ def catch_up_migration(params: dict[str, Any], migration_id: str) -> XCom:
                 )
             plan = record.plan
             new_model, old_model = build_provider(plan.spec), build_source_provider(plan)
-            pacer = _pacer(client, plan)
+            pacer = plan_pacer(client, plan)
             passes: CatchUp | inplace.InPlaceSync
             if plan.in_place:
                 served = inplace.active_vector(client, plan)

@@ -11,10 +11,12 @@ import random
 import threading
 from collections.abc import Sequence
 from typing import Any
+from unittest.mock import Mock
 
 import numpy as np
 import pytest
 from qdrant_client import QdrantClient
+from qdrant_client import models as qm
 
 from include.qdrant_migration.budget import QdrantBudget
 from include.qdrant_migration.providers import EmbeddingProvider
@@ -30,6 +32,7 @@ from include.qdrant_migration.sync.pacing import (
     measure_at_rest,
     unpaced,
 )
+from include.qdrant_migration.sync.served import plan_pacer, served_target
 from tests.qdrant_migration.helpers import prepare, settings_of
 from tests.qdrant_migration.sync.support import fast_spec, hashed_memory_store
 
@@ -282,3 +285,19 @@ def test_at_rest_probes_search_the_source_and_an_empty_one_gives_no_samples(
         "empty", vectors_config=client.get_collection("articles_v1").config.params.vectors
     )  # type: ignore[arg-type]
     assert measure_at_rest(client, ProbeTarget("empty", None)).count == 0
+
+
+def test_a_plans_pacer_probes_what_the_alias_serves_and_nothing_on_the_embedded_store(
+    corpus: list[dict[str, Any]], old_model: EmbeddingProvider, new_model: EmbeddingProvider
+) -> None:
+    client = hashed_memory_store(corpus[:20], old_model)
+    spec = fast_spec(qdrant_budget={"points_per_second": 400})
+    plan = prepare(client, spec, new_model, QdrantStateStore(client)).plan
+    assert served_target(client, plan) is None  # the embedded store serves nobody else
+    server = Mock(spec=QdrantClient)
+    server.get_aliases.return_value = qm.CollectionsAliasesResponse(
+        aliases=[qm.AliasDescription(alias_name="articles", collection_name="articles_v2")]
+    )
+    pacer = plan_pacer(server, plan, ways=4)
+    assert pacer.probe == ProbeTarget("articles_v2", plan.vector_name)  # after a swap, too
+    assert pacer.throttle.rate == 100 and pacer.chunk == math.ceil(spec.batch_size / 4)
