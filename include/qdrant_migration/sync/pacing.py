@@ -7,11 +7,16 @@ A backfill or catch-up task asks its :class:`QdrantPacer` before every write. Th
   allow, so any window of *T* seconds holds at most ``rate * T`` points plus one write),
   in writes of at most :attr:`QdrantPacer.chunk` points: with *k* tasks writing at once,
   each writes ``batch_size / k`` at a time, and what the cluster sees from all of them
-  stays within the budget plus one sub-batch, with no coordination between workers;
+  stays within the budget plus one sub-batch, with no coordination between workers. The
+  reads that feed the writes go in pieces of the same size, no faster than the writes
+  (:meth:`QdrantPacer.paced_reads`): a read of many stored vectors holds a server as long
+  as a write of as many, and the pipeline's read-ahead would otherwise read several
+  sub-batches in a burst at the start;
 * searches the source every ``probe_interval_s`` as the application does
   (:class:`SourceProbe`), records the latency (:class:`LatencyHistogram`: the evidence in
   the report and on the migrations page) and, in the adaptive mode, feeds it to
-  :class:`Aimd`, which halves the rate when the probes are slower than
+  :class:`Aimd`, which starts one step above nothing (not at the ceiling: the probes
+  report a burst only once it has hurt), halves the rate when the probes are slower than
   ``max_search_p99_ms`` and adds a step back while they are not.
 
 Nothing is paced without a budget; probes run anyway, every second, for the evidence.
@@ -31,13 +36,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qdrant_client import QdrantClient
+from qdrant_client import models as qm
 
 from include.qdrant_migration.budget import QdrantBudget
+from include.qdrant_migration.qdrant import PointId
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
+#: A page of a scroll: its records and the offset that follows it (None: the last page).
+Page = tuple[list[qm.Record], PointId | None]
 
 #: Histogram buckets grow by 5%: a percentile read from them is within 2.5% of the truth.
 _GROWTH = 1.05
@@ -123,6 +132,7 @@ class WriteThrottle:
         self._clock, self._sleep = clock, sleep
         self._lock = threading.Lock()
         now = clock()
+        self._started = now
         self._tat = now + (first_write / rate if rate else 0.0)
         self._recent: deque[tuple[float, int]] = deque()
         self.points = 0
@@ -152,12 +162,15 @@ class WriteThrottle:
         return wait
 
     def recent_rate(self) -> float:
-        """Points per second written (or scheduled) over the last :data:`RATE_WINDOW_S`."""
+        """Points per second written (or scheduled) over the last :data:`RATE_WINDOW_S`, or
+        since the throttle was made when that is shorter (at least a second): a task seconds
+        old is not taken for one writing a fraction of its rate."""
         with self._lock:
             now = self._clock()
             while self._recent and self._recent[0][0] < now - RATE_WINDOW_S:
                 self._recent.popleft()
-            return sum(n for _, n in self._recent) / RATE_WINDOW_S
+            span = min(RATE_WINDOW_S, max(1.0, now - self._started))
+            return sum(n for _, n in self._recent) / span
 
 
 class Aimd:
@@ -170,10 +183,21 @@ class Aimd:
     next on those probes only. Under it:
     a step of 5% of the ceiling (or of the fastest rate seen) per probe, up to the
     ceiling; without one, pacing ends once the rate is twice what is really written.
+    With a ceiling, a task starts at one step of it (:meth:`start`) and climbs.
     """
 
     STEP = 0.05
     DECREASE = 0.5
+
+    @classmethod
+    def start(cls, ceiling: float | None, floor: float) -> float | None:
+        """The rate to start at: one step of the ceiling (at least the floor), not the
+        ceiling itself, so that a task begins gently and finds its rate by the probes'
+        latency instead of with a burst the probes would only report afterwards. Without
+        a ceiling: no limit until the probes ask for one."""
+        if ceiling is None:
+            return None
+        return min(ceiling, max(floor, cls.STEP * ceiling))
 
     def __init__(
         self,
@@ -387,19 +411,25 @@ class QdrantPacer:
         sleep: Sleep = time.sleep,
     ) -> None:
         self.budget = budget
-        #: Points per write while paced (whole sub-batches when not).
+        #: Points per write (and per read) while paced (whole sub-batches when not).
         self.chunk = max(1, chunk) if budget.paces else 0
         self.probe = probe
+        ceiling = budget.points_per_second
+        floor = budget.min_points_per_second or max(1.0, chunk / 10)
+        adaptive = budget.max_search_p99_ms is not None
         self.throttle = WriteThrottle(
-            budget.points_per_second, first_write=max(1, chunk), clock=clock, sleep=sleep
+            Aimd.start(ceiling, floor) if adaptive else ceiling,
+            first_write=max(1, chunk),
+            clock=clock,
+            sleep=sleep,
         )
+        #: Reads go no faster than the writes may (the rate follows the write limit): the
+        #: pipeline's read-ahead would otherwise read several sub-batches at once at start.
+        self.reads = WriteThrottle(ceiling, first_write=0, clock=clock, sleep=sleep)
         self.aimd: Aimd | None = None
         if budget.max_search_p99_ms is not None:
             self.aimd = Aimd(
-                self.throttle,
-                target_ms=budget.max_search_p99_ms,
-                ceiling=budget.points_per_second,
-                floor=budget.min_points_per_second or max(1.0, chunk / 10),
+                self.throttle, target_ms=budget.max_search_p99_ms, ceiling=ceiling, floor=floor
             )
         self.histogram = LatencyHistogram()
         self._lock = threading.Lock()
@@ -407,6 +437,33 @@ class QdrantPacer:
 
     def acquire(self, points: int) -> None:
         self.throttle.acquire(points)
+
+    def read_size(self, page: int) -> int:
+        """Points per read: pieces of :attr:`chunk` while paced (a read of many points holds
+        the server's attention as long as a write of as many), else whole pages."""
+        return min(page, self.chunk) if self.chunk else page
+
+    def paced_reads(self, pieces: Iterator[Page], page: int) -> Iterator[Page]:
+        """``pieces`` (pages of :meth:`read_size` and the offset after each, the last one's
+        None) read no faster than the writes may go, and joined back into pages of ``page``
+        points (a sub-batch embeds at once)."""
+        if not self.chunk:
+            yield from pieces
+            return
+        joined: list[qm.Record] = []
+        while True:
+            self.reads.set_rate(self.throttle.rate)
+            self.reads.acquire(self.chunk)
+            piece = next(pieces, None)
+            if piece is None:
+                return
+            records, following = piece
+            joined += records
+            if following is None or len(joined) >= page:
+                yield joined, following
+                joined = []
+            if following is None:
+                return
 
     def pieces(self, total: int) -> Iterator[slice]:
         """``range(total)`` in writes of at most :attr:`chunk` points (one write unpaced)."""
