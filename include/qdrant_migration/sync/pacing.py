@@ -16,7 +16,7 @@ A backfill or catch-up task asks its :class:`QdrantPacer` before every write. Th
   (:class:`SourceProbe`), records the latency (:class:`LatencyHistogram`: the evidence in
   the report and on the migrations page) and, in the adaptive mode, feeds it to
   :class:`Aimd`, which starts one step above nothing (not at the ceiling: the probes
-  report a burst only once it has hurt), halves the rate when the probes are slower than
+  report a burst only once it has hurt), halves the rate when a probe is slower than
   ``max_search_p99_ms`` and adds a step back while they are not.
 
 Nothing is paced without a budget; probes run anyway, every second, for the evidence.
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import math
-import statistics
 import threading
 import time
 from collections import deque
@@ -176,17 +175,22 @@ class WriteThrottle:
 class Aimd:
     """Additive increase, multiplicative decrease of a throttle's rate by probe latency.
 
-    The signal is the median of the last ``window`` probes (one slow probe is noise), or a
-    single probe over twice the target. Over the target: the rate halves, from what is
-    really written when that is lower (a limit far above the real rate would take many
-    halvings to bite), then holds for ``window`` probes so the effect can show, and decides
-    next on those probes only. Under it:
-    a step of 5% of the ceiling (or of the fastest rate seen) per probe, up to the
-    ceiling; without one, pacing ends once the rate is twice what is really written.
-    With a ceiling, a task starts at one step of it (:meth:`start`) and climbs.
+    ``max_search_p99_ms`` bounds a tail, so the signal is a single probe slower than it
+    (a median of probes stays low while one query in fifty waits behind the migration).
+    Over the target: the rate halves, from what is really written when that is lower (a
+    limit far above the real rate would take many halvings to bite), then holds for
+    ``window`` probes so the effect can show. Under it: a step up per probe, up to the
+    ceiling: 5% of the ceiling (or of the fastest rate seen) until the first back-off, as
+    a task starts (one step up, :meth:`start`) and climbs to the rate the cluster takes;
+    1% after it, so that the rate stays near where searches slowed down instead of
+    overshooting again and again. Without a ceiling, pacing ends once the rate is twice
+    what is really written.
     """
 
     STEP = 0.05
+    #: The step once a back-off has shown where the cluster's limit is: a slow probe then
+    #: comes about every 2 * SETTLED_STEP * ceiling / rate probes (a few percent of them).
+    SETTLED_STEP = 0.01
     DECREASE = 0.5
 
     @classmethod
@@ -211,7 +215,6 @@ class Aimd:
         self.throttle = throttle
         self.target_ms, self.ceiling, self.floor = target_ms, ceiling, floor
         self.window = window
-        self._recent: deque[float] = deque(maxlen=window)
         self._hold = 0
         self._fastest = 0.0
         self.backoffs = 0
@@ -219,15 +222,13 @@ class Aimd:
         self._warned = False
 
     def observe(self, ms: float) -> None:
-        self._recent.append(ms)
         written = self.throttle.recent_rate()
         self._fastest = max(self._fastest, written)
-        signal = statistics.median(self._recent)
-        if self._hold:
+        if self._hold:  # the probes right after a back-off still feel the rate before it
             self._hold -= 1
-        if (signal > self.target_ms or ms > 2 * self.target_ms) and not self._hold:
-            self._back_off(written, signal)
-        elif signal <= self.target_ms and not self._hold:
+        elif ms > self.target_ms:
+            self._back_off(written, ms)
+        else:
             self._speed_up(written)
 
     def _back_off(self, written: float, signal: float) -> None:
@@ -249,7 +250,6 @@ class Aimd:
         self.throttle.set_rate(slower)
         self.backoffs += 1
         self._hold = self.window
-        self._recent.clear()  # the next decision is on probes made at the new rate
         self.lowest = slower if self.lowest is None else min(self.lowest, slower)
         log.info(
             "Probe searches at %.1f ms (budget %.1f ms): writing at %.3g points/s",
@@ -263,7 +263,7 @@ class Aimd:
         if rate is None:
             return
         reference = self.ceiling or max(self._fastest, self.floor)
-        faster = rate + self.STEP * reference
+        faster = rate + (self.SETTLED_STEP if self.backoffs else self.STEP) * reference
         if self.ceiling is not None:
             self.throttle.set_rate(min(self.ceiling, faster))
         elif faster >= 2 * max(written, self.floor):

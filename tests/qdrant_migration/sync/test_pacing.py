@@ -145,17 +145,32 @@ def test_aimd_halves_when_probes_are_slow_and_steps_back_up_when_they_are_not() 
     aimd, throttle = _aimd(clock, ceiling=400, rate=400)
     _write_for(throttle, clock, 6)
     for _ in range(3):
-        aimd.observe(50)  # three slow probes: the median is over the target
+        aimd.observe(50)  # a slow probe halves; the next ones still feel the old rate
     assert throttle.rate == pytest.approx(200)
     assert aimd.backoffs == 1
     for _ in range(3):  # held for a window of probes: the halving must show first
         aimd.observe(50)
     assert throttle.rate == pytest.approx(100) and aimd.backoffs == 2
-    for _ in range(100):
+    for _ in range(2):
+        aimd.observe(5)  # the rest of the hold: not judged
+    assert throttle.rate == pytest.approx(100)
+    aimd.observe(5)
+    # Once a back-off has shown where the limit is, the steps are small (1% of the ceiling).
+    assert throttle.rate == pytest.approx(100 + Aimd.SETTLED_STEP * 400)
+    for _ in range(200):
         aimd.observe(5)
-    # The first fast probe is judged with the two slow ones made during the hold: once more.
-    assert aimd.lowest == pytest.approx(50) and aimd.backoffs == 3
-    assert throttle.rate == 400  # then additive steps, never above the ceiling
+    assert aimd.lowest == pytest.approx(100) and aimd.backoffs == 2
+    assert throttle.rate == 400  # never above the ceiling
+
+
+def test_one_slow_probe_among_fast_ones_is_enough_the_target_is_a_tail() -> None:
+    """A p99 bound is broken by one query in fifty: a median of probes would not see it."""
+    clock = Clock()
+    aimd, throttle = _aimd(clock, ceiling=400, rate=400)
+    _write_for(throttle, clock, 6)
+    for ms in (5, 5, 5, 21, 5, 5):
+        aimd.observe(ms)
+    assert aimd.backoffs == 1 and throttle.rate == pytest.approx(200)
 
 
 def test_aimd_halves_from_what_is_really_written_and_never_below_its_floor() -> None:
