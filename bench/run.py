@@ -597,13 +597,18 @@ class ReadSide:
     def rate(self) -> float:
         return float(self.run["points"] / self.run["seconds"])
 
+    def limit(self) -> float:
+        """The write limit over the run: each task's median, summed."""
+        return sum(median([r for _, r in rates]) for rates in self.run["rates"] if rates)
+
     def line(self) -> str:
         pacing = self.run["pacing"]
         probes = LatencyHistogram.from_dict(pacing.get("latency")).quantile(0.99)
         said = (
             f"budget {json.dumps(self.budget)}: AIMD backed off {sum(self.run['backoffs'])} "
-            f"times (per task {self.run['backoffs']}), a task's lowest limit "
-            f"{pacing.get('lowest_rate') or 0:.1f} pts/s, waited "
+            f"times (per task {self.run['backoffs']}), limit {self.limit():,.0f} pts/s "
+            f"(the tasks' medians summed), a task's lowest {pacing.get('lowest_rate') or 0:.1f}"
+            " pts/s, waited "
             f"{pacing['waited_s']:.0f} task-s"
             if self.budgeted
             else "no budget"
