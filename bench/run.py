@@ -33,7 +33,8 @@ i. serving during a no-embed backfill: a source of text-embedding-3-small vector
    it, in its details.
 
 The machine is shared and noisy: rows a/b, c and i alternate their two sides over several
-rounds and report medians. ``--quick`` runs fewer and smaller rounds (~2 minutes).
+rounds and report medians. ``--quick`` runs fewer and smaller rounds (~5 minutes, 3 of them
+row i's, whose budgeted backfill is slow on purpose).
 """
 
 from __future__ import annotations
@@ -737,7 +738,7 @@ def render(rows: Sequence[Row], profile: Profile, seconds: float) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="smaller, single rounds (~2 min)")
+    parser.add_argument("--quick", action="store_true", help="smaller, single rounds (~5 min)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="markdown file to write")
     parser.add_argument(
         "--rows", default="abcdefghi", help="which rows to measure (letters, default all)"
