@@ -42,7 +42,7 @@ docs: $(STAMP)
 clean:
 	rm -rf .demo .mypy_cache .ruff_cache .pytest_cache
 
-## bench: throughput, memory and catch-up cost, measured side by side; BENCH_ARGS=--quick for ~2 min
+## bench: throughput, memory and catch-up cost, measured side by side; BENCH_ARGS=--quick for ~5 min
 bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
 	$(PY) -m bench.catchup

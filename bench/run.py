@@ -24,15 +24,25 @@ h. bulk-load deferral: seconds to load ready vectors (4 upsert streams) and have
 f. partition planning (every id read once) at 10k, 100k (and 1M in the full profile)
    points: seconds per point at the largest size over seconds per point at the smallest
    (1.0 is linear).
+i. serving during a no-embed backfill: a source of text-embedding-3-small vectors at 512
+   dims (20k points, 100k in the full profile), HNSW-indexed, is truncated to 256 dims
+   (Matryoshka, 4 partition processes) while a reader process searches it at 20 queries/s;
+   p99 of the reader's latency during the backfill over p99 at rest (windows before each
+   backfill, pooled), without the ``qdrant_budget`` and with it (adaptive, from that
+   at-rest p99), alternated over rounds. The row is the ratio with the budget; without
+   it, in its details.
 
-The machine is shared and noisy: rows a/b and c alternate their two sides over several
-rounds and report medians. ``--quick`` runs fewer and smaller rounds (~2 minutes).
+The machine is shared and noisy: rows a/b, c and i alternate their two sides over several
+rounds and report medians. ``--quick`` runs fewer and smaller rounds (~5 minutes, 3 of them
+row i's, whose budgeted backfill is slow on purpose).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import json
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -43,14 +53,21 @@ from typing import Any
 from qdrant_client import QdrantClient
 
 from bench.common import (
+    ALIAS,
+    MATRYOSHKA_MODEL,
+    SOURCE,
+    BackgroundWorker,
     cycled_records,
     drop_migration,
     median,
     run_worker,
     seed_ids,
+    seed_matryoshka_source,
     seed_source,
+    wait_indexed,
 )
 from include.qdrant_migration.providers.packing import ApproximateCounter, tiktoken_counter
+from include.qdrant_migration.sync.pacing import LatencyHistogram
 from tests.qdrant_server import running_server
 from tests.standin.server import OPENAI_KEY, RequestRecord, StandIn
 
@@ -88,6 +105,11 @@ class Profile:
     #: Target vector size (text-embedding-3 shortens vectors); keeps the façade's JSON light.
     dimensions: int = 256
     rss_dimensions: int = 64
+    #: Row i: points of the Matryoshka source, rounds (without and with the budget, in
+    #: alternating order), and seconds of each at-rest window.
+    reads_points: int = 20_000
+    reads_rounds: int = 1
+    rest_s: float = 10.0
 
 
 FULL = Profile(
@@ -104,6 +126,9 @@ FULL = Profile(
     ingest_sizes=(100_000, 1_000_000),
     load_points=100_000,
     load_dimensions=384,
+    reads_points=100_000,
+    reads_rounds=2,
+    rest_s=20.0,
 )
 QUICK = Profile(
     "quick",
@@ -531,6 +556,165 @@ def row_deferral(profile: Profile, server: Any) -> Row:
     )
 
 
+# -- row i -----------------------------------------------------------------------------
+
+#: Row i's source and target sizes (text-embedding-3-small, truncated by the migration).
+READS_SOURCE_DIMENSIONS = 512
+READS_TARGET_DIMENSIONS = 256
+#: The application beside the migration: queries/s (open loop) against the source.
+READS_RATE = 20.0
+#: The budget a production user would write: the p99 they see at rest (their monitoring's
+#: number) with some headroom as ``max_search_p99_ms``, under a ceiling on points/s.
+BUDGET_HEADROOM = 1.25
+BUDGET_CEILING = 1000
+#: Seconds between dropping the last migration and the next at-rest window.
+SETTLE_S = 2.0
+
+
+def _latencies_ms(samples: Sequence[Sequence[float]], start: float, end: float) -> list[float]:
+    """Latency from when each query was due, of the queries due in ``[start, end)``."""
+    return [(answered - due) * 1000 for due, _, answered in samples if start <= due < end]
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+@dataclass
+class ReadSide:
+    """One backfill of row i beside the reader, and the at-rest window just before it."""
+
+    budgeted: bool
+    budget: dict[str, Any]
+    rest: list[float]
+    during: list[float]
+    run: dict[str, Any]
+
+    @property
+    def p99(self) -> float:
+        return _percentile(self.during, 0.99)
+
+    @property
+    def rate(self) -> float:
+        return float(self.run["points"] / self.run["seconds"])
+
+    def limit(self) -> float:
+        """The write limit over the run: each task's median, summed."""
+        return sum(median([r for _, r in rates]) for rates in self.run["rates"] if rates)
+
+    def line(self) -> str:
+        pacing = self.run["pacing"]
+        probes = LatencyHistogram.from_dict(pacing.get("latency")).quantile(0.99)
+        said = (
+            f"budget {json.dumps(self.budget)}: AIMD backed off {sum(self.run['backoffs'])} "
+            f"times (per task {self.run['backoffs']}), limit {self.limit():,.0f} pts/s "
+            f"(the tasks' medians summed), a task's lowest {pacing.get('lowest_rate') or 0:.1f}"
+            f" pts/s, waited {pacing['waited_s']:.0f} task-s"
+            if self.budgeted
+            else "no budget"
+        )
+        rest_p99 = _percentile(self.rest, 0.99)
+        return (
+            f"{said}: at rest just before p50 {_percentile(self.rest, 0.5):.1f} / p99 "
+            f"{rest_p99:.1f} ms ({len(self.rest)} queries); during the backfill p50 "
+            f"{_percentile(self.during, 0.5):.1f} / p99 {self.p99:.1f} ms, max "
+            f"{max(self.during):.0f} ms ({len(self.during)} queries; {self.p99 / rest_p99:.2f}x "
+            f"that window); {self.run['points']:,} pts in {self.run['seconds']:.1f} s "
+            f"({self.rate:,.0f} pts/s); the tasks' probes p99 {probes or 0:.1f} ms"
+        )
+
+
+def _read_side(
+    reader: BackgroundWorker,
+    client: QdrantClient,
+    config: dict[str, Any],
+    budgeted: bool,
+    rest_s: float,
+    rested: list[float],
+) -> ReadSide:
+    """An at-rest window (added to ``rested``), then the backfill (without or with the
+    budget) beside the reader."""
+    drop_migration(client)  # the target and the state: the migration starts from scratch
+    # Dropping holds the server for a few hundred ms, and the reader's queries due
+    # meanwhile go out late: let that pass and forget those queries.
+    time.sleep(SETTLE_S)
+    reader.ask()
+    time.sleep(rest_s)
+    rest = [(a - due) * 1000 for due, _, a in reader.ask()["samples"]]
+    rested += rest
+    budget: dict[str, Any] = {}
+    if budgeted:
+        target = round(_percentile(rested, 0.99) * BUDGET_HEADROOM, 1)
+        budget = {"points_per_second": BUDGET_CEILING, "max_search_p99_ms": target}
+    run = run_worker("backfill", config | {"qdrant_budget": budget})
+    during = _latencies_ms(reader.ask()["samples"], run["started"], run["finished"])
+    side = ReadSide(budgeted, budget, rest, during, run)
+    log(side.line())
+    return side
+
+
+def row_reads(profile: Profile, standin: StandIn, server: Any, client: QdrantClient) -> Row:
+    size = profile.reads_points
+    server.reset()
+    standin.reset()
+    started = time.monotonic()
+    seed_matryoshka_source(client, size, READS_SOURCE_DIMENSIONS)
+    seeded = time.monotonic() - started
+    wait_indexed(client, SOURCE, size)
+    indexed = time.monotonic() - started - seeded
+    log(f"row i: {size:,} points seeded in {seeded:.1f} s, indexed in {indexed:.1f} s more")
+    config = _openai_worker(server.url, standin, READS_TARGET_DIMENSIONS, profile.batch_size) | {
+        "embed_concurrency": 2,
+        "parallel": STREAMS,
+        "points_per_partition": -(-size // STREAMS),
+    }
+    sides: dict[bool, list[ReadSide]] = {False: [], True: []}
+    details: list[str] = []
+    rested: list[float] = []
+    reading = {"qdrant_url": server.url, "collection": ALIAS, "rate": READS_RATE}
+    with BackgroundWorker("reader", reading) as reader:
+        for round_no in range(1, profile.reads_rounds + 1):
+            # Alternated: whichever side runs second does not always meet the same drift.
+            for budgeted in (False, True) if round_no % 2 else (True, False):
+                side = _read_side(reader, client, config, budgeted, profile.rest_s, rested)
+                sides[budgeted].append(side)
+                details.append(f"round {round_no}, {side.line()}")
+        reader.stop()
+    drop_migration(client)
+    server.reset()
+    without, with_budget = sides[False], sides[True]
+    at_rest = _percentile(rested, 0.99)
+    rate_without = median([s.rate for s in without])
+    rate_with = median([s.rate for s in with_budget])
+    return Row(
+        "i. source's search p99 during a no-embed backfill (Matryoshka truncation) with the "
+        "budget / at rest",
+        median([s.p99 / at_rest for s in with_budget]),
+        1.5,
+        higher_is_better=False,
+        details=[
+            f"{size:,} points of {MATRYOSHKA_MODEL} at {READS_SOURCE_DIMENSIONS} dims (the "
+            f"stand-in's vectors of the corpus texts), HNSW-indexed; truncated to "
+            f"{READS_TARGET_DIMENSIONS} by {STREAMS} partition processes, batch "
+            f"{profile.batch_size}; a reader process searches the source at {READS_RATE:g} "
+            "queries/s (open loop, latency from when each query was due, top 10). At rest: "
+            f"the {len(rested)} queries of the {profile.rest_s:g} s windows before each "
+            "backfill, pooled (one window is a noisy p99 on a shared machine). The budget is "
+            f"max_search_p99_ms = {BUDGET_HEADROOM:g} x the p99 at rest measured so far, "
+            f"under points_per_second {BUDGET_CEILING}",
+            f"at rest: p50 {_percentile(rested, 0.5):.1f} ms, p99 {at_rest:.1f} ms; p99 during "
+            "the backfill without the budget "
+            + ", ".join(f"{s.p99:.1f} ms ({s.p99 / at_rest:.2f}x)" for s in without)
+            + ", with it "
+            + ", ".join(f"{s.p99:.1f} ms ({s.p99 / at_rest:.2f}x)" for s in with_budget)
+            + f"; backfill {rate_without:,.0f} pts/s without, {rate_with:,.0f} with "
+            f"({rate_with / rate_without:.0%} of it; medians)",
+            *details,
+        ],
+    )
+
+
 # -- the table -------------------------------------------------------------------------
 
 
@@ -554,10 +738,10 @@ def render(rows: Sequence[Row], profile: Profile, seconds: float) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="smaller, single rounds (~2 min)")
+    parser.add_argument("--quick", action="store_true", help="smaller, single rounds (~5 min)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="markdown file to write")
     parser.add_argument(
-        "--rows", default="abcdefgh", help="which rows to measure (letters, default all)"
+        "--rows", default="abcdefghi", help="which rows to measure (letters, default all)"
     )
     args = parser.parse_args(argv)
     profile = QUICK if args.quick else FULL
@@ -580,6 +764,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rows.append(row_ingest(profile, server, client))
             if "h" in args.rows:
                 rows.append(row_deferral(profile, server))
+            if "i" in args.rows:
+                rows.append(row_reads(profile, standin, server, client))
         finally:
             client.close()
     table = render(rows, profile, time.monotonic() - started)

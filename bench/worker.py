@@ -4,14 +4,17 @@ Each job runs in a fresh process (its memory is its own, its clock is the system
 monotonic clock, shared with the stand-in's request log) and prints one JSON line.
 
 * ``backfill``: the migration as the DAG runs it (assess, create_target, plan_partitions,
-  PartitionBackfill over every partition) against a Qdrant URL, with the ``openai``
-  provider pointed at the stand-in. Reports the backfill's window and the process's
-  peak RSS.
+  PartitionBackfill over every partition, or PartitionTransform where the strategy derives
+  the vectors, e.g. Matryoshka truncation; with ``qdrant_budget``, paced and probing as
+  backfill_batch does) against a Qdrant URL, with the ``openai`` provider pointed at the
+  stand-in. Reports the backfill's window, its pacing and the process's peak RSS.
 * ``sequential``: the tutorial loop (scroll a page, embed it with the OpenAI SDK, upsert
   it, repeat) on the same source and stand-in.
 * ``ingest``: the store's own bulk-ingest rate (ready vectors, parallel upsert streams).
 * ``load``: ready vectors loaded and indexed, with indexing deferred during the load or not.
 * ``plan``: partition planning of the source (every id read once), timed.
+* ``reader``: searches the source at a steady rate until told to stop, every query's
+  latency with its time (the application beside a migration, row i).
 * ``local``: rounds alternating the raw local model (``embed_documents`` batch by batch)
   and the backfill with the same model, texts and batch size, on an in-process store.
 """
@@ -20,11 +23,14 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import queue
 import resource
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import numpy as np
@@ -32,7 +38,7 @@ import psutil
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from bench.common import ALIAS, SOURCE, drop_migration, seed_source
+from bench.common import ALIAS, SOURCE, drop_migration, seed_source, wait_indexed
 from include.qdrant_migration import codec, collections, compatibility
 from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.providers import (
@@ -45,11 +51,12 @@ from include.qdrant_migration.providers import (
 from include.qdrant_migration.qdrant import QdrantSettings, open_client
 from include.qdrant_migration.spec import MigrationSpec
 from include.qdrant_migration.state import QdrantStateStore
+from include.qdrant_migration.strategies import strategy_of
 from include.qdrant_migration.sync import partitions
 from include.qdrant_migration.sync.backfill import (
     BackfillSettings,
     BackfillSummary,
-    PartitionBackfill,
+    PartitionJob,
     PartitionResult,
 )
 from scripts.seeding import read_corpus
@@ -83,6 +90,7 @@ def _spec(config: dict[str, Any], points_per_partition: int) -> MigrationSpec:
             "points_per_partition": points_per_partition,
             "batch_size": config["batch_size"],
             "embed_concurrency": config["embed_concurrency"],
+            "qdrant_budget": config.get("qdrant_budget") or {},
         }
     )
 
@@ -143,7 +151,6 @@ def migrate(
     plan = compatibility.assess(client, spec, provider, state)
     collections.create_target(client, plan, state)
     parts = partitions.partitions_for(client, state, plan)
-    settings = BackfillSettings.of(plan)
     rss_before = _rss()
     parallel = int(config.get("parallel", 1))
     if parallel > 1:
@@ -155,10 +162,12 @@ def migrate(
         started, finished = min(r["started"] for r in runs), max(r["finished"] for r in runs)
         cpu = sum(r["cpu_seconds"] for r in runs)
         results = [codec.decode(PartitionResult, r["result"]) for r in runs]
+        rates = [r["rates"] for r in runs]
     else:
+        rates = []
         started, cpu = time.monotonic(), _cpu_s()
         results = [
-            PartitionBackfill(client, plan, part, provider, state, settings).run() for part in parts
+            _partition_job(client, config, plan, part, state, provider).run() for part in parts
         ]
         finished, cpu = time.monotonic(), _cpu_s() - cpu
     summary = BackfillSummary.of(results)
@@ -167,12 +176,36 @@ def migrate(
         "finished": finished,
         "seconds": finished - started,
         "cpu_seconds": cpu,
-        "points": summary.embedded + summary.skipped,
+        "points": summary.embedded + summary.transformed + summary.skipped,
         "embedded": summary.embedded,
         "partitions": len(parts),
         "rss_before_backfill": rss_before,
         "target": plan.target_collection,
+        "strategy": plan.strategy.value,
+        "pacing": codec.encode_dict(summary.pacing),
+        "backoffs": [r.pacing.backoffs for r in results],
+        "rates": rates,
     }
+
+
+def _partition_job(
+    client: QdrantClient,
+    config: dict[str, Any],
+    plan: Plan,
+    part: partitions.Partition,
+    state: QdrantStateStore,
+    provider: EmbeddingProvider | None,
+) -> PartitionJob:
+    """One partition's job as ``backfill_batch`` builds it: a transform for the strategies
+    that derive vectors, else the backfill with ``provider``. With ``qdrant_budget`` in the
+    config, its pacer too (the budget's share, probing what the alias serves)."""
+    strategy = strategy_of(plan)
+    job = strategy.backfill_job(
+        client, part, state, BackfillSettings.of(plan), lambda: provider or _provider(config)
+    )
+    if "qdrant_budget" in config:
+        job.pacer = strategy.pacer(client, ways=plan.spec.parallel_tasks(part.of))
+    return job
 
 
 # -- work spread over processes, timed from when all are ready ----------------------------
@@ -211,21 +244,41 @@ def in_processes(
 def _backfill_partition(
     config: dict[str, Any], plan_dict: dict[str, Any], part: partitions.Partition
 ) -> dict[str, Any]:
-    provider = _provider(config)
     plan = codec.decode(Plan, plan_dict)
+    provider = None if plan.strategy.derives_vectors else _provider(config)
     with open_client(QdrantSettings(url=config["qdrant_url"], timeout=300)) as client:
-        job = PartitionBackfill(
-            client, plan, part, provider, QdrantStateStore(client), BackfillSettings.of(plan)
-        )
+        job = _partition_job(client, config, plan, part, QdrantStateStore(client), provider)
         ready()
         started, cpu = time.monotonic(), _cpu_s()
-        result = job.run()
+        with _rates_of(job) as rates:
+            result = job.run()
         return {
             "started": started,
             "finished": time.monotonic(),
             "cpu_seconds": _cpu_s() - cpu,
             "result": codec.encode_dict(result),
+            "rates": rates,
         }
+
+
+@contextmanager
+def _rates_of(job: PartitionJob, every_s: float = 0.5) -> Iterator[list[tuple[float, float]]]:
+    """``[time, rate]`` of the job's write limit every ``every_s`` while the block runs (0:
+    no limit): how the adaptive budget moved."""
+    rates: list[tuple[float, float]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(every_s):
+            rates.append((time.monotonic(), job.pacer.throttle.rate or 0.0))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield rates
+    finally:
+        stop.set()
+        sampler.join()
 
 
 def backfill(config: dict[str, Any]) -> dict[str, Any]:
@@ -424,14 +477,7 @@ def load(config: dict[str, Any]) -> dict[str, Any]:
             client.update_collection(
                 name, optimizers_config=qm.OptimizersConfigDiff(indexing_threshold=threshold)
             )
-        while True:
-            info = client.get_collection(name)
-            if (
-                info.status == qm.CollectionStatus.GREEN
-                and (info.indexed_vectors_count or 0) >= count
-            ):
-                break
-            time.sleep(0.2)
+        wait_indexed(client, name, count)
         indexed = time.monotonic()
         client.delete_collection(name)
     return {"load_s": loaded - started, "total_s": indexed - started, "points": count}
@@ -448,6 +494,70 @@ def plan(config: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": seconds, "points": sum(counts), "partitions": len(counts)}
 
 
+#: Stored vectors the reader cycles through as its queries (spread over the ids).
+READER_QUERIES = 200
+
+
+def reader(config: dict[str, Any]) -> dict[str, Any]:
+    """Search ``collection`` at ``rate`` queries/s as an application does, until stdin closes.
+
+    Open loop: query *n* is due at ``start + n / rate`` whatever the earlier ones took, and
+    its latency counts from when it was due. A slow answer delays the queries behind it,
+    and that wait is counted, as the users behind it would count it (timing from the send
+    instead would hide exactly the stalls this row is about). Queries are stored vectors,
+    top 10 without payload (as the budget's probes search); one thread, one connection.
+
+    Each line read from stdin asks for the samples so far: ``{"samples": [[due, sent,
+    answered], ...]}`` (the system's monotonic clock) on a line of stdout, and they are
+    forgotten; the last ones come as the job's result.
+    """
+    rate, collection = float(config["rate"]), str(config["collection"])
+    with open_client(QdrantSettings(url=config["qdrant_url"], timeout=60)) as client:
+        total = client.count(collection, exact=True).count
+        ids = list(range(1, total + 1, max(1, total // READER_QUERIES)))[:READER_QUERIES]
+        vectors = [p.vector for p in client.retrieve(collection, ids, with_vectors=True)]
+
+        def search(n: int) -> None:
+            client.query_points(
+                collection, query=vectors[n % len(vectors)], limit=10, with_payload=False
+            )
+
+        for n in range(20):  # connection and caches warm, outside the samples
+            search(n)
+        asked: queue.Queue[bool] = queue.Queue()
+        threading.Thread(target=_listen, args=(asked,), daemon=True).start()
+        print(json.dumps({"ready": True}), flush=True)
+        samples: list[tuple[float, float, float]] = []
+        failed, n, start = 0, 0, time.monotonic()
+        while True:
+            due = start + n / rate
+            try:
+                more = asked.get(timeout=max(0.0, due - time.monotonic()))
+            except queue.Empty:
+                pass
+            else:
+                if not more:
+                    break
+                print(json.dumps({"samples": samples}), flush=True)
+                samples = []
+                continue
+            sent = time.monotonic()
+            try:
+                search(n)
+                samples.append((due, sent, time.monotonic()))
+            except Exception:  # counted, and the schedule goes on
+                failed += 1
+            n += 1
+    return {"samples": samples, "failed": failed, "queries": len(vectors)}
+
+
+def _listen(asked: queue.Queue[bool]) -> None:
+    """True for each line on stdin, then False once it closes."""
+    for _ in sys.stdin:
+        asked.put(True)
+    asked.put(False)
+
+
 JOBS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "backfill": backfill,
     "ingest": ingest,
@@ -455,6 +565,7 @@ JOBS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "plan": plan,
     "sequential": sequential,
     "local": local,
+    "reader": reader,
 }
 
 

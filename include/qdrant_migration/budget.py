@@ -6,11 +6,13 @@ writes and builds an index beside them. It is the ``qdrant_budget`` param, a JSO
 
 * ``points_per_second``: points the migration writes per second, backfill and catch-up,
   shared by its parallel backfill tasks (each gets its share, as with the provider
-  budget), so the writes the cluster sees stay within it plus one sub-batch;
+  budget), so the writes the cluster sees stay within it plus one sub-batch (the backfill
+  reads the source no faster, in pieces of the same size);
 * ``max_search_p99_ms``: the adaptive mode. Probe queries search the source as the
-  application does; when their latency rises above this, the migration writes slower
-  (halving its rate), and speeds up again by small steps while they stay under it
-  (additive increase, multiplicative decrease), never above ``points_per_second``;
+  application does; each one slower than this (a tail bound: one is enough) makes the
+  migration write slower (halving its rate), and it speeds up again by small steps while
+  they stay under it (additive increase, multiplicative decrease), never above
+  ``points_per_second``, from which it starts at a twentieth, not at full speed;
 * ``min_points_per_second``: the adaptive mode never goes slower than this;
 * ``probe_interval_s``: seconds between probe queries (they are also the latency
   evidence in the report and the migrations page);

@@ -401,16 +401,18 @@ class PartitionJob(ABC):
         pool: ThreadPoolExecutor,
         writer: ThreadPoolExecutor,
     ) -> None:
-        """Read, prepare and hand sub-batches to the writer, probing the source meanwhile."""
+        """Read, prepare and hand sub-batches to the writer, probing the source meanwhile
+        (within the budget, the reads too: in pieces, no faster than the writes)."""
         with self.pacer.probing(self.client):
-            pages = partition_pages(
+            pieces = partition_pages(
                 self.client,
                 self.plan.source.collection,
                 self.partition,
                 offset,
-                self.settings.batch_size,
+                self.pacer.read_size(self.settings.batch_size),
                 vectors=self.vectors_to_read(),
             )
+            pages = self.pacer.paced_reads(pieces, self.settings.batch_size)
             for records, next_offset in _read_ahead(pages):
                 while len(pending) > self.settings.embed_concurrency:
                     pending.popleft().result()  # a failed write stops the loop here

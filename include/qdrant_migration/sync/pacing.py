@@ -7,11 +7,16 @@ A backfill or catch-up task asks its :class:`QdrantPacer` before every write. Th
   allow, so any window of *T* seconds holds at most ``rate * T`` points plus one write),
   in writes of at most :attr:`QdrantPacer.chunk` points: with *k* tasks writing at once,
   each writes ``batch_size / k`` at a time, and what the cluster sees from all of them
-  stays within the budget plus one sub-batch, with no coordination between workers;
+  stays within the budget plus one sub-batch, with no coordination between workers. The
+  reads that feed the writes go in pieces of the same size, no faster than the writes
+  (:meth:`QdrantPacer.paced_reads`): a read of many stored vectors holds a server as long
+  as a write of as many, and the pipeline's read-ahead would otherwise read several
+  sub-batches in a burst at the start;
 * searches the source every ``probe_interval_s`` as the application does
   (:class:`SourceProbe`), records the latency (:class:`LatencyHistogram`: the evidence in
   the report and on the migrations page) and, in the adaptive mode, feeds it to
-  :class:`Aimd`, which halves the rate when the probes are slower than
+  :class:`Aimd`, which starts one step above nothing (not at the ceiling: the probes
+  report a burst only once it has hurt), halves the rate when a probe is slower than
   ``max_search_p99_ms`` and adds a step back while they are not.
 
 Nothing is paced without a budget; probes run anyway, every second, for the evidence.
@@ -21,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import math
-import statistics
 import threading
 import time
 from collections import deque
@@ -31,14 +35,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qdrant_client import QdrantClient
+from qdrant_client import models as qm
 
 from include.qdrant_migration import codec
 from include.qdrant_migration.budget import QdrantBudget
+from include.qdrant_migration.qdrant import PointId
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
+#: A page of a scroll: its records and the offset that follows it (None: the last page).
+Page = tuple[list[qm.Record], PointId | None]
 
 #: Histogram buckets grow by 5%: a percentile read from them is within 2.5% of the truth.
 _GROWTH = 1.05
@@ -119,6 +127,7 @@ class WriteThrottle:
         self._clock, self._sleep = clock, sleep
         self._lock = threading.Lock()
         now = clock()
+        self._started = now
         self._tat = now + (first_write / rate if rate else 0.0)
         self._recent: deque[tuple[float, int]] = deque()
         self.points = 0
@@ -148,28 +157,47 @@ class WriteThrottle:
         return wait
 
     def recent_rate(self) -> float:
-        """Points per second written (or scheduled) over the last :data:`RATE_WINDOW_S`."""
+        """Points per second written (or scheduled) over the last :data:`RATE_WINDOW_S`, or
+        since the throttle was made when that is shorter (at least a second): a task seconds
+        old is not taken for one writing a fraction of its rate."""
         with self._lock:
             now = self._clock()
             while self._recent and self._recent[0][0] < now - RATE_WINDOW_S:
                 self._recent.popleft()
-            return sum(n for _, n in self._recent) / RATE_WINDOW_S
+            span = min(RATE_WINDOW_S, max(1.0, now - self._started))
+            return sum(n for _, n in self._recent) / span
 
 
 class Aimd:
     """Additive increase, multiplicative decrease of a throttle's rate by probe latency.
 
-    The signal is the median of the last ``window`` probes (one slow probe is noise), or a
-    single probe over twice the target. Over the target: the rate halves, from what is
-    really written when that is lower (a limit far above the real rate would take many
-    halvings to bite), then holds for ``window`` probes so the effect can show, and decides
-    next on those probes only. Under it:
-    a step of 5% of the ceiling (or of the fastest rate seen) per probe, up to the
-    ceiling; without one, pacing ends once the rate is twice what is really written.
+    ``max_search_p99_ms`` bounds a tail, so the signal is a single probe slower than it
+    (a median of probes stays low while one query in fifty waits behind the migration).
+    Over the target: the rate halves, from what is really written when that is lower (a
+    limit far above the real rate would take many halvings to bite), then holds for
+    ``window`` probes so the effect can show. Under it: a step up per probe, up to the
+    ceiling: 5% of the ceiling (or of the fastest rate seen) until the first back-off, as
+    a task starts (one step up, :meth:`start`) and climbs to the rate the cluster takes;
+    1% after it, so that the rate stays near where searches slowed down instead of
+    overshooting again and again. Without a ceiling, pacing ends once the rate is twice
+    what is really written.
     """
 
     STEP = 0.05
+    #: The step once a back-off has shown where the cluster's limit is: a slow probe then
+    #: comes about every 2 * SETTLED_STEP * ceiling / rate probes (a few percent of them).
+    SETTLED_STEP = 0.01
     DECREASE = 0.5
+
+    @classmethod
+    def start(cls, ceiling: float | None, floor: float) -> float | None:
+        """The rate to start at: one step of the ceiling (at least the floor), not the
+        ceiling itself, so that a task begins gently and finds its rate by the probes'
+        latency instead of with a burst the probes would only report afterwards. Without
+        a ceiling: no limit until the probes ask for one."""
+        if ceiling is None:
+            return None
+        return min(ceiling, max(floor, cls.STEP * ceiling))
 
     def __init__(
         self,
@@ -183,7 +211,6 @@ class Aimd:
         self.throttle = throttle
         self.target_ms, self.ceiling, self.floor = target_ms, ceiling, floor
         self.window = window
-        self._recent: deque[float] = deque(maxlen=window)
         self._hold = 0
         self._fastest = 0.0
         self.backoffs = 0
@@ -191,15 +218,13 @@ class Aimd:
         self._warned = False
 
     def observe(self, ms: float) -> None:
-        self._recent.append(ms)
         written = self.throttle.recent_rate()
         self._fastest = max(self._fastest, written)
-        signal = statistics.median(self._recent)
-        if self._hold:
+        if self._hold:  # the probes right after a back-off still feel the rate before it
             self._hold -= 1
-        if (signal > self.target_ms or ms > 2 * self.target_ms) and not self._hold:
-            self._back_off(written, signal)
-        elif signal <= self.target_ms and not self._hold:
+        elif ms > self.target_ms:
+            self._back_off(written, ms)
+        else:
             self._speed_up(written)
 
     def _back_off(self, written: float, signal: float) -> None:
@@ -221,7 +246,6 @@ class Aimd:
         self.throttle.set_rate(slower)
         self.backoffs += 1
         self._hold = self.window
-        self._recent.clear()  # the next decision is on probes made at the new rate
         self.lowest = slower if self.lowest is None else min(self.lowest, slower)
         log.info(
             "Probe searches at %.1f ms (budget %.1f ms): writing at %.3g points/s",
@@ -235,7 +259,7 @@ class Aimd:
         if rate is None:
             return
         reference = self.ceiling or max(self._fastest, self.floor)
-        faster = rate + self.STEP * reference
+        faster = rate + (self.SETTLED_STEP if self.backoffs else self.STEP) * reference
         if self.ceiling is not None:
             self.throttle.set_rate(min(self.ceiling, faster))
         elif faster >= 2 * max(written, self.floor):
@@ -379,19 +403,25 @@ class QdrantPacer:
         sleep: Sleep = time.sleep,
     ) -> None:
         self.budget = budget
-        #: Points per write while paced (whole sub-batches when not).
+        #: Points per write (and per read) while paced (whole sub-batches when not).
         self.chunk = max(1, chunk) if budget.paces else 0
         self.probe = probe
+        ceiling = budget.points_per_second
+        floor = budget.min_points_per_second or max(1.0, chunk / 10)
+        adaptive = budget.max_search_p99_ms is not None
         self.throttle = WriteThrottle(
-            budget.points_per_second, first_write=max(1, chunk), clock=clock, sleep=sleep
+            Aimd.start(ceiling, floor) if adaptive else ceiling,
+            first_write=max(1, chunk),
+            clock=clock,
+            sleep=sleep,
         )
+        #: Reads go no faster than the writes may (the rate follows the write limit): the
+        #: pipeline's read-ahead would otherwise read several sub-batches at once at start.
+        self.reads = WriteThrottle(ceiling, first_write=0, clock=clock, sleep=sleep)
         self.aimd: Aimd | None = None
         if budget.max_search_p99_ms is not None:
             self.aimd = Aimd(
-                self.throttle,
-                target_ms=budget.max_search_p99_ms,
-                ceiling=budget.points_per_second,
-                floor=budget.min_points_per_second or max(1.0, chunk / 10),
+                self.throttle, target_ms=budget.max_search_p99_ms, ceiling=ceiling, floor=floor
             )
         self.histogram = LatencyHistogram()
         self._lock = threading.Lock()
@@ -399,6 +429,33 @@ class QdrantPacer:
 
     def acquire(self, points: int) -> None:
         self.throttle.acquire(points)
+
+    def read_size(self, page: int) -> int:
+        """Points per read: pieces of :attr:`chunk` while paced (a read of many points holds
+        the server's attention as long as a write of as many), else whole pages."""
+        return min(page, self.chunk) if self.chunk else page
+
+    def paced_reads(self, pieces: Iterator[Page], page: int) -> Iterator[Page]:
+        """``pieces`` (pages of :meth:`read_size` and the offset after each, the last one's
+        None) read no faster than the writes may go, and joined back into pages of ``page``
+        points (a sub-batch embeds at once)."""
+        if not self.chunk:
+            yield from pieces
+            return
+        joined: list[qm.Record] = []
+        while True:
+            self.reads.set_rate(self.throttle.rate)
+            self.reads.acquire(self.chunk)
+            piece = next(pieces, None)
+            if piece is None:
+                return
+            records, following = piece
+            joined += records
+            if following is None or len(joined) >= page:
+                yield joined, following
+                joined = []
+            if following is None:
+                return
 
     def pieces(self, total: int) -> Iterator[slice]:
         """``range(total)`` in writes of at most :attr:`chunk` points (one write unpaced)."""

@@ -146,17 +146,32 @@ def test_aimd_halves_when_probes_are_slow_and_steps_back_up_when_they_are_not() 
     aimd, throttle = _aimd(clock, ceiling=400, rate=400)
     _write_for(throttle, clock, 6)
     for _ in range(3):
-        aimd.observe(50)  # three slow probes: the median is over the target
+        aimd.observe(50)  # a slow probe halves; the next ones still feel the old rate
     assert throttle.rate == pytest.approx(200)
     assert aimd.backoffs == 1
     for _ in range(3):  # held for a window of probes: the halving must show first
         aimd.observe(50)
     assert throttle.rate == pytest.approx(100) and aimd.backoffs == 2
-    for _ in range(100):
+    for _ in range(2):
+        aimd.observe(5)  # the rest of the hold: not judged
+    assert throttle.rate == pytest.approx(100)
+    aimd.observe(5)
+    # Once a back-off has shown where the limit is, the steps are small (1% of the ceiling).
+    assert throttle.rate == pytest.approx(100 + Aimd.SETTLED_STEP * 400)
+    for _ in range(200):
         aimd.observe(5)
-    # The first fast probe is judged with the two slow ones made during the hold: once more.
-    assert aimd.lowest == pytest.approx(50) and aimd.backoffs == 3
-    assert throttle.rate == 400  # then additive steps, never above the ceiling
+    assert aimd.lowest == pytest.approx(100) and aimd.backoffs == 2
+    assert throttle.rate == 400  # never above the ceiling
+
+
+def test_one_slow_probe_among_fast_ones_is_enough_the_target_is_a_tail() -> None:
+    """A p99 bound is broken by one query in fifty: a median of probes would not see it."""
+    clock = Clock()
+    aimd, throttle = _aimd(clock, ceiling=400, rate=400)
+    _write_for(throttle, clock, 6)
+    for ms in (5, 5, 5, 21, 5, 5):
+        aimd.observe(ms)
+    assert aimd.backoffs == 1 and throttle.rate == pytest.approx(200)
 
 
 def test_aimd_halves_from_what_is_really_written_and_never_below_its_floor() -> None:
@@ -170,6 +185,40 @@ def test_aimd_halves_from_what_is_really_written_and_never_below_its_floor() -> 
     for _ in range(40):
         aimd.observe(100)
     assert throttle.rate == 10  # the floor
+
+
+def test_a_task_seconds_old_is_not_taken_for_a_slow_one() -> None:
+    """The written rate of a task younger than the rate window is over its own age: its
+    first back-off halves what it really writes, not a fraction of it (down to the floor)."""
+    clock = Clock()
+    aimd, throttle = _aimd(clock, ceiling=400, rate=400)
+    _write_for(throttle, clock, 1.5)  # 1.5 s at 400 points/s
+    assert throttle.recent_rate() == pytest.approx(400, rel=0.05)
+    aimd.observe(100)
+    assert throttle.rate == pytest.approx(200, rel=0.05)
+
+
+def test_the_adaptive_mode_starts_one_step_up_and_climbs_while_probes_are_fast() -> None:
+    """No burst at the start: the probes only report one once it has hurt."""
+    clock = Clock()
+    pacer = QdrantPacer(
+        QdrantBudget(points_per_second=1000, max_search_p99_ms=20),
+        chunk=10,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    assert pacer.aimd is not None and pacer.throttle.rate == 1000 * Aimd.STEP
+    for _ in range(round(1 / Aimd.STEP)):
+        pacer.aimd.observe(5)
+    assert pacer.throttle.rate == 1000  # then at the ceiling, never above
+    fixed = QdrantPacer(QdrantBudget(points_per_second=1000), chunk=10)
+    assert fixed.throttle.rate == 1000  # a fixed rate is what it says from the start
+    floor = QdrantPacer(
+        QdrantBudget(points_per_second=1000, max_search_p99_ms=20, min_points_per_second=200),
+        chunk=10,
+    )
+    assert floor.throttle.rate == 200  # never below the floor
+    assert QdrantPacer(QdrantBudget(max_search_p99_ms=20), chunk=10).throttle.rate is None
 
 
 def test_aimd_at_its_floor_warns_once_that_the_cluster_is_slow_without_the_migration(
@@ -231,22 +280,43 @@ def test_summaries_of_partitions_add_up() -> None:
 
 
 def _backfill(
-    client: QdrantClient, new_model: EmbeddingProvider, pacer: QdrantPacer, batch: int = 40
-) -> tuple[Any, list[int]]:
+    client: QdrantClient,
+    new_model: EmbeddingProvider,
+    pacer: QdrantPacer,
+    batch: int = 40,
+    clock: Clock | None = None,
+) -> tuple[Any, list[tuple[float, int]], list[tuple[float, int]]]:
+    """The first partition backfilled with ``pacer``: its result, ``(time, points)`` of each
+    write, and ``(time, points asked for)`` of each page read."""
     spec = fast_spec(batch_size=batch)
     state = QdrantStateStore(client)
     run = prepare(client, spec, new_model, state)
-    sizes: list[int] = []
+    writes: list[tuple[float, int]] = []
+    reads: list[tuple[float, int]] = []
     job = PartitionBackfill(
         client, run.plan, run.partitions[0], new_model, state, settings_of(spec)
     )
-    write = job.write
-    job.write = lambda records, vectors: (sizes.append(len(records)), write(records, vectors))[1]  # type: ignore[method-assign]
+    write, scroll = job.write, client.scroll
+
+    def now() -> float:
+        return clock() if clock else 0.0
+
+    def write_logged(records: Any, vectors: Any) -> None:
+        writes.append((now(), len(records)))
+        write(records, vectors)
+
+    def scroll_logged(collection: str, **kwargs: Any) -> Any:
+        if kwargs.get("with_payload"):  # the partition's pages (not the probes' vectors)
+            reads.append((now(), kwargs["limit"]))
+        return scroll(collection, **kwargs)
+
+    job.write = write_logged  # type: ignore[method-assign]
+    client.scroll = scroll_logged  # type: ignore[method-assign]
     job.pacer = pacer
-    return job.run(), sizes
+    return job.run(), writes, reads
 
 
-def test_a_paced_backfill_writes_in_pieces_at_its_rate_and_records_its_probes(
+def test_a_paced_backfill_reads_and_writes_in_pieces_at_its_rate_and_records_its_probes(
     corpus: list[dict[str, Any]], old_model: EmbeddingProvider, new_model: EmbeddingProvider
 ) -> None:
     client = hashed_memory_store(corpus[:200], old_model)
@@ -259,11 +329,17 @@ def test_a_paced_backfill_writes_in_pieces_at_its_rate_and_records_its_probes(
         sleep=clock.sleep,
     )
     started = clock.now
-    result, sizes = _backfill(client, new_model, pacer)
-    assert set(sizes) == {20} and sum(sizes) == 100  # the first partition's 100 points
-    assert clock.now - started == pytest.approx(100 / 100, abs=0.01)  # at 100 points/s
+    result, writes, reads = _backfill(client, new_model, pacer, clock=clock)
+    assert {n for _, n in writes} == {20} and sum(n for _, n in writes) == 100  # partition 0
+    # Sub-batches of 40 are read in pieces of 20, and neither reads nor writes go faster
+    # than 100 points/s: no read-ahead burst at the start either.
+    assert {limit for _, limit in reads} == {20}
+    assert _busiest_window(reads) <= 100 + 20 and _busiest_window(writes) <= 100 + 20
+    # (The simulated clock adds up the waits of the reading and writing threads, which
+    # overlap in real time: the run takes at least the budget's second, a little more here.)
+    assert clock.now - started >= 100 / 100 - 0.2
     summary = result.pacing
-    assert summary.points == 100 and summary.waited_s == pytest.approx(1.0, abs=0.01)
+    assert summary.points == 100 and summary.waited_s > 0
     assert summary.probes >= 1  # the probe thread searched the source meanwhile
     assert BackfillSummary.of([result]).pacing.probes == summary.probes
 
@@ -272,8 +348,8 @@ def test_an_unpaced_backfill_writes_whole_sub_batches(
     corpus: list[dict[str, Any]], old_model: EmbeddingProvider, new_model: EmbeddingProvider
 ) -> None:
     client = hashed_memory_store(corpus[:100], old_model)
-    result, sizes = _backfill(client, new_model, unpaced())
-    assert sizes == [40, 40, 20]
+    result, writes, reads = _backfill(client, new_model, unpaced())
+    assert [n for _, n in writes] == [40, 40, 20] and {limit for _, limit in reads} == {40}
     assert result.pacing.probes == 0
 
 
