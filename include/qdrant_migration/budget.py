@@ -143,13 +143,16 @@ class QdrantBudget:
         return ADAPTIVE_PROBE_INTERVAL_S if self.adaptive else DEFAULT_PROBE_INTERVAL_S
 
     def share(self, ways: int) -> QdrantBudget:
-        """One of ``ways`` tasks writing at once: an equal part of the rates."""
+        """One of ``ways`` tasks writing at once: an equal part of the rates, and of the
+        probes (each task probes ``ways`` times less often, so the migration's probe
+        searches add the same load to the cluster however many tasks it runs)."""
         ways = max(1, ways)
         ceiling, floor = self.points_per_second, self.min_points_per_second
         return dataclasses.replace(
             self,
             points_per_second=None if ceiling is None else ceiling / ways,
             min_points_per_second=None if floor is None else floor / ways,
+            probe_interval_s=self.probe_every_s * ways,
         )
 
     def describe(self) -> str:

@@ -49,7 +49,10 @@ def test_each_parallel_task_gets_an_equal_share_of_the_rates() -> None:
     share = budget.share(3)
     assert (share.points_per_second, share.min_points_per_second) == (100, 10)
     assert share.max_search_p99_ms == 40  # a latency is not divided
-    assert budget.share(0) == budget  # never divided by zero
+    # three tasks probe a third as often each: the migration's probes load the cluster alike
+    assert share.probe_every_s == pytest.approx(3 * budget.probe_every_s)
+    assert budget.share(0) == budget.share(1)  # never divided by zero
+    assert budget.share(1).points_per_second == budget.points_per_second
 
 
 @pytest.mark.parametrize(
