@@ -148,7 +148,9 @@ def main() -> int:
 
     dag = DagBag(dag_folder=str(ROOT / "dags")).get_dag("qdrant_model_migration")
     outcome: dict[str, Any] = {}
-    reviewer = threading.Thread(target=approve_when_asked, args=(args.decision, outcome))
+    reviewer = threading.Thread(
+        target=approve_when_asked, args=(args.decision, outcome), daemon=True
+    )
     reviewer.start()
     conf = {
         "alias": ALIAS,
