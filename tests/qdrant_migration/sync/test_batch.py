@@ -53,7 +53,7 @@ class Side:
 
     def quick(self, standin: StandIn) -> None:
         standin.batches.duration_s = 0.3
-        standin.cohere_jobs.validation_s, standin.cohere_jobs.duration_s = 0.05, 0.15
+        standin.cohere_jobs.validation_s, standin.cohere_jobs.duration_s = 0.02, 0.08
 
     def fail_inside(self, standin: StandIn, texts: int) -> None:
         """The next job's first ``texts`` texts fail inside it (whole requests of 8 for
@@ -139,7 +139,7 @@ def batch_run(side: Side, standin: StandIn, corpus: list[dict[str, Any]]) -> Any
             outcome = BatchBackfill(job, provider).run()
             if isinstance(outcome, PartitionResult) or not until_done:
                 return outcome
-            time.sleep(0.1)  # the task is rescheduled: a new try polls
+            time.sleep(0.05)  # the task is rescheduled: a new try polls
 
     yield client, plan, run
     provider.close()
