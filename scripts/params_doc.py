@@ -94,8 +94,8 @@ NOTES: dict[str, dict[str, str]] = {
         "allow_linear_map": "[The linear map](strategies.md#the-linear-map).",
         "min_map_retention": "retention is defined under "
         "[The linear map](strategies.md#the-linear-map).",
-        "embedding_mode": "`batch` is for provider `openai`: "
-        "[Batch mode](providers.md#batch-mode-half-the-cost).",
+        "embedding_mode": "`batch` is for providers `openai` and `cohere` (its v3.0 models): "
+        "[Batch mode](providers.md#batch-mode).",
         "dry_run": "the plan shows the cost online and in batch mode: "
         "[Dry run and estimates](strategies.md#dry-run-and-estimates).",
         "approval_timeout_hours": "an unanswered approval counts as Reject: "

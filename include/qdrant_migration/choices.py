@@ -18,7 +18,7 @@ from typing import Literal, TypeVar, get_args
 
 #: Who computes the new vectors (``providers.PROVIDERS`` has one class per name).
 ProviderName = Literal["local", "openai", "cohere", "openai_compatible"]
-#: How the backfill asks for embeddings: requests as it goes, or OpenAI's Batch API.
+#: How the backfill asks for embeddings: requests as it goes, or its provider's batch API.
 EmbeddingMode = Literal["online", "batch"]
 #: What happens to a point without usable text: recorded and skipped, or the task fails.
 BadTextPolicy = Literal["skip", "fail"]

@@ -34,7 +34,7 @@ from include.qdrant_migration import linear_map, phases, quantization, sparse
 from include.qdrant_migration.checks import quality
 from include.qdrant_migration.phases import ModelTiming
 from include.qdrant_migration.plan import Estimate, PhaseEstimate, Plan
-from include.qdrant_migration.providers import EmbeddingProvider, openai_batch
+from include.qdrant_migration.providers import EmbeddingProvider, batch_api_of
 from include.qdrant_migration.qdrant import is_local
 from include.qdrant_migration.spec import Strategy, batch_unavailable
 from include.qdrant_migration.strategies import strategy_of
@@ -373,36 +373,36 @@ def _human(seconds: float) -> str:
 
 
 def _modes(plan: Plan, cost: float | None, duration: float | None) -> dict[str, Any]:
-    """Online vs batch: the batch's cost, and which mode to use and why."""
-    if plan.spec.provider != "openai":
-        return {
-            "batch_cost_usd": None,
-            "recommended_mode": "online",
-            "mode_reason": batch_unavailable(plan.spec.provider),
-        }
+    """Online vs batch: the batch's cost (the provider's batch API's price), and which mode
+    to use and why."""
+    refused = batch_unavailable(plan.spec.provider, plan.spec.model)
+    api = batch_api_of(plan.spec.provider)
+    if refused is not None or api is None:
+        return {"batch_cost_usd": None, "recommended_mode": "online", "mode_reason": refused or ""}
     if not cost:
         return {
             "batch_cost_usd": 0.0 if cost == 0 else None,
             "recommended_mode": "online",
             "mode_reason": "nothing to embed, or no price known: batch mode saves nothing",
         }
-    batch = round(cost * openai_batch.PRICE_FACTOR, 8)
+    batch = round(cost * api.price_factor, 8)
     saved = cost - batch
     online = "an unknown time" if duration is None else f"about {_human(duration)}"
+    window = f"{api.window_s / 3600:g} h" if api.window_s else "an unknown time"
     if duration is not None and duration > BATCH_WINDOW_S:
+        mode, why = "batch", f"online would take {online}, {api.beyond_a_day}"
+    elif api.price_factor >= 1:
         mode, why = (
-            "batch",
-            (
-                f"online would take {online}, longer than the Batch API's 24 h window, at twice "
-                "the price"
-            ),
+            "online",
+            f"{api.title} cost what online requests cost ({api.price_basis}); online takes "
+            f"{online}",
         )
     elif saved >= BATCH_WORTH_USD:
-        mode, why = "batch", f"saves ${saved:,.2f}; done within 24 h instead of {online} online"
+        mode, why = "batch", f"saves ${saved:,.2f}; done within {window} instead of {online} online"
     else:
         mode, why = (
             "online",
-            (f"batch would save only ${saved:,.2f} and take up to 24 h; online takes {online}"),
+            f"batch would save only ${saved:,.2f} and take up to {window}; online takes {online}",
         )
     return {"batch_cost_usd": batch, "recommended_mode": mode, "mode_reason": why}
 

@@ -22,7 +22,7 @@ from include.qdrant_migration.checks.recall import RecallResult
 from include.qdrant_migration.linear_map import MapSummary
 from include.qdrant_migration.phases import ORDER, Timeline, actual_phases
 from include.qdrant_migration.plan import Estimate, Plan
-from include.qdrant_migration.spec import Strategy
+from include.qdrant_migration.spec import Strategy, batch_unavailable
 from include.qdrant_migration.state import STATE_COLLECTION, ReportRecord
 from include.qdrant_migration.strategies import strategy_of
 from include.qdrant_migration.sync.backfill import BackfillSummary
@@ -61,7 +61,7 @@ def human_seconds(value: float | None) -> str:
 
 
 def _batch_money(plan: Plan) -> str:
-    if plan.spec.provider != "openai":
+    if batch_unavailable(plan.spec.provider, plan.spec.model) is not None:
         return "not available"
     return _money(plan.estimate.batch_cost_usd)
 

@@ -32,6 +32,7 @@ from include.qdrant_migration.choices import (
     Quantization,
     one_of,
 )
+from include.qdrant_migration.providers import batch_api_of, canonical_model
 from include.qdrant_migration.settings import settings
 
 BUDGET_KEYS = ("requests_per_minute", "tokens_per_minute")
@@ -337,9 +338,10 @@ PARAM_SCHEMA: dict[str, dict[str, Any]] = {
         "enum": list(EMBEDDING_MODES),
         "title": "Embedding mode",
         "description": "'online': embedding requests as the backfill goes (bounded by the "
-        "provider's per-minute limits). 'batch' (provider 'openai'): each backfill partition "
-        "submits its texts to OpenAI's Batch API at half the price and waits for it (up to "
-        "24 h) without holding a worker slot. The dry run shows both.",
+        "provider's per-minute limits). 'batch': each backfill partition submits its texts "
+        "to the provider's batch API and waits for it without holding a worker slot: "
+        "OpenAI's Batch API (half the price, up to 24 h), Cohere's embed jobs (v3.0 models, "
+        "the online price). The dry run shows both.",
     },
     "batch_poll_seconds": {
         "default": 300,
@@ -370,16 +372,19 @@ class SpecError(ValueError):
     """The requested migration is invalid; the message says what to change."""
 
 
-def batch_unavailable(provider: ProviderName) -> str:
-    """Why ``embedding_mode`` 'batch' is not available for ``provider``."""
-    if provider == "cohere":
-        why = (
-            "Cohere's SDK offers embed jobs (a dataset upload, then a job), which this "
-            "project does not drive yet"
-        )
+def batch_unavailable(provider: ProviderName, model: str) -> str | None:
+    """Why ``embedding_mode`` 'batch' is not available for ``provider``'s ``model`` (None:
+    it is, through the provider's batch API)."""
+    api = batch_api_of(provider)
+    if api is None:
+        with_one = ", ".join(repr(p) for p in PROVIDER_NAMES if batch_api_of(p) is not None)
+        why = f"provider {provider!r} has no batch API (providers with one: {with_one})"
     else:
-        why = f"provider {provider!r} has no batch API"
-    return f"embedding_mode 'batch' is available for provider 'openai' only: {why}. Use 'online'."
+        refused = api.unavailable_for(canonical_model(provider, model))
+        if refused is None:
+            return None
+        why = refused
+    return f"embedding_mode 'batch' is not available: {why}. Use 'online'."
 
 
 #: One row of an evaluation set: ``{"query": text, "relevant_ids": [point ids]}``.
@@ -568,8 +573,10 @@ class MigrationSpec:
                 "model that made the source's vectors, or leave both empty to read them "
                 "from the source's lineage."
             )
-        if self.embedding_mode == "batch" and self.provider != "openai":
-            raise SpecError(batch_unavailable(self.provider))
+        if self.embedding_mode == "batch":
+            refused = batch_unavailable(self.provider, self.model)
+            if refused is not None:
+                raise SpecError(refused)
 
     @property
     def forced_strategy(self) -> Strategy | None:

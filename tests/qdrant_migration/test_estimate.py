@@ -342,22 +342,53 @@ def test_an_empty_estimate_prices_nothing() -> None:
 
 
 @pytest.mark.parametrize(
-    ("provider", "cost", "duration", "mode", "why"),
+    ("provider", "model", "cost", "duration", "mode", "why", "batch_cost"),
     [
-        ("openai", 0.01, 4.0, "online", "would save only $0.01"),
-        ("openai", 3250.0, 17 * 86400.0, "batch", "longer than the Batch API's 24 h window"),
-        ("openai", 32.5, 3600.0, "batch", "saves $16.25"),
-        ("cohere", 32.5, 3600.0, "online", "embed jobs"),
-        ("local", 0.0, 10.0, "online", "no batch API"),
+        ("openai", "text-embedding-3-small", 0.01, 4.0, "online", "would save only $0.01", 0.005),
+        (
+            "openai",
+            "text-embedding-3-small",
+            3250.0,
+            17 * 86400.0,
+            "batch",
+            "longer than the Batch API's 24 h window",
+            1625.0,
+        ),
+        ("openai", "text-embedding-3-small", 32.5, 3600.0, "batch", "saves $16.25", 16.25),
+        # Cohere's embed jobs: the online price (no discount published), worth it only for
+        # a backfill that online requests would stretch past a day
+        (
+            "cohere",
+            "embed-english-v3.0",
+            32.5,
+            3600.0,
+            "online",
+            "cost what online requests cost",
+            32.5,
+        ),
+        (
+            "cohere",
+            "embed-multilingual-light-v3.0",
+            3250.0,
+            17 * 86400.0,
+            "batch",
+            "outside the per-minute limits, at the same price",
+            3250.0,
+        ),
+        ("cohere", "embed-v4.0", 32.5, 3600.0, "online", "not among the models", None),
+        ("local", "all-MiniLM-L6-v2", 0.0, 10.0, "online", "no batch API", None),
     ],
 )
 def test_online_vs_batch_is_recommended_from_cost_and_time(
-    provider: str, cost: float, duration: float, mode: str, why: str
+    provider: str,
+    model: str,
+    cost: float,
+    duration: float,
+    mode: str,
+    why: str,
+    batch_cost: float | None,
 ) -> None:
-    plan = SimpleNamespace(spec=SimpleNamespace(provider=provider))
+    plan = SimpleNamespace(spec=SimpleNamespace(provider=provider, model=model))
     chosen = estimate._modes(plan, cost, duration)  # type: ignore[arg-type]
     assert chosen["recommended_mode"] == mode and why in chosen["mode_reason"]
-    if provider == "openai":
-        assert chosen["batch_cost_usd"] == pytest.approx(cost / 2)
-    else:
-        assert chosen["batch_cost_usd"] is None
+    assert chosen["batch_cost_usd"] == (None if batch_cost is None else pytest.approx(batch_cost))

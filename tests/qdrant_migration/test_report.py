@@ -498,6 +498,29 @@ def test_render_plan_is_the_dry_run() -> None:
     assert render_plan(resumed).splitlines()[-1].startswith("Would create: nothing. Alias:")
 
 
+def test_the_dry_run_prices_cohere_s_embed_jobs_at_the_online_price() -> None:
+    """Cohere's batch path (embed jobs) in the dry run: both modes' cost, the same, and why."""
+    from include.qdrant_migration.estimate import _modes
+
+    spec = MigrationSpec(alias="articles", provider="cohere", model="embed-english-v3.0")
+    plan = make_plan(spec=spec)
+    modes = _modes(plan, ESTIMATE.cost_usd, 90.0)
+    text = render_plan(make_plan(spec=spec, estimate=dataclasses.replace(ESTIMATE, **modes)))
+    assert (
+        "| embedding mode: online / batch | $0.0012 / $0.0012: **online** recommended "
+        "(Cohere's embed jobs cost what online requests cost (Cohere publishes no discount"
+    ) in text
+    v4 = make_plan(spec=dataclasses.replace(spec, model="embed-v4.0"))
+    refused = render_plan(
+        dataclasses.replace(
+            v4, estimate=dataclasses.replace(ESTIMATE, **_modes(v4, ESTIMATE.cost_usd, 90.0))
+        )
+    )
+    assert (
+        "$0.0012 / not available: **online** recommended (embedding_mode 'batch' is not" in refused
+    )
+
+
 def test_quantization_report() -> None:
     plan = make_plan(
         strategy=Strategy.QUANTIZATION_ONLY,

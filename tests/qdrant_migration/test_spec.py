@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,32 @@ def test_every_closed_set_is_the_schemas_choice_list() -> None:
 def test_a_value_outside_its_closed_set_is_refused(field: str) -> None:
     with pytest.raises(SpecError, match=f"{field} must be one of .*; got 'acme'"):
         MigrationSpec(alias="a", **{field: "acme"})
+
+
+@pytest.mark.parametrize(
+    ("provider", "model", "refused"),
+    [
+        ("openai", "text-embedding-3-small", None),
+        ("cohere", "embed-english-v3.0", None),  # Cohere's embed jobs
+        ("cohere", "embed-v4.0", "'embed-v4.0' is not among the models Cohere's embed jobs run"),
+        ("local", "all-MiniLM-L6-v2", "provider 'local' has no batch API"),
+    ],
+)
+def test_batch_mode_needs_a_batch_api_that_runs_the_model(
+    provider: str, model: str, refused: str | None
+) -> None:
+    params = {
+        "alias": "a",
+        "provider": provider,
+        "model": model,
+        "embedding_mode": "batch",
+        "provider_conn_id": "embeddings" if provider != "local" else None,
+    }
+    if refused is None:
+        assert MigrationSpec.from_params(params).embedding_mode == "batch"
+    else:
+        with pytest.raises(SpecError, match=re.escape(f"not available: {refused}")):
+            MigrationSpec.from_params(params)
 
 
 def test_the_spec_is_typed_and_its_dict_is_plain_json() -> None:

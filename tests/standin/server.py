@@ -42,7 +42,7 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -57,6 +57,8 @@ from include.qdrant_migration.providers.packing import (
 )
 from tests.standin.batches import BATCH_PATH, BatchService
 from tests.standin.batches import ApiError as BatchApiError
+from tests.standin.cohere_jobs import PARTS_PATH, CohereJobService, JobApiError
+from tests.standin.cohere_jobs import PATHS as COHERE_JOB_PATHS
 
 OPENAI_MODELS = {
     "text-embedding-3-small": 1536,
@@ -200,6 +202,8 @@ class StandIn:
         self._cohere_counter: TokenCounter = ApproximateCounter(3.0)
         #: OpenAI's Files and Batches APIs (batches run with the online route's answers).
         self.batches = BatchService(self._batch_embed, self._batch_log)
+        #: Cohere's Datasets and Embed Jobs APIs (tests/standin/cohere_jobs.py).
+        self.cohere_jobs = CohereJobService(self._job_log)
         self.reset()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -256,6 +260,7 @@ class StandIn:
             self._window_s = 60.0
             self._spent: deque[tuple[float, int]] = deque()
         self.batches.reset()
+        self.cohere_jobs.reset()
 
     def set_limits(
         self,
@@ -345,6 +350,8 @@ class StandIn:
         try:
             if path.startswith(("/v1/files", "/v1/batches")):
                 reply = self._files_and_batches(method, path, query, headers, body)
+            elif path.startswith(COHERE_JOB_PATHS):
+                reply = self._cohere_jobs(method, path, query, headers, body)
             else:
                 reply = self._route(path, headers, body, record)
         except _HTTPError as err:
@@ -362,21 +369,52 @@ class StandIn:
         self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes
     ) -> _Reply:
         self._check_key(True, headers)
-        fault = self._take_fault(path, method)
+
+        def answer() -> tuple[int, Any]:
+            try:
+                return self.batches.handle(method, path, query, headers, body)
+            except BatchApiError as err:
+                raise _HTTPError(err.status, _error_body(True, err.message, err.code)) from None
+
+        return self._service(answer, self._take_fault(path, method), openai=True)
+
+    def _cohere_jobs(
+        self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes
+    ) -> _Reply:
+        if not path.startswith(PARTS_PATH):  # parts stand for signed URLs: no key
+            self._check_key(False, headers)
+
+        def answer() -> tuple[int, Any]:
+            try:
+                return self.cohere_jobs.handle(
+                    method, path, query, headers, body, self.cohere_base_url
+                )
+            except JobApiError as err:
+                raise _HTTPError(err.status, _cohere_error(err.message)) from None
+
+        return self._service(answer, self._take_fault(path, method), openai=False)
+
+    def _service(
+        self, answer: Callable[[], tuple[int, Any]], fault: _Fault | None, *, openai: bool
+    ) -> _Reply:
+        """The reply of a batch service (OpenAI's Files and Batches, Cohere's Datasets and
+        Embed Jobs), or of the fault that replaces it."""
         if fault is not None and fault.kind != "lose_reply":
-            reply = self._fault_reply(fault, True)
+            reply = self._fault_reply(fault, openai)
             if reply is not None:
                 return reply
-        try:
-            status, answer = self.batches.handle(method, path, query, headers, body)
-        except BatchApiError as err:
-            raise _HTTPError(err.status, _error_body(True, err.message, err.code)) from None
-        if isinstance(answer, bytes):
-            reply = _Reply(status, answer, {"content-type": "application/octet-stream"})
+        status, body = answer()
+        if isinstance(body, bytes):
+            reply = _Reply(status, body, {"content-type": "application/octet-stream"})
         else:
-            reply = _Reply(status, json.dumps(answer).encode())
+            reply = _Reply(status, json.dumps(body).encode())
         reply.disconnect = fault is not None and fault.kind == "lose_reply"
         return reply
+
+    def _job_log(self, **fields: Any) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._log.append(RequestRecord(**fields, started=now, finished=now))
 
     def _batch_embed(
         self, payload: Mapping[str, Any]

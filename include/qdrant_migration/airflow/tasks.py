@@ -44,7 +44,6 @@ from include.qdrant_migration.leases import LeaseBusyError
 from include.qdrant_migration.phases import Timeline
 from include.qdrant_migration.plan import Plan
 from include.qdrant_migration.providers import AuthError, ProviderConfigError
-from include.qdrant_migration.providers.openai_provider import OpenAIProvider
 from include.qdrant_migration.report import Evidence, Report, render_plan, render_quantization
 from include.qdrant_migration.spec import (
     CATCH_UP_PARAM_SCHEMA,
@@ -269,7 +268,7 @@ def backfill_batch(plan_xcom: XCom, partition_xcom: XCom) -> XCom:
         job.heartbeat = heartbeat
         job.pacer = strategy.pacer(client, ways=plan.spec.parallel_tasks(part.of))
         if plan.spec.embedding_mode == "batch" and isinstance(job, PartitionBackfill):
-            assert isinstance(job.provider, OpenAIProvider)  # the spec allows batch for it only
+            # The spec allows batch only for a provider with a batch API (its batch_api).
             outcome = BatchBackfill(job, job.provider).run()
             if isinstance(outcome, Waiting):
                 # Waits without a worker slot: the task is rescheduled and polls again.

@@ -15,6 +15,7 @@ from include.qdrant_migration.providers.base import (
     ModelInfo,
     ModelLineage,
 )
+from include.qdrant_migration.providers.batching import BatchAPI
 from include.qdrant_migration.providers.cohere_provider import CohereProvider
 from include.qdrant_migration.providers.errors import AuthError, EmbeddingError, ProviderConfigError
 from include.qdrant_migration.providers.local import LocalProvider
@@ -49,6 +50,12 @@ def get_provider(
     return cls(model, dimensions=dimensions, options=options, credentials=credentials)
 
 
+def batch_api_of(provider: str) -> type[BatchAPI] | None:
+    """The batch API of the provider registered as ``provider`` (None: it has none)."""
+    cls = PROVIDERS.get(provider)
+    return cls.batch_api if cls is not None else None
+
+
 def canonical_model(provider: str, model: str) -> str:
     """``provider``'s own name for ``model`` (unknown providers: the name as given)."""
     cls = PROVIDERS.get(provider)
@@ -58,6 +65,7 @@ def canonical_model(provider: str, model: str) -> str:
 __all__ = [
     "PROVIDERS",
     "AuthError",
+    "BatchAPI",
     "Credentials",
     "EmbeddingError",
     "EmbeddingProvider",
@@ -65,6 +73,7 @@ __all__ = [
     "ModelLineage",
     "ProviderConfigError",
     "ProviderLimits",
+    "batch_api_of",
     "canonical_model",
     "get_provider",
 ]

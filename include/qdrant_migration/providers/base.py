@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypedDict
 
 import include.qdrant_migration.providers.options as provider_options
+from include.qdrant_migration.providers.batching import BatchAPI
 from include.qdrant_migration.providers.errors import ProviderConfigError
 from include.qdrant_migration.providers.packing import (
     TOO_LONG_POLICIES,
@@ -103,6 +104,8 @@ class EmbeddingProvider(ABC):
     known_options: ClassVar[tuple[str, ...]] = ("too_long_policy",)
     #: Keys refused with a reason (keys of another kind of provider), instead of a typo hint.
     refused_options: ClassVar[Mapping[str, str]] = {}
+    #: The provider's batch API (``embedding_mode`` ``batch``); None: it has none.
+    batch_api: ClassVar[type[BatchAPI] | None] = None
 
     def __init__(
         self,
@@ -225,6 +228,12 @@ class EmbeddingProvider(ABC):
 
     def query_input_type(self) -> str:
         return "query"
+
+    def batches(self) -> BatchAPI:
+        """The batch API with this model and connection (``embedding_mode`` ``batch``)."""
+        if self.batch_api is None:
+            raise ProviderConfigError(f"Provider {self.name!r} has no batch API.")
+        return self.batch_api(self)
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients and models."""

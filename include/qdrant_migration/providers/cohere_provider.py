@@ -41,6 +41,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 import include.qdrant_migration.providers.packing as packing
 import include.qdrant_migration.providers.ratelimit as ratelimit
 from include.qdrant_migration.providers.base import ModelInfo, ModelLineage
+from include.qdrant_migration.providers.batching import BatchAPI
+from include.qdrant_migration.providers.cohere_jobs import CohereEmbedJobs
 from include.qdrant_migration.providers.errors import EmbeddingError, ProviderConfigError
 from include.qdrant_migration.providers.options import float_option
 from include.qdrant_migration.providers.packing import (
@@ -77,6 +79,7 @@ class CohereProvider(RemoteProvider):
     """Cohere's hosted embedding models, through the connection's API key."""
 
     name: ClassVar[str] = "cohere"
+    batch_api: ClassVar[type[BatchAPI] | None] = CohereEmbedJobs
     known_options: ClassVar[tuple[str, ...]] = (
         *RemoteProvider.known_options,
         "embedding_types",
@@ -198,6 +201,21 @@ class CohereProvider(RemoteProvider):
         )
         return answer.vectors
 
+    def sdk_client(self) -> cohere.ClientV2:
+        """The SDK client (for the embed jobs, :mod:`.cohere_jobs`)."""
+        return self._client()
+
+    def api_error(self, exc: Exception) -> Exception:
+        """An HTTP error of the API as this provider's error (the key redacted)."""
+        return self._api_error(exc)
+
+    def vector_of(self, values: Sequence[Any]) -> list[float]:
+        """One embedding as Cohere sends it (of :attr:`embedding_type`) as floats: int8 and
+        uint8 values as they come, packed bits unpacked to +1.0 / -1.0."""
+        if self.embedding_type in ("binary", "ubinary"):
+            return unpack_bits(values, offset=128 if self.embedding_type == "binary" else 0)
+        return [float(x) for x in values]
+
     def _client(self) -> cohere.ClientV2:
         with self._sdk_lock:
             if self._sdk is None:
@@ -257,11 +275,7 @@ class CohereProvider(RemoteProvider):
             raise EmbeddingError(f"{self.what}: no {self.embedding_type!r} embeddings in response.")
         if len(rows) != expected:
             raise EmbeddingError(f"{self.what}: returned {len(rows)} vectors for {expected} texts.")
-        if self.embedding_type in ("binary", "ubinary"):
-            offset = 128 if self.embedding_type == "binary" else 0
-            vectors = [unpack_bits(row, offset=offset) for row in rows]
-        else:
-            vectors = [[float(x) for x in row] for row in rows]
+        vectors = [self.vector_of(row) for row in rows]
         meta = getattr(response, "meta", None)
         billed = getattr(getattr(meta, "billed_units", None), "input_tokens", None)
         return Answer(vectors, int(billed) if billed else None)

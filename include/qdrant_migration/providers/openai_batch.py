@@ -16,10 +16,10 @@ files; its client (built by ``OpenAIHook`` for an ``openai`` connection) is what
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from include.qdrant_migration.providers.batching import BatchAPI, BatchResults, BatchState
 from include.qdrant_migration.providers.errors import EmbeddingError
 
 if TYPE_CHECKING:
@@ -34,33 +34,6 @@ RUNNING = ("validating", "in_progress", "finalizing", "cancelling")
 #: The price of the Batch API relative to online requests.
 PRICE_FACTOR = 0.5
 METADATA_KEY = "qdrant_migration_file"
-
-
-@dataclass(frozen=True)
-class BatchState:
-    """A batch as the API reports it."""
-
-    id: str
-    status: str
-    output_file_id: str | None = None
-    error_file_id: str | None = None
-    errors: str = ""
-
-    @property
-    def running(self) -> bool:
-        return self.status in RUNNING
-
-
-@dataclass
-class BatchResults:
-    """What one finished batch answered, by ``custom_id``."""
-
-    vectors: dict[str, list[list[float]]] = field(default_factory=dict)
-    tokens: dict[str, int] = field(default_factory=dict)
-    #: Requests that ran and failed (a status other than 200): why.
-    failed: dict[str, str] = field(default_factory=dict)
-    #: Requests that never ran (the batch expired or was cancelled first).
-    not_run: set[str] = field(default_factory=set)
 
 
 class BatchingProvider(Protocol):
@@ -83,17 +56,29 @@ class BatchingProvider(Protocol):
     def status_error(self, exc: openai.APIStatusError) -> Exception: ...
 
 
-class OpenAIBatches:
+class OpenAIBatches(BatchAPI):
     """The Files and Batches API calls of one provider (its model, dimensions, client)."""
 
+    title: ClassVar[str] = "OpenAI's Batch API"
+    price_factor: ClassVar[float] = PRICE_FACTOR
+    price_basis: ClassVar[str] = "half the online price, as OpenAI publishes it"
+    window_s: ClassVar[int | None] = 24 * 3600
+    beyond_a_day: ClassVar[str] = "longer than the Batch API's 24 h window, at twice the price"
+    max_requests_per_file: ClassVar[int] = MAX_REQUESTS_PER_FILE
+    max_file_bytes: ClassVar[int] = MAX_FILE_BYTES
+    #: A JSON string's quotes and comma; the request line's envelope.
+    text_overhead_bytes: ClassVar[int] = 8
+    request_overhead_bytes: ClassVar[int] = 300
+
     def __init__(self, provider: BatchingProvider) -> None:
-        self.provider = provider
+        super().__init__(provider)
+        self.provider: BatchingProvider = provider
 
     @property
     def _client(self) -> Any:
         return self.provider.sdk_client()
 
-    def request_line(self, custom_id: str, texts: Sequence[str]) -> str:
+    def request_lines(self, custom_id: str, texts: Sequence[str]) -> list[str]:
         body: dict[str, Any] = {
             "model": self.provider.model,
             "input": list(texts),
@@ -102,7 +87,7 @@ class OpenAIBatches:
         if (dimensions := self.provider.dimensions_to_send()) is not None:
             body["dimensions"] = dimensions
         line = {"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": body}
-        return json.dumps(line, ensure_ascii=False)
+        return [json.dumps(line, ensure_ascii=False)]
 
     def upload(self, name: str, lines: Sequence[str]) -> str:
         """The id of the request file ``name``: uploaded now, or found from before."""
@@ -115,14 +100,15 @@ class OpenAIBatches:
         made = self._call(lambda: self._client.files.create(file=(name, content), purpose="batch"))
         return str(made.id)
 
-    def create(self, file_id: str, name: str) -> str:
-        """The id of the batch of ``name``: created now, or found from before."""
+    def create(self, input_id: str, name: str) -> str:
+        """The id of the batch of ``name``: created now, or found from before (an uploaded
+        file is ready to run at once)."""
         for found in self._batches():
             if (found.metadata or {}).get(METADATA_KEY) == name:
                 return str(found.id)
         made = self._call(
             lambda: self._client.batches.create(
-                input_file_id=file_id,
+                input_file_id=input_id,
                 endpoint=ENDPOINT,
                 completion_window="24h",
                 metadata={METADATA_KEY: name},
@@ -134,22 +120,26 @@ class OpenAIBatches:
         page = self._call(lambda: self._client.batches.list(limit=100))
         yield from page  # the SDK's pages follow ``after`` on their own
 
-    def state(self, batch_id: str) -> BatchState:
-        found = self._call(lambda: self._client.batches.retrieve(batch_id))
+    def state(self, job_id: str) -> BatchState:
+        found = self._call(lambda: self._client.batches.retrieve(job_id))
         errors = getattr(found, "errors", None)
         described = "; ".join(
             f"line {e.line}: {e.message}" for e in (getattr(errors, "data", None) or [])
         )
+        status = str(found.status)
         return BatchState(
             str(found.id),
-            str(found.status),
-            found.output_file_id,
-            found.error_file_id,
-            described,
+            status,
+            running=status in RUNNING,
+            refused=status == "failed",  # failed validation: nothing ran
+            output_file_id=found.output_file_id,
+            error_file_id=found.error_file_id,
+            errors=described,
         )
 
-    def results(self, state: BatchState, custom_ids: Sequence[str]) -> BatchResults:
-        """The answers in the batch's output and error files (read as JSON lines)."""
+    def results(self, state: BatchState, requests: Mapping[str, int]) -> BatchResults:
+        """The answers in the batch's output and error files (read as JSON lines); a
+        request is answered as a whole (all its vectors, or none)."""
         results = BatchResults()
         for file_id in (state.output_file_id, state.error_file_id):
             if not file_id:
@@ -159,11 +149,12 @@ class OpenAIBatches:
                 if raw.strip():
                     self._read_line(json.loads(raw), results)
         answered = set(results.vectors) | set(results.failed)
-        results.not_run = {c for c in custom_ids if c not in answered} | {
+        not_run = {c for c in requests if c not in answered} | {
             c for c, why in results.failed.items() if why.startswith("not run")
         }
-        for custom_id in results.not_run:
+        for custom_id in not_run:
             results.failed.pop(custom_id, None)
+        results.not_run = {c: list(range(requests[c])) for c in not_run if c in requests}
         return results
 
     def _read_line(self, line: dict[str, Any], results: BatchResults) -> None:
@@ -182,11 +173,11 @@ class OpenAIBatches:
         results.vectors[custom_id] = [list(item["embedding"]) for item in data]
         results.tokens[custom_id] = int((body.get("usage") or {}).get("prompt_tokens") or 0)
 
-    def delete_files(self, file_ids: Sequence[str | None]) -> None:
-        """Delete files of a finished batch (one already gone is fine)."""
+    def cleanup(self, input_id: str | None, state: BatchState) -> None:
+        """Delete the batch's request, output and error files (one already gone is fine)."""
         import openai
 
-        for file_id in file_ids:
+        for file_id in (input_id, state.output_file_id, state.error_file_id):
             if not file_id:
                 continue
             try:

@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 import include.qdrant_migration.providers.packing as packing
 import include.qdrant_migration.providers.ratelimit as ratelimit
 from include.qdrant_migration.providers.base import ModelInfo, ModelLineage
+from include.qdrant_migration.providers.batching import BatchAPI
 from include.qdrant_migration.providers.errors import EmbeddingError, ProviderConfigError
 from include.qdrant_migration.providers.openai_batch import OpenAIBatches
 from include.qdrant_migration.providers.options import bool_option, float_option, int_option
@@ -274,6 +275,7 @@ class OpenAIProvider(_OpenAIAPIProvider):
     """OpenAI's hosted embedding models, through the connection's API key."""
 
     name: ClassVar[str] = "openai"
+    batch_api: ClassVar[type[BatchAPI] | None] = OpenAIBatches
 
     def _configure(self) -> None:
         model = self.model
@@ -312,10 +314,6 @@ class OpenAIProvider(_OpenAIAPIProvider):
                 f"OpenAI needs an API key: set the password of Airflow connection {self.conn_id!r}."
             )
         return key or ""
-
-    def batches(self) -> OpenAIBatches:
-        """The Batch API with this model and connection (``embedding_mode`` ``batch``)."""
-        return OpenAIBatches(self)
 
     def dimensions_to_send(self) -> int | None:
         wanted = self.requested_dimensions

@@ -17,17 +17,19 @@ from include.qdrant_migration.state import RecordKind, Repository, StateStore, n
 from include.qdrant_migration.sync.pacing import PacingSummary
 from include.qdrant_migration.sync.partitions import Partition
 
-#: A request file's life: planned, submitted (its batch runs), done (collected, deleted).
+#: A request file's life: planned (uploaded or not: an upload the API still validates stays
+#: planned), submitted (its job runs), done (collected, deleted).
 FileState = Literal["planned", "submitted", "done"]
 
 
 @dataclass
 class RequestFile:
-    """One request file and its batch."""
+    """One request file and its job (a batch of OpenAI's, an embed job of Cohere's)."""
 
     name: str
     requests: list[str]
     state: FileState = "planned"
+    #: The uploaded input: a file (OpenAI), a dataset (Cohere).
     input_file_id: str | None = None
     batch_id: str | None = None
 
