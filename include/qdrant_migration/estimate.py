@@ -425,7 +425,7 @@ def _phases(
     labeled = quality.load_eval_set(plan.spec.eval_set)
     replayed = replay.sample.queries if replay is not None and old_model is not None else []
     queries = [q.query for q in labeled] or replayed or [query_like(t) for t in sample.texts]
-    probe = queries[: phases.QUERY_SAMPLE]
+    probe = queries[: phases.REPLAY_QUERY_SAMPLE if replayed else phases.QUERY_SAMPLE]
 
     def timed(model: EmbeddingProvider) -> phases.ModelTiming | None:
         # A hosted model is timed (two requests) only for many queries (an eval set, a
@@ -459,6 +459,7 @@ def _phases(
         judge_calls=len(replayed) if judge is not None else 0,
         judge_concurrency=judge.concurrency if judge is not None else 1,
         judge_call_s=replay.judge_call_s if replay is not None else None,
+        timed_queries=len(probe),
     )
     return phases.estimate_phases(plan, measured)
 
