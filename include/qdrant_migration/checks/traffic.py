@@ -327,8 +327,11 @@ def _judge(
         return answer.billed
 
     started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=judge.concurrency) as pool_of_calls:
-        billed = list(pool_of_calls.map(score, rows))
+    calls = ThreadPoolExecutor(max_workers=judge.concurrency)
+    try:
+        billed = list(calls.map(score, rows))
+    finally:  # a call that failed for good: the queued ones are not made
+        calls.shutdown(cancel_futures=True)
     if not rows:
         return None
     old = [r.old_ndcg or 0.0 for r in rows]

@@ -15,7 +15,7 @@ from include.qdrant_migration import codec, compatibility
 from include.qdrant_migration.checks import quality, traffic
 from include.qdrant_migration.checks.ranking import overlap_at_k, rbo
 from include.qdrant_migration.plan import Plan
-from include.qdrant_migration.providers import Credentials
+from include.qdrant_migration.providers import AuthError, Credentials
 from include.qdrant_migration.querylog import QueryLog, QueryLogError, Sample, sample
 from include.qdrant_migration.report import render_plan, replay_lines
 from include.qdrant_migration.rerankers import Reranker, get_reranker
@@ -170,6 +170,32 @@ def test_the_judge_scores_both_lists_and_a_drop_fails_naming_the_worst_queries(
     assert shown.judge is not None and not shown.judge.gates
     assert traffic.failures(shown) == []
     assert "shown only" in "\n".join(replay_lines(shown, plan))
+
+
+def test_a_judge_that_fails_for_good_stops_the_replay(
+    fast_migrated: Migrated,
+    corpus: list[dict[str, Any]],
+    old_model: HashingProvider,
+    new_model: HashingProvider,
+    standin: StandIn,  # noqa: F811
+) -> None:
+    queries = _queries(corpus, 40)
+    judge = get_reranker(
+        "cohere",
+        "rerank-v3.5",
+        options={"max_concurrency": 2},
+        credentials=Credentials("judge", "a-revoked-key", standin.cohere_base_url),
+    )
+    with pytest.raises(AuthError, match="'judge'"):
+        traffic.replay(
+            fast_migrated.client,
+            _plan(fast_migrated, queries),
+            (old_model, new_model),
+            sample(queries, 50),
+            judge,
+        )
+    judge.close()
+    assert len(standin.requests("/v2/rerank")) < 10  # not one refused call per query
 
 
 def test_a_drop_within_the_tolerance_passes() -> None:
