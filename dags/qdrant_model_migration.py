@@ -32,7 +32,8 @@ Moves the collection behind a Qdrant **alias** to a new embedding model with zer
 6. `recall_check` (a sensor that only reads) waits until the target is indexed, checks it
    is complete as of the last catch-up (reporting the lag the live writes make), and
    measures recall@k of approximate vs exact search;
-7. `build_report` compares the old and new models' search quality and writes the report;
+7. `build_report` compares the old and new models' search quality (on labeled queries, or
+   on the `query_log` replayed and judged: docs/traffic.md) and writes the report;
 8. `approve_swap` shows that evidence, with the plan's estimate beside the actuals, to a human;
 9. `swap_alias` catches up once more, moves the alias atomically, then copies what the
    application wrote to the old collection in between (no write is lost), and publishes

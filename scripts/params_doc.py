@@ -59,7 +59,9 @@ fails in the first task, before anything is created, with the reason: an unknown
 (`"modle"`: *did you mean 'model'?*), a missing `alias`, a hosted provider without
 `provider_conn_id`, a connection that does not exist, an unknown or out-of-range
 `provider_options` key, a malformed `eval_set` (each row is checked), an old model its
-provider does not know; in the lifecycle DAG, a rollback without an alias or a retire
+provider does not know, a `query_log` that cannot be read as queries (missing, empty, not
+text, a collection or field that does not exist) or a `judge` without a connection; in
+the lifecycle DAG, a rollback without an alias or a retire
 without a migration id. `tests/dags/test_bad_input.py` is the catalogue of such inputs.
 """
 
@@ -88,6 +90,9 @@ NOTES: dict[str, dict[str, str]] = {
         "are read from the source's lineage when this tool made it.",
         "eval_set": "each row is checked in the first task; the metrics reach the XCom as "
         "`recall@10`, `mrr@10` and `ndcg@10`.",
+        "query_log": "read and checked in the first task; what the replay shows and keeps: "
+        "[Real traffic](traffic.md).",
+        "judge": "how it scores, gates and is priced: [The judge](traffic.md#the-judge).",
         "strategy": "`auto` never picks `in_place`; a named strategy that cannot work is "
         "refused with the reason. See [Strategies](strategies.md).",
         "quantization": "[Quantization only](strategies.md#quantization-only).",

@@ -28,11 +28,12 @@ the index threads. A bad value (negative, zero, not a number, an unknown key) fa
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from include.qdrant_migration.choices import named_with_hints
 
 #: A probe every second: cheap (one search) and enough samples for a p99 over minutes.
 DEFAULT_PROBE_INTERVAL_S = 1.0
@@ -82,12 +83,9 @@ def _check_keys(options: Mapping[str, Any]) -> None:
     unknown = sorted(set(map(str, options)) - set(KEYS))
     if not unknown:
         return
-    hints = []
-    for key in unknown:
-        close = difflib.get_close_matches(key, KEYS, n=1)
-        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
     raise BudgetError(
-        f"Unknown qdrant_budget key(s): {', '.join(hints)}. Known: {', '.join(KEYS)}."
+        f"Unknown qdrant_budget key(s): {named_with_hints(unknown, KEYS)}. "
+        f"Known: {', '.join(KEYS)}."
     )
 
 

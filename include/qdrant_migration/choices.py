@@ -14,10 +14,15 @@ enum with behaviour of its own; the spec's choice is ``Strategy | Auto``.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from typing import Literal, TypeVar, get_args
 
 #: Who computes the new vectors (``providers.PROVIDERS`` has one class per name).
 ProviderName = Literal["local", "openai", "cohere", "openai_compatible"]
+#: Who judges the relevance of replayed queries' results (``rerankers.RERANKERS``): Cohere's
+#: rerank endpoint, or a server speaking the same /rerank wire format (Jina AI, vLLM, Infinity).
+JudgeName = Literal["cohere", "compatible"]
 #: How the backfill asks for embeddings: requests as it goes, or its provider's batch API.
 EmbeddingMode = Literal["online", "batch"]
 #: What happens to a point without usable text: recorded and skipped, or the task fails.
@@ -29,6 +34,7 @@ Quantization = Literal["scalar_int8", "binary", "product_x16", "none"]
 Auto = Literal["auto"]
 
 PROVIDER_NAMES: tuple[ProviderName, ...] = get_args(ProviderName)
+JUDGE_NAMES: tuple[JudgeName, ...] = get_args(JudgeName)
 EMBEDDING_MODES: tuple[EmbeddingMode, ...] = get_args(EmbeddingMode)
 BAD_TEXT_POLICIES: tuple[BadTextPolicy, ...] = get_args(BadTextPolicy)
 QUANTIZATIONS: tuple[Quantization, ...] = get_args(Quantization)
@@ -44,3 +50,13 @@ def one_of(value: object, allowed: tuple[C, ...], name: str) -> C:
         if value == choice:
             return choice
     raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}.")
+
+
+def named_with_hints(unknown: Iterable[str], known: Iterable[str]) -> str:
+    """Unknown keys, each with the closest known one: ``'modle' (did you mean 'model'?)``."""
+    choices = list(known)
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, choices, n=1)
+        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return ", ".join(hints)

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import cast
 
 from qdrant_client import QdrantClient
 
 from include.qdrant_migration import estimate, quantization
+from include.qdrant_migration.checks import traffic
 from include.qdrant_migration.layout import read_layout
 from include.qdrant_migration.plan import Lineage, Plan, SourceInfo, old_model_of
 from include.qdrant_migration.providers import EmbeddingProvider
 from include.qdrant_migration.qdrant import point_id
+from include.qdrant_migration.rerankers import Reranker
 from include.qdrant_migration.spec import MigrationSpec
 from include.qdrant_migration.state import STATE_COLLECTION, StateStore
 from include.qdrant_migration.strategies import STRATEGIES, PlanInputs, strategy_of
@@ -124,6 +126,8 @@ def assess(
     *,
     old_model: Callable[[SourceInfo], EmbeddingProvider | None] | None = None,
     shared_process: bool = False,
+    inline_queries: Sequence[object] | None = None,
+    judge: Reranker | None = None,
 ) -> Plan:
     """Read the source, choose the strategy, check the request against it, and plan.
 
@@ -131,7 +135,9 @@ def assess(
     a quantization change, which makes no embedding call at all), a few sample texts to
     measure throughput when no rate budget is configured, and a few queries with the new
     model and ``old_model(source)`` to time the quality comparison (see estimate.py and
-    phases.py; ``shared_process``: every task of the run runs in this process).
+    phases.py; ``shared_process``: every task of the run runs in this process). A query
+    log is read and checked (``inline_queries``: the run's conf's list, for an inline one),
+    and the ``judge`` called once, to fail now rather than at the report, and to price them.
     """
     started = estimate.now()
     source_collection = resolve_alias(client, spec.alias)
@@ -148,8 +154,25 @@ def assess(
         )
     given = PlanInputs(client, spec, provider, state, source, migration_id, decision)
     plan = STRATEGIES[decision.strategy].make_plan(given)
-    old = old_model(source) if old_model is not None and strategy_of(plan).rebuilds else None
+    rebuilds = strategy_of(plan).rebuilds
+    old = old_model(source) if old_model is not None and rebuilds else None
+    replay = None
+    if rebuilds and spec.query_log is not None:
+        # The log is read first: a bad one is the first thing to fix, whatever else is.
+        replay = traffic.prepare(client, spec, inline_queries, judge if old else None)
+        if old is None:
+            raise CompatibilityError(
+                "query_log replays each query on the old model too, and the model that made the "
+                f"vectors of {source.collection!r} is unknown (no lineage in its metadata): "
+                "set source_provider and source_model, or leave query_log empty."
+            )
     built = estimate.build(
-        client, plan, provider, old_model=old, shared_process=shared_process, started=started
+        client,
+        plan,
+        provider,
+        old_model=old,
+        shared_process=shared_process,
+        started=started,
+        replay=replay,
     )
     return dataclasses.replace(plan, estimate=built)

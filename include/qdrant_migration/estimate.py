@@ -31,7 +31,7 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
 from include.qdrant_migration import linear_map, phases, quantization, sparse
-from include.qdrant_migration.checks import quality
+from include.qdrant_migration.checks import quality, traffic
 from include.qdrant_migration.phases import ModelTiming
 from include.qdrant_migration.plan import Estimate, PhaseEstimate, Plan
 from include.qdrant_migration.providers import EmbeddingProvider, batch_api_of
@@ -60,9 +60,10 @@ def load_prices(path: Path = PRICES) -> dict[str, Any]:
     return dict(json.loads(path.read_text(encoding="utf-8")))
 
 
-def price_per_million(provider: str, model: str) -> float | None:
-    """USD per 1M tokens from the price table; None when it has no price for the model."""
-    prices = load_prices()["prices"]
+def price_per_million(provider: str, model: str, table: str = "prices") -> float | None:
+    """USD per 1M tokens from the price table; None when it has no price for the model.
+    ``table="rerank"``: a judge's USD per 1,000 billed units."""
+    prices = load_prices().get(table, {})
     for key in (f"{provider}/{model}", f"{provider}/*"):
         if key in prices:
             return float(prices[key])
@@ -416,27 +417,30 @@ def _phases(
     backfill: EmbedTime,
     shared_process: bool,
     started: float | None,
+    replay: traffic.Prepared | None = None,
 ) -> list[PhaseEstimate]:
     """Every phase of the run up to the report, from what is timed here (phases.py)."""
     if not strategy_of(plan).rebuilds or backfill.seconds is None:
         return []
     labeled = quality.load_eval_set(plan.spec.eval_set)
-    queries = [q.query for q in labeled] or [query_like(t) for t in sample.texts]
-    probe = queries[: phases.QUERY_SAMPLE]
+    replayed = replay.sample.queries if replay is not None and old_model is not None else []
+    queries = [q.query for q in labeled] or replayed or [query_like(t) for t in sample.texts]
+    probe = queries[: phases.REPLAY_QUERY_SAMPLE if replayed else phases.QUERY_SAMPLE]
 
     def timed(model: EmbeddingProvider) -> phases.ModelTiming | None:
-        # A hosted model is timed (two requests) only for an eval set's many queries;
-        # otherwise its few requests are priced at a typical latency, not paid for here.
-        if model.needs_connection and not labeled:
+        # A hosted model is timed (two requests) only for many queries (an eval set, a
+        # query log); otherwise its few requests are priced at a typical latency.
+        if model.needs_connection and not (labeled or replayed):
             return phases.assumed_latency(model)
         return phases.time_queries(model, probe)
 
     new_queries = timed(provider)
     old_queries = timed(old_model) if old_model is not None else None
-    if not labeled and old_model is not None:
+    if not labeled and not replayed and old_model is not None:
         labeled_count = min(quality.UNLABELED_QUERIES, plan.spec.recall_sample_size)
     else:
         labeled_count = len(labeled)
+    judge = replay.judge if replay is not None and replayed else None
     fit = None
     if plan.strategy is Strategy.LINEAR_MAP and backfill.documents is not None:
         fitting = min(plan.spec.map_sample_size, plan.source.points)
@@ -451,6 +455,11 @@ def _phases(
         shared_process=shared_process,
         eval_queries=labeled_count if old_model is not None else 0,
         fit=fit,
+        replay_queries=len(replayed),
+        judge_calls=len(replayed) if judge is not None else 0,
+        judge_concurrency=judge.concurrency if judge is not None else 1,
+        judge_call_s=replay.judge_call_s if replay is not None else None,
+        timed_queries=len(probe),
     )
     return phases.estimate_phases(plan, measured)
 
@@ -478,14 +487,18 @@ def build(
     old_model: EmbeddingProvider | None = None,
     shared_process: bool = False,
     started: float | None = None,
+    replay: traffic.Prepared | None = None,
 ) -> Estimate:
     """The estimate of ``plan`` (``started``: when assess began, on ``time.monotonic()``;
-    ``shared_process``: every task runs in this process, as under ``dag.test()``)."""
+    ``shared_process``: every task runs in this process, as under ``dag.test()``;
+    ``replay``: the query log sampled, and the judge, to price and time)."""
     sample = sample_texts(client, plan.source.collection, plan.spec.text_field, provider)
     work = _work(plan, sample)
     texts, tokens, copied = work
     backfill = _duration(plan, provider, sample, work)
-    phases = _phases(client, plan, provider, old_model, sample, backfill, shared_process, started)
+    phases = _phases(
+        client, plan, provider, old_model, sample, backfill, shared_process, started, replay
+    )
     duration = round(sum(p.seconds for p in phases), 1) if phases else backfill.seconds
     duration_max = round(sum(p.max_seconds for p in phases), 1) if phases else None
     basis = (
@@ -521,7 +534,45 @@ def build(
         source_search_ms=source_search_ms(client, plan),
         **_storage(plan, sample, other_vector_bytes(client, plan, sample)),
         **_map_preview(client, plan, provider, sample, price),
+        **_replay_costs(plan, provider, old_model, replay),
     )
+
+
+def _replay_costs(
+    plan: Plan,
+    provider: EmbeddingProvider,
+    old_model: EmbeddingProvider | None,
+    replay: traffic.Prepared | None,
+) -> dict[str, Any]:
+    """The replay's queries embedded by both models, and the judge's calls, priced."""
+    if replay is None or old_model is None:
+        return {}
+    queries = replay.sample.queries
+    new_tokens, old_tokens = provider.count_tokens(queries), old_model.count_tokens(queries)
+    prices = (
+        price_per_million(plan.spec.provider, provider.model),
+        price_per_million(old_model.name, old_model.model),
+    )
+    cost = None
+    if prices[0] is not None and prices[1] is not None:
+        cost = round((new_tokens * prices[0] + old_tokens * prices[1]) / 1e6, 8)
+    found: dict[str, Any] = {
+        "replay_queries": len(queries),
+        "replay_tokens": new_tokens + old_tokens,
+        "replay_cost_usd": cost,
+    }
+    judge = replay.judge
+    if judge is not None:
+        # One call per query, over the union of both top-10 lists: 20 documents at most.
+        units = len(queries) * judge.units(2 * traffic.NDCG_AT)
+        price = price_per_million(judge.name, judge.model, table="rerank")
+        found |= {
+            "judge_calls": len(queries),
+            "judge_units": units,
+            "judge_price_per_1k": price,
+            "judge_cost_usd": None if price is None else round(units * price / 1000, 6),
+        }
+    return found
 
 
 def _map_preview(

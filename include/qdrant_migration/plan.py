@@ -110,6 +110,17 @@ class Estimate:
     map_retention_preview: float | None = None
     map_preview_texts: int = 0
     map_saved_usd: float | None = None
+    #: The query-log replay: queries replayed (each embedded by both models), their tokens
+    #: (both models) and what they cost (None: a model without a price).
+    replay_queries: int = 0
+    replay_tokens: int = 0
+    replay_cost_usd: float | None = None
+    #: The judge: its calls (one per replayed query), the units they bill, the price per
+    #: 1,000 units and the cost (None: no price in the table, e.g. a self-hosted server).
+    judge_calls: int = 0
+    judge_units: int = 0
+    judge_price_per_1k: float | None = None
+    judge_cost_usd: float | None = None
     #: Peak disk of a new collection vs a new named vector (in place), side by side.
     peak_disk_by_strategy: dict[str, int] = field(default_factory=dict)
     #: Collections a run would create, and what happens to the alias.

@@ -13,12 +13,15 @@ from typing import Any
 
 from include.qdrant_migration import codec
 from include.qdrant_migration.checks.quality import (
+    REPLAYED,
     Quality,
     SelfRetrieval,
     definitions,
     metric_names,
 )
+from include.qdrant_migration.checks.ranking import BINS, QUANTILES, Distribution, Interval
 from include.qdrant_migration.checks.recall import RecallResult
+from include.qdrant_migration.checks.traffic import TRUNCATE, ChangedQuery, Judged, Replay
 from include.qdrant_migration.linear_map import MapSummary
 from include.qdrant_migration.phases import ORDER, Timeline, actual_phases
 from include.qdrant_migration.plan import Estimate, Plan
@@ -111,6 +114,8 @@ class Evidence:
     reported_at: str | None = None
     #: When each phase of the run ended (the duration by phase, against the plan's).
     timeline: Timeline | None = None
+    #: The query log replayed on both models (None: no query log).
+    replay: Replay | None = None
 
 
 @dataclass(frozen=True)
@@ -282,6 +287,8 @@ def _optional_rows(plan: Plan) -> list[tuple[str, object, tuple[object, object]]
                 (None, None),
             )
         )
+    if est.replay_queries:
+        rows.append(("query-log replay (quality evidence)", _replay_estimate(est), (None, None)))
     if len(est.peak_disk_by_strategy) > 1:
         both = ", ".join(
             f"{name} {human_bytes(disk)}"
@@ -472,6 +479,7 @@ def render_markdown(report: Report) -> str:
         *map_lines(ev.linear_map),
         "",
         *quality_lines(ev.quality),
+        *replay_lines(ev.replay, plan),
         *plan_vs_actual_lines(report),
         "**Plan:** " + " ".join(plan.reasons),
         "",
@@ -663,6 +671,8 @@ def _metric_label(key: str) -> str:
 
 def quality_lines(quality: Quality) -> list[str]:
     """The old-vs-new quality section of the report."""
+    if quality.skipped == REPLAYED:
+        return []  # the replay's section says it all
     if quality.skipped:
         return [f"**Quality:** not compared ({quality.skipped}).", ""]
     if quality.labeled:
@@ -712,4 +722,158 @@ def quality_lines(quality: Quality) -> list[str]:
         f"{_fmt(quality.mean_overlap_at_k)}. Top-1 score median moved from "
         f"{_fmt(old1.get('p50'))} to {_fmt(new1.get('p50'))}: re-tune score thresholds.",
         "",
+    ]
+
+
+# -- the query-log replay ------------------------------------------------------------------
+
+
+def _replay_estimate(est: Estimate) -> str:
+    """The replay's and the judge's share of the plan: what they embed, call and cost."""
+    said = (
+        f"{est.replay_queries} queries embedded by both models ({est.replay_tokens} tokens, "
+        f"{_money(est.replay_cost_usd)})"
+    )
+    if est.judge_calls:
+        price = (
+            f"${est.judge_price_per_1k:g} per 1,000"
+            if est.judge_price_per_1k is not None
+            else "no price in the table"
+        )
+        said += (
+            f"; the judge: {est.judge_calls} calls, {est.judge_units} billed units ({price}): "
+            f"{_money(est.judge_cost_usd)}"
+        )
+    return said
+
+
+def _cell(text: str) -> str:
+    """Text for a markdown table cell (a ``|`` would end it)."""
+    return text.replace("|", "\\|")
+
+
+def _interval(interval: Interval) -> str:
+    return f"[{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def _distribution_row(name: str, dist: Distribution) -> str:
+    cells = " | ".join(_fmt(dist.quantiles.get(q)) for q in QUANTILES)
+    return f"| {name} | {_fmt(dist.mean)} | {cells} |"
+
+
+def _histogram_row(name: str, dist: Distribution) -> str:
+    return f"| {name} | " + " | ".join(str(n) for n in dist.histogram) + " |"
+
+
+def replay_lines(replay: Replay | None, plan: Plan) -> list[str]:
+    """The replay's section: both distributions, new results, the judge, the changed queries."""
+    if replay is None:
+        return []
+    k, shown = replay.k, f"{replay.queries} production queries"
+    bins = [f"{i / BINS:.1f} to {(i + 1) / BINS:.1f}" for i in range(BINS)]
+    share = replay.new_results / replay.results if replay.results else 0.0
+    lines = [
+        f"**Real traffic: {shown} replayed**, old model on `{plan.source.collection}` vs new "
+        f"model on {_new_side(plan)}, top {k} each (query log: {replay.log}; "
+        f"{replay.entries} entries, {replay.skipped} without text, {replay.distinct} distinct "
+        f"queries, a deterministic sample of {replay.queries}):",
+        "",
+        "| per query | mean | p10 | p25 | median | p75 | p90 |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        _distribution_row(f"overlap@{k}", replay.overlap),
+        _distribution_row(f"RBO (p={replay.rbo_p:g})", replay.rbo),
+        "",
+        "| queries by value | " + " | ".join(bins) + " |",
+        "| --- |" + " --- |" * BINS,
+        _histogram_row(f"overlap@{k}", replay.overlap),
+        _histogram_row("RBO", replay.rbo),
+        "",
+        f"- overlap@{k}: the share of the old top {k} still in the new top {k}, in any order; "
+        f"RBO: rank-biased overlap (Webber et al. 2010, extrapolated for lists cut at {k}), "
+        f"1 = the same order, 0 = nothing shared; p = {replay.rbo_p:g} gives the top ranks "
+        "most of the weight, so a change at rank 1 counts more than one at rank 9",
+        f"- new results: {replay.new_results} of {replay.results} ({share:.0%}) of the new "
+        f"model's results were not in the old top {k} of the same query; "
+        f"{replay.unseen_documents} documents the new model returned are in no old result "
+        "list at all",
+        "",
+        *judged_lines(replay.judge),
+        *changed_lines(replay),
+    ]
+    return lines
+
+
+def judged_lines(judged: Judged | None) -> list[str]:
+    """Judged nDCG@10 of both sides, with intervals, and whether it gates."""
+    if judged is None:
+        return []
+    gate = (
+        f"it gates the swap: a drop of more than quality_tolerance {judged.tolerance} fails "
+        "the run before the approval"
+        if judged.gates
+        else "shown only: the labeled evaluation set gates the swap"
+    )
+    billed = (
+        f", {judged.billed:g} {judged.billing_unit}s billed"
+        if judged.billed is not None and judged.billing_unit
+        else ""
+    )
+    lines = [
+        f"**Judged relevance** ({judged.judge} scored the union of both top-10 lists, "
+        f"{judged.pool:g} documents a query on average; {judged.calls} calls{billed}, "
+        f"{human_seconds(judged.seconds)}):",
+        "",
+        "| | old model | new model | new - old |",
+        "| --- | --- | --- | --- |",
+        f"| judged nDCG@10 (95% interval) | {judged.old_ndcg:.3f} "
+        f"{_interval(judged.old_interval)} | {judged.new_ndcg:.3f} "
+        f"{_interval(judged.new_interval)} | {judged.new_ndcg - judged.old_ndcg:+.3f} "
+        f"{_interval(judged.difference_interval)} |",
+        "",
+        "- graded gain: the judge's score of each document; the ideal order: the pool's best "
+        "10 by score, the same for both sides; intervals: 1,000 bootstrap resamples of the "
+        f"queries, paired; {gate}",
+    ]
+    if judged.worst:
+        lines += ["", "Queries that lost most under the judge (nDCG@10 old → new):", ""]
+        lines += [f"- {w.query!r}: {w.old_ndcg:.2f} → {w.new_ndcg:.2f}" for w in judged.worst]
+    return [*lines, ""]
+
+
+def changed_lines(replay: Replay) -> list[str]:
+    """The queries that changed most, each with both result lists by title."""
+    if not replay.changed:
+        return []
+    by = f"payload field {replay.title_field!r}" if replay.title_field else "point id"
+    lines = [
+        f"**The {len(replay.changed)} queries that changed most** (lowest RBO first, then "
+        f"lowest overlap, then most new results; results named by {by}; ★ a result the old "
+        f"top {replay.k} did not hold; queries and titles cut at {TRUNCATE} characters):",
+        "",
+    ]
+    for number, changed in enumerate(replay.changed, 1):
+        lines += [*_changed_query(number, changed, replay.k), ""]
+    return lines
+
+
+def _changed_query(number: int, changed: ChangedQuery, k: int) -> list[str]:
+    judged = (
+        f", judged nDCG@10 {changed.old_ndcg:.2f} → {changed.new_ndcg:.2f}"
+        if changed.old_ndcg is not None and changed.new_ndcg is not None
+        else ""
+    )
+    old_ids = {r.id for r in changed.old}
+    rows = []
+    for rank in range(max(len(changed.old), len(changed.new))):
+        old = changed.old[rank].title if rank < len(changed.old) else ""
+        new = changed.new[rank] if rank < len(changed.new) else None
+        mark = "★ " if new is not None and new.id not in old_ids else ""
+        rows.append(f"| {rank + 1} | {_cell(old)} | {mark}{_cell(new.title) if new else ''} |")
+    return [
+        f"{number}. {changed.query!r}: overlap@{k} {changed.overlap:.2f}, "
+        f"RBO {changed.rbo:.2f}, {changed.new_results} new{judged}",
+        "",
+        "| rank | old model | new model |",
+        "| --- | --- | --- |",
+        *rows,
     ]

@@ -23,16 +23,20 @@ from include.qdrant_migration.choices import (
     AUTO,
     BAD_TEXT_POLICIES,
     EMBEDDING_MODES,
+    JUDGE_NAMES,
     PROVIDER_NAMES,
     QUANTIZATIONS,
     Auto,
     BadTextPolicy,
     EmbeddingMode,
+    JudgeName,
     ProviderName,
     Quantization,
     one_of,
 )
 from include.qdrant_migration.providers import batch_api_of, canonical_model
+from include.qdrant_migration.querylog import QueryLog, QueryLogError
+from include.qdrant_migration.querylog import parse as parse_query_log
 from include.qdrant_migration.settings import settings
 
 BUDGET_KEYS = ("requests_per_minute", "tokens_per_minute")
@@ -277,8 +281,48 @@ PARAM_SCHEMA: dict[str, dict[str, Any]] = {
         "minimum": 0,
         "maximum": 1,
         "title": "Quality tolerance",
-        "description": "recall_check fails when the new model's nDCG@10 on the evaluation set "
-        "is lower than the old model's by more than this.",
+        "description": "build_report fails, before the approval, when the new model's nDCG@10 "
+        "is lower than the old model's by more than this: on the evaluation set when there is "
+        "one, else as the judge scores the replayed query log.",
+    },
+    "query_log": {
+        "default": None,
+        "type": ["null", "string", "array", "object"],
+        "title": "Query log (production queries)",
+        "description": "Your users' queries, replayed on both models (old on the old collection, "
+        "new on the new one) to show how their top-k results change: a file path readable by "
+        'the workers (JSONL with a "query" field, or plain text, one query a line), '
+        '{"path": ..., "field": ...} for another JSONL field, an inline JSON list of queries, '
+        'or {"collection": ..., "field": ...}: the payload field of a Qdrant collection where '
+        "your application logs its queries. The report keeps each query and title cut to "
+        "80 characters; nothing longer goes to XComs or logs.",
+    },
+    "query_log_sample": {
+        "default": 1000,
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 20000,
+        "title": "Queries replayed",
+        "description": "How many distinct queries of the log are replayed (a deterministic "
+        "sample: the same log gives the same queries; duplicates count once).",
+    },
+    "title_field": {
+        "default": None,
+        "type": ["null", "string"],
+        "title": "Payload field with a title",
+        "description": "A payload field that names a point for a person (e.g. 'title'; dots "
+        "reach nested fields): the replay shows both result lists by it. Empty: by point id.",
+    },
+    "judge": {
+        "default": None,
+        "type": ["null", "object"],
+        "title": "Relevance judge (reranker)",
+        "description": "A reranker that scores the replayed queries' results (the union of both "
+        "top-10 lists), so the report gives judged nDCG@10 old vs new with a 95% interval and "
+        'quality_tolerance can gate on it: {"provider": "cohere", "model": "rerank-v3.5", '
+        '"conn_id": "cohere_default"}, or provider "compatible" (the /rerank of Jina AI, vLLM '
+        'or Infinity; the connection\'s host is the base URL ending in /v1). "options" takes '
+        "the rate and retry keys of provider_options. The dry run prices its calls.",
     },
     "strategy": {
         "default": "auto",
@@ -461,6 +505,63 @@ def parse_eval_set(value: object) -> list[EvalRow]:
     return parsed
 
 
+#: The judge's keys, and the model each provider uses when none is named.
+JUDGE_KEYS = ("provider", "model", "conn_id", "options")
+JUDGE_MODELS: dict[str, str] = {"cohere": "rerank-v3.5"}
+
+
+@dataclass(frozen=True)
+class Judge:
+    """The relevance judge of the replayed queries: a reranker, as the ``judge`` param names it."""
+
+    provider: JudgeName = "cohere"
+    model: str = "rerank-v3.5"
+    #: The Airflow connection with its API key (and, for ``compatible``, its base URL).
+    conn_id: str = ""
+    #: The rate and retry keys of ``providers.ratelimit``.
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(
+                self, "provider", one_of(self.provider, JUDGE_NAMES, "judge.provider")
+            )
+        except ValueError as error:
+            raise SpecError(str(error)) from None
+
+    def describe(self) -> str:
+        return f"{self.provider}/{self.model}"
+
+
+def parse_judge(value: object) -> Judge | None:
+    """The ``judge`` param, checked: a known provider, a model, a connection, options."""
+    if value is None or value == {}:
+        return None
+    if not isinstance(value, dict):
+        raise SpecError('judge must be a JSON object, e.g. {"provider": "cohere", ...}.')
+    refuse_unknown(value, dict.fromkeys(JUDGE_KEYS), "judge")
+    provider = value.get("provider", "cohere")
+    if provider not in JUDGE_NAMES:
+        raise SpecError(
+            f"judge.provider must be one of {', '.join(map(repr, JUDGE_NAMES))}; got {provider!r}."
+        )
+    model = value.get("model") or JUDGE_MODELS.get(provider)
+    conn_id = value.get("conn_id")
+    options = value.get("options") or {}
+    if not isinstance(model, str) or not model.strip():
+        raise SpecError(
+            f"judge.model is needed for provider {provider!r}: the model its server serves."
+        )
+    if not isinstance(conn_id, str) or not conn_id.strip():
+        raise SpecError(
+            f"The judge ({provider}/{model}) needs an Airflow connection: set judge.conn_id "
+            "(its password is the API key; for 'compatible', its host is the base URL)."
+        )
+    if not isinstance(options, dict):
+        raise SpecError('judge.options must be a JSON object, e.g. {"max_concurrency": 4}.')
+    return Judge(provider=provider, model=model, conn_id=conn_id, options=options)
+
+
 @dataclass(frozen=True)
 class MigrationSpec:
     """A validated migration request: the DAG's params, typed."""
@@ -491,6 +592,11 @@ class MigrationSpec:
     source_provider_conn_id: str | None = None
     eval_set: str | list[EvalRow] | None = None
     quality_tolerance: float = 0.02
+    #: Where the production queries are; an inline list stays in the run's conf.
+    query_log: QueryLog | None = None
+    query_log_sample: int = 1000
+    title_field: str | None = None
+    judge: Judge | None = None
     strategy: Strategy | Auto = AUTO
     quantization: Quantization | None = None
     allow_linear_map: bool = False
@@ -547,6 +653,11 @@ class MigrationSpec:
         except BudgetError as error:
             raise SpecError(str(error)) from None
         known["eval_set"] = parse_eval_set(known.get("eval_set")) or None
+        try:
+            known["query_log"] = parse_query_log(known.get("query_log"))
+        except QueryLogError as error:
+            raise SpecError(str(error)) from None
+        known["judge"] = parse_judge(known.get("judge"))
         spec = cls(**known)
         spec.check_pairs()
         return spec
@@ -577,6 +688,11 @@ class MigrationSpec:
             refused = batch_unavailable(self.provider, self.model)
             if refused is not None:
                 raise SpecError(refused)
+        if self.judge is not None and self.query_log is None:
+            raise SpecError(
+                "The judge scores the results of replayed production queries: set query_log "
+                "too (a file, an inline list, or a collection's payload field)."
+            )
 
     @property
     def forced_strategy(self) -> Strategy | None:

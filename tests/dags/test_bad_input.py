@@ -10,6 +10,7 @@ with its reason, a long text is cut to the model's window with the model's own t
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,14 @@ from tests.dags.conftest import task_states
 pytestmark = pytest.mark.integration
 
 ALIAS = {"alias": "articles"}
+
+#: Query logs a user gets wrong, written once for the catalogue below.
+LOGS = Path(tempfile.mkdtemp(prefix="qmm-bad-query-logs-"))
+(LOGS / "empty.jsonl").write_bytes(b"")
+(LOGS / "binary.jsonl").write_bytes(bytes(range(256)) * 8)
+(LOGS / "other_field.jsonl").write_text('{"q": "json dumps", "ts": 1}\n', encoding="utf-8")
+#: The old model is named: the seeded store records no lineage.
+REPLAY = {**ALIAS, "source_provider": "local", "source_model": "all-MiniLM-L6-v2"}
 
 # -- conf and connections: refused by the first task ------------------------------------
 
@@ -109,6 +118,52 @@ FIRST_TASK_REFUSES: list[tuple[str, dict[str, Any], list[str]]] = [
     ("alias that does not exist", {"alias": "nope"}, ["nope"]),
     ("dimensions the model cannot return", {**ALIAS, "dimensions": 128}, ["128"]),
     ("text field no point has", {**ALIAS, "text_field": "body"}, ["'body'", "Fields present"]),
+    (
+        "query log file that is not there",
+        {**REPLAY, "query_log": "/nowhere/queries.jsonl"},
+        ["QueryLogError", "'/nowhere/queries.jsonl' does not exist on this worker"],
+    ),
+    ("empty query log", {**REPLAY, "query_log": str(LOGS / "empty.jsonl")}, ["is empty"]),
+    (
+        "query log that is not text",
+        {**REPLAY, "query_log": str(LOGS / "binary.jsonl")},
+        ["binary.jsonl' is not text", "UTF-8"],
+    ),
+    (
+        "query log without its field",
+        {**REPLAY, "query_log": str(LOGS / "other_field.jsonl")},
+        ["no line has text in field 'query'", "keys: q, ts"],
+    ),
+    (
+        "query log collection that does not exist",
+        {**REPLAY, "query_log": {"collection": "search_log", "field": "query"}},
+        ["'search_log' does not exist", "articles_v1"],
+    ),
+    (
+        "query log field that does not exist",
+        {**REPLAY, "query_log": {"collection": "articles_v1", "field": "query"}},
+        ["has text in payload field 'query'", "Fields present: kind, module, text, title"],
+    ),
+    (
+        "query log object without a field",
+        {**REPLAY, "query_log": {"collection": "search_log"}},
+        ['no "field"'],
+    ),
+    (
+        "query log without the old model",
+        {**ALIAS, "query_log": ["json dumps"]},
+        ["query_log replays each query on the old model too", "source_model"],
+    ),
+    (
+        "judge of an unknown provider",
+        {**REPLAY, "query_log": ["json dumps"], "judge": {"provider": "voyage", "conn_id": "c"}},
+        ["judge.provider must be one of 'cohere', 'compatible'"],
+    ),
+    (
+        "judge connection that does not exist",
+        {**REPLAY, "query_log": ["json dumps"], "judge": {"conn_id": "no_judge"}},
+        ["no_judge", "the judge's API key", "create"],
+    ),
 ]
 
 

@@ -32,7 +32,13 @@ from tests.e2e.conftest import DAG_ID, ROOT, AirflowServices
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SCREENSHOT = ROOT / "artifacts" / "trigger_form.png"
-FIELD_TITLES = ("Alias the application reads", "New embedding model", "Batch size")
+FIELD_TITLES = (
+    "Alias the application reads",
+    "New embedding model",
+    "Batch size",
+    "Query log (production queries)",
+    "Relevance judge (reranker)",
+)
 BROWSER_MISSING = not (CHROMIUM.exists() and CHROMEDRIVER.exists())
 
 pytestmark = [

@@ -55,6 +55,7 @@ from include.qdrant_migration.providers.packing import (
     TokenCounter,
     tiktoken_counter,
 )
+from tests.standin import rerank
 from tests.standin.batches import BATCH_PATH, BatchService
 from tests.standin.batches import ApiError as BatchApiError
 from tests.standin.cohere_jobs import PARTS_PATH, CohereJobService, JobApiError
@@ -444,9 +445,9 @@ class StandIn:
     def _route(
         self, path: str, headers: Mapping[str, str], body: bytes, record: RequestRecord
     ) -> _Reply:
-        if path not in ("/v1/embeddings", "/v2/embed"):
+        if path not in ("/v1/embeddings", "/v2/embed", *rerank.PATHS):
             raise _HTTPError(404, {"error": {"message": f"Unknown path {path}"}})
-        openai = path == "/v1/embeddings"
+        openai = path.startswith("/v1/")  # the key and error bodies: OpenAI's or Cohere's
         try:
             payload = json.loads(body or b"{}")
         except ValueError:
@@ -462,6 +463,8 @@ class StandIn:
                 record.model = payload.get("model")
                 record.texts = _texts_of(payload, openai)
                 return reply
+        if path in rerank.PATHS:  # tests/standin/rerank.py
+            return _Reply(*rerank.answer(path, payload, record))
         if openai:
             return self._openai(payload, record, fault)
         return self._cohere(payload, record, fault)

@@ -19,6 +19,7 @@ from include.qdrant_migration.providers import (
     get_provider,
 )
 from include.qdrant_migration.qdrant import QdrantSettings, connect, open_client
+from include.qdrant_migration.rerankers import Reranker, get_reranker
 from include.qdrant_migration.spec import MigrationSpec, SpecError
 
 
@@ -84,7 +85,9 @@ class MigrationQdrantHook(QdrantHook):
         return True, f"{self.settings.describe()}: {count} collections"
 
 
-def provider_credentials(conn_id: str) -> Credentials:
+def provider_credentials(
+    conn_id: str, what: str = "the embedding provider's API key"
+) -> Credentials:
     """The API key, base URL and extras of a provider's connection, read as its type says.
 
     * ``openai`` (apache-airflow-providers-openai): the key in the password or in extra
@@ -97,7 +100,7 @@ def provider_credentials(conn_id: str) -> Credentials:
     * anything else (``generic``): the key in the password, the base URL in the host or in
       extra ``base_url``.
     """
-    conn = connection(conn_id, "the embedding provider's API key")
+    conn = connection(conn_id, what)
     extra = dict(conn.extra_dejson)
     if conn.conn_type == "openai":
         from airflow.providers.openai.hooks.openai import OpenAIHook
@@ -147,4 +150,17 @@ def build_old_provider(spec: MigrationSpec, source: SourceInfo) -> EmbeddingProv
         old.model,
         dimensions=source.size if source.lineage.get("dimensions") else None,
         credentials=provider_credentials(conn_id) if conn_id else None,
+    )
+
+
+def build_judge(spec: MigrationSpec) -> Reranker | None:
+    """The relevance judge the params name (its key from its connection); None without."""
+    judge = spec.judge
+    if judge is None:
+        return None
+    return get_reranker(
+        judge.provider,
+        judge.model,
+        options=judge.options,
+        credentials=provider_credentials(judge.conn_id, "the judge's API key"),
     )

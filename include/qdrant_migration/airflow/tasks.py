@@ -30,20 +30,22 @@ from include.qdrant_migration import (
     compatibility,
     linear_map,
     quantization,
+    querylog,
 )
 from include.qdrant_migration.airflow import assets, workarounds, writers
 from include.qdrant_migration.airflow.hooks import (
     MigrationQdrantHook,
+    build_judge,
     build_old_provider,
     build_provider,
     build_source_provider,
 )
 from include.qdrant_migration.airflow.workarounds import ANSWER_KEY
-from include.qdrant_migration.checks import CheckFailedError, quality, recall
+from include.qdrant_migration.checks import CheckFailedError, quality, recall, traffic
 from include.qdrant_migration.leases import LeaseBusyError
 from include.qdrant_migration.phases import Timeline
 from include.qdrant_migration.plan import Plan
-from include.qdrant_migration.providers import AuthError, ProviderConfigError
+from include.qdrant_migration.providers import AuthError, EmbeddingProvider, ProviderConfigError
 from include.qdrant_migration.report import Evidence, Report, render_plan, render_quantization
 from include.qdrant_migration.spec import (
     CATCH_UP_PARAM_SCHEMA,
@@ -104,6 +106,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     BadTextError,
     CheckFailedError,
     quality.QualityRegressionError,
+    querylog.QueryLogError,
     aliases.AliasMovedError,
     aliases.LifecycleError,
     StatusError,
@@ -152,6 +155,7 @@ def _run_writing(
 def assess_compatibility(params: dict[str, Any]) -> XCom:
     spec = MigrationSpec.from_params(params)
     provider = build_provider(spec)
+    judge = build_judge(spec)
     with _qdrant(spec.qdrant_conn_id) as (client, state):
         plan = compatibility.assess(
             client,
@@ -161,11 +165,21 @@ def assess_compatibility(params: dict[str, Any]) -> XCom:
             # a wrong old model or connection fails here, not at the report
             old_model=lambda source: build_old_provider(spec, source),
             shared_process=workarounds.tasks_share_this_process(),
+            inline_queries=_inline_queries(params),
+            judge=judge,
         )
+    if judge is not None:
+        judge.close()
     log.info("Strategy %s:\n%s", plan.strategy, render_plan(plan))
     if spec.dry_run:
         log.info("Dry run: nothing was written, and every task after this one is skipped.")
     return codec.encode_dict(plan)
+
+
+def _inline_queries(params: dict[str, Any]) -> list[object] | None:
+    """An inline query log, from the run's conf: the plan keeps only its count."""
+    value = params.get("query_log")
+    return value if isinstance(value, list) else None
 
 
 @fail_fast
@@ -343,8 +357,10 @@ def build_report(
     run_started = started.isoformat(timespec="seconds") if started else None
     partitions = [codec.decode(PartitionResult, r) for r in results]
     checked = codec.decode(recall.RecallResult, recall_xcom)
+    old_model = build_source_provider(plan)
     with _qdrant(plan.spec.qdrant_conn_id) as (client, state):
-        own, compared = quality.evaluate(client, plan, provider, build_source_provider(plan))
+        own, compared = quality.evaluate(client, plan, provider, old_model)
+        replayed = _replay(client, plan, provider, old_model)
         fitted = linear_map.summary_of(state, plan.migration_id)
         reported = now_iso()
         evidence = Evidence(
@@ -361,8 +377,10 @@ def build_report(
             timeline=Timeline.of(
                 run_started, partitions, caught_up, restored, checked, reported, fitted
             ),
+            replay=replayed,
         )
-        report = Report(plan, evidence, failures=quality.failures(plan, own, compared))
+        gates = quality.failures(plan, own, compared) + traffic.failures(replayed)
+        report = Report(plan, evidence, failures=gates)
         record = report.record(run_id=dag_run.run_id)
         if report.failures:
             record = dataclasses.replace(record, outcome="failed: " + " ".join(report.failures))
@@ -374,6 +392,26 @@ def build_report(
             f"this task's log and in the state store (record `report` of {plan.migration_id})."
         )
     return codec.encode_dict(record)
+
+
+def _replay(
+    client: QdrantClient,
+    plan: Plan,
+    provider: EmbeddingProvider,
+    old_model: EmbeddingProvider | None,
+) -> traffic.Replay | None:
+    """The query log replayed on both models (and judged), when the params name one."""
+    spec = plan.spec
+    if spec.query_log is None or old_model is None:
+        return None
+    inline = _inline_queries(dict(get_current_context()["params"]))
+    sample = querylog.read(client, spec.query_log, inline, spec.query_log_sample)
+    judge = build_judge(spec)
+    try:
+        return traffic.replay(client, plan, (old_model, provider), sample, judge)
+    finally:
+        if judge is not None:
+            judge.close()
 
 
 @fail_fast

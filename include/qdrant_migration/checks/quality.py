@@ -336,6 +336,8 @@ def self_retrieval(
 
 #: Sample documents whose first sentence is a query of the label-free comparison.
 UNLABELED_QUERIES = 50
+#: Why a label-free comparison was not made: the query log's replay made it instead.
+REPLAYED = "compared on the query log's replayed queries instead"
 
 
 def evaluate(
@@ -372,6 +374,10 @@ def evaluate(
         return own, compare_labeled(
             client, old, new, labeled, spec.recall_k, spec.quality_tolerance, hybrid
         )
+    if spec.query_log is not None:
+        # Without labels, the replayed query log compares old and new on real queries:
+        # no sample documents' sentences are needed (checks/traffic.py).
+        return own, Quality(skipped=REPLAYED)
     texts = [
         query_like(text)
         for point in samples

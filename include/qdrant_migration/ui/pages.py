@@ -20,6 +20,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
+from include.qdrant_migration.checks.ranking import BINS
+from include.qdrant_migration.checks.traffic import Replay
 from include.qdrant_migration.ui.views import (
     MigrationPage,
     MigrationRow,
@@ -129,6 +131,7 @@ def migration_html(page: MigrationPage, links: Links, viewer: Viewer, problem: s
             report=render_markdown(page.report_markdown) if page.report_markdown else None,
             throughput_svg=throughput_chart(page.throughput, page.row.points_total),
             quality_svg=quality_chart(page.quality),
+            replay_svg=replay_chart(page.replay),
             now=_now(),
         )
     )
@@ -206,6 +209,45 @@ def quality_chart(quality: dict[str, tuple[float, float]]) -> Markup | None:
     return Markup(
         f'<svg class="chart" viewBox="0 0 {_W} {_H}" role="img" '
         f'aria-label="old vs new quality">{"".join(parts)}</svg>'
+    )
+
+
+def replay_chart(replay: Replay | None) -> Markup | None:
+    """The replayed queries by overlap@k and by RBO: two histograms, bars side by side."""
+    if replay is None or not replay.queries:
+        return None
+    series = (("overlap", replay.overlap.histogram), ("rbo", replay.rbo.histogram))
+    top = max(max(counts, default=0) for _, counts in series) or 1
+    width = (_W - 2 * _PAD) / BINS
+    bar = width * 0.4
+    parts = [_axes()]
+    for i in range(BINS):
+        x = _PAD + i * width + width * 0.1
+        for j, (name, counts) in enumerate(series):
+            count = counts[i] if i < len(counts) else 0
+            height = (_H - 2 * _PAD) * count / top
+            parts.append(
+                f'<rect class="{name}" x="{x + j * bar:.1f}" y="{_H - _PAD - height:.1f}" '
+                f'width="{bar - 1:.1f}" height="{height:.1f}"><title>{count} queries with '
+                f"{name} {i / BINS:.1f} to {(i + 1) / BINS:.1f}</title></rect>"
+            )
+        parts.append(
+            f'<text x="{_PAD + i * width:.1f}" y="{_H - _PAD + 16}" text-anchor="middle">'
+            f"{i / BINS:.1f}</text>"
+        )
+    parts.append(
+        f'<text x="{_W - _PAD:.1f}" y="{_H - _PAD + 16}" text-anchor="middle">1.0</text>'
+        f'<text x="{_PAD - 4}" y="{_PAD}" text-anchor="end">{top}</text>'
+        f'<rect class="overlap" x="{_W - 200}" y="8" width="10" height="10"/>'
+        f'<text x="{_W - 186}" y="17">overlap@{replay.k}</text>'
+        f'<rect class="rbo" x="{_W - 100}" y="8" width="10" height="10"/>'
+        f'<text x="{_W - 86}" y="17">RBO</text>'
+        f'<text x="{_W / 2}" y="{_H - 6}" text-anchor="middle">old vs new top {replay.k}, '
+        f"{replay.queries} queries</text>"
+    )
+    return Markup(
+        f'<svg class="chart" viewBox="0 0 {_W} {_H}" role="img" '
+        f'aria-label="replayed queries by overlap and RBO">{"".join(parts)}</svg>'
     )
 
 

@@ -20,6 +20,7 @@ from qdrant_client import QdrantClient
 
 from include.qdrant_migration.aliases import LifecycleError
 from include.qdrant_migration.checks.quality import Quality
+from include.qdrant_migration.checks.traffic import Replay
 from include.qdrant_migration.layout import METADATA_KEY
 from include.qdrant_migration.plan import old_model_of
 from include.qdrant_migration.report import (
@@ -219,6 +220,8 @@ class MigrationPage:
     approval: PendingApproval | None
     #: Why each lifecycle action not offered does not apply (the lifecycle DAG's words).
     refused: dict[str, str] = field(default_factory=dict)
+    #: The query log replayed on both models (texts as the report keeps them: cut).
+    replay: Replay | None = None
 
 
 # -- reading -------------------------------------------------------------------------
@@ -271,6 +274,7 @@ def migration_page(
         actions=actions(record, row, approval, serving),
         approval=approval,
         refused=refusals(record, row),
+        replay=report.measured("replay", Replay) if report else None,
     )
 
 
@@ -533,7 +537,11 @@ def _quality(report: ReportRecord | None) -> dict[str, tuple[float, float]]:
     if quality is None:
         return {}
     old, new = quality.old, quality.new
-    return {m: (float(old[m]), float(new[m])) for m in old if m in new}
+    bars = {m: (float(old[m]), float(new[m])) for m in old if m in new}
+    replay = report.measured("replay", Replay) if report is not None else None
+    if replay is not None and replay.judge is not None:
+        bars["judged nDCG@10"] = (replay.judge.old_ndcg, replay.judge.new_ndcg)
+    return bars
 
 
 def _catch_up(store: StateStore, migration_id: str, now: datetime) -> list[CatchUpPass]:

@@ -11,6 +11,7 @@ from airflow.providers.qdrant.hooks.qdrant import QdrantHook
 
 from include.qdrant_migration.airflow.hooks import (
     MigrationQdrantHook,
+    build_judge,
     build_provider,
     provider_credentials,
 )
@@ -150,6 +151,25 @@ def test_a_cohere_connection_is_read_as_the_cohere_providers_hook_reads_it(
     _connection(monkeypatch, "co", conn_type="cohere", password="co-key", host="http://co:1")
     credentials = provider_credentials("co")
     assert (credentials.api_key, credentials.base_url) == ("co-key", "http://co:1")
+
+
+def test_the_judge_is_built_from_its_own_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    _connection(monkeypatch, "co", conn_type="cohere", password="co-key", host="http://co:1/v2")
+    _connection(monkeypatch, "vllm", conn_type="generic", extra={"base_url": "http://v:8000/v1"})
+    base = {"alias": "a", "query_log": ["json dumps"]}
+    assert build_judge(MigrationSpec.from_params(base)) is None
+    cohere = build_judge(MigrationSpec.from_params(base | {"judge": {"conn_id": "co"}}))
+    assert cohere is not None and (cohere.name, cohere.model) == ("cohere", "rerank-v3.5")
+    assert (cohere.api_key, cohere.base_url()) == ("co-key", "http://co:1")
+    judge = {
+        "provider": "compatible",
+        "model": "bge",
+        "conn_id": "vllm",
+        "options": {"max_concurrency": 8},
+    }
+    compatible = build_judge(MigrationSpec.from_params(base | {"judge": judge}))
+    assert compatible is not None and compatible.base_url() == "http://v:8000/v1"
+    assert compatible.api_key is None and compatible.concurrency == 8
 
 
 def test_each_backfill_task_gets_its_share_of_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:

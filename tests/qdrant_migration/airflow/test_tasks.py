@@ -182,6 +182,10 @@ def test_any_other_error_is_left_to_airflows_retries() -> None:
             PARAMS | {"qdrant_conn_id": "qdrant_nowhere"},
             "SpecError: Airflow connection 'qdrant_nowhere' (Qdrant) does not exist",
         ),
+        (
+            PARAMS | {"query_log": ["json dumps"], "judge": {"conn_id": "no_judge"}},
+            "SpecError: Airflow connection 'no_judge' (the judge's API key) does not exist",
+        ),
     ],
     ids=[
         "misspelled",
@@ -192,6 +196,7 @@ def test_any_other_error_is_left_to_airflows_retries() -> None:
         "not-json",
         "model",
         "conn",
+        "judge-conn",
     ],
 )
 def test_a_bad_request_fails_the_first_task_and_creates_nothing(
@@ -202,6 +207,17 @@ def test_a_bad_request_fails_the_first_task_and_creates_nothing(
     assert fails(tasks.assess_compatibility, params).startswith(says)
 
     assert collections_of(store) == before == {SOURCE}
+
+
+def test_a_bad_query_log_fails_the_first_task(store: Path, hashing: None) -> None:
+    missing = PARAMS | {"query_log": "/nowhere/queries.jsonl"}
+    assert fails(tasks.assess_compatibility, missing).startswith(
+        "QueryLogError: query_log file '/nowhere/queries.jsonl' does not exist on this worker"
+    )
+    # a good log, but no old model to replay it on
+    said = fails(tasks.assess_compatibility, PARAMS | {"query_log": ["json dumps"]})
+    assert said.startswith("CompatibilityError: query_log replays each query on the old model")
+    assert collections_of(store) == {SOURCE}
 
 
 def test_an_unknown_alias_fails_naming_what_exists(store: Path, hashing: None) -> None:

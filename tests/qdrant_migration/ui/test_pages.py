@@ -8,6 +8,9 @@ from datetime import timedelta
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
+from include.qdrant_migration import codec
+from include.qdrant_migration.checks.ranking import Distribution
+from include.qdrant_migration.checks.traffic import ChangedQuery, Judged, Replay, Result
 from include.qdrant_migration.spec import Strategy
 from include.qdrant_migration.state import (
     MemoryStateStore,
@@ -121,3 +124,72 @@ def test_the_list_shows_progress_rate_and_money() -> None:
 def test_an_empty_list_says_how_to_start() -> None:
     html = pages.list_page([], LINKS, ADMIN, None)
     assert "No migration is recorded yet" in html and 'data-refresh="60"' in html
+
+
+def _replayed() -> Replay:
+    """What a replay of 40 queries keeps: distributions, a judge, changed queries by title."""
+    overlap = Distribution.of([i / 10 for i in range(10)] * 4)
+    changed = [
+        ChangedQuery(
+            query=f"query number {n}",
+            overlap=0.1 * n,
+            rbo=0.05 * n,
+            new_results=10 - n,
+            old=[Result(i, f"old title {n}.{i}") for i in range(3)],
+            new=[Result(i + n, f"new title {n}.{i}") for i in range(3)],
+            old_ndcg=0.8,
+            new_ndcg=0.6,
+        )
+        for n in range(10)
+    ]
+    changed[0] = dataclasses.replace(
+        changed[0], new=[Result(99, "<script>alert(2)</script>"), *changed[0].new[1:]]
+    )
+    judged = Judged(
+        "cohere/rerank-v3.5", 40, 0.71, 0.64, (0.66, 0.76), (0.59, 0.69), (-0.1, -0.04), True, 0.02
+    )
+    return Replay(
+        "file '/logs/q.jsonl'",
+        52,
+        2,
+        45,
+        40,
+        10,
+        "title",
+        overlap,
+        overlap,
+        results=400,
+        new_results=123,
+        changed=changed,
+        judge=judged,
+    )
+
+
+def test_the_page_shows_the_replayed_traffic() -> None:
+    page = dataclasses.replace(a_page(approval=True), replay=_replayed())
+    html = pages.migration_html(page, LINKS, ADMIN, None)
+    assert 'aria-label="replayed queries by overlap and RBO"' in html
+    assert html.count('<rect class="overlap"') == 11 and html.count('<rect class="rbo"') == 11
+    assert "Real traffic: 40 production queries, old vs new top 10" in html
+    assert "<td>overlap@10</td><td>0.450</td>" in html and "<td>RBO (p=0.9)</td>" in html
+    assert (
+        "Judged nDCG@10 (cohere/rerank-v3.5, 40 queries): old <b>0.710</b> [0.660, 0.760]" in html
+    )
+    assert "gates the swap at tolerance 0.02" in html
+    changed = html[html.index('id="changed"') :]
+    assert changed.count("<tr><td>query number") == 10
+    assert "<li>old title 3.0</li>" in changed and "<li>★ new title 3.0</li>" in changed
+    assert "<li>new title 0.1</li>" in changed  # id 1 was in the old list: no star
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in changed and "<script>alert(2)" not in html
+
+
+def test_the_page_reads_the_replay_from_the_report() -> None:
+    store = MemoryStateStore()
+    loading(store, {0: [[at(0), 0]]})
+    evidence = {"quality": {"skipped": "x"}, "replay": codec.encode(_replayed())}
+    Reports(store).put(ReportRecord("mig-1", Strategy.FULL_REEMBED, "report", evidence=evidence))
+    page = views.migration_page(
+        store, QdrantClient(location=":memory:"), "mig-1", AirflowFacts(DAG)
+    )
+    assert page is not None and page.replay == _replayed()
+    assert page.quality == {"judged nDCG@10": (0.71, 0.64)}
