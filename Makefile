@@ -25,7 +25,7 @@ test: $(STAMP)
 
 ## check: the fast tier (pure logic, embedded store, deterministic provider), under a minute
 check: $(STAMP)
-	$(PY) -m pytest -m "not integration and not e2e"
+	$(PY) -m pytest -n 2 -m "not integration and not e2e"
 
 ## lint: ruff and mypy
 lint: $(STAMP)
